@@ -1,0 +1,62 @@
+"""regionshift: evacuate a failing region in seconds.
+
+A Kubernetes operator on kopf. It detects a regional outage from a business signal that
+falls off its forecast, keeps pre-scaled dark capacity warm behind a readiness gate in
+every savior region, ungates it at once and shifts traffic through weighted routes.
+
+The public names are re-exported here; the modules hold one responsibility each.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    BuildError,
+    ClusterError,
+    NoData,
+    NotANumber,
+    PrometheusUnavailable,
+    QueryRejected,
+    ReconcileError,
+    RegionshiftError,
+    SignalError,
+    StartupError,
+    TargetNotFound,
+)
+from .models import (
+    API_GROUP,
+    API_VERSION,
+    DarkCluster,
+    DarkClusterSpec,
+    DarkClusterStatus,
+    Gate,
+    Mode,
+    RegionFailover,
+    RegionFailoverSpec,
+    RegionFailoverStatus,
+    Verdict,
+)
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "BuildError",
+    "ClusterError",
+    "DarkCluster",
+    "DarkClusterSpec",
+    "DarkClusterStatus",
+    "Gate",
+    "Mode",
+    "NoData",
+    "NotANumber",
+    "PrometheusUnavailable",
+    "QueryRejected",
+    "ReconcileError",
+    "RegionFailover",
+    "RegionFailoverSpec",
+    "RegionFailoverStatus",
+    "RegionshiftError",
+    "SignalError",
+    "StartupError",
+    "TargetNotFound",
+    "Verdict",
+]

@@ -1,0 +1,192 @@
+"""Generate the CustomResourceDefinitions from the pydantic models.
+
+The models in :mod:`regionshift.models` are the one source of truth; this module turns
+their JSON schema into what Kubernetes calls a *structural* OpenAPI v3 schema: every
+``$ref`` inlined, ``anyOf: [X, null]`` turned into an optional field, no ``title``,
+``exclusiveMinimum`` in its OpenAPI 3.0 (boolean) form, maps as ``additionalProperties``,
+and the models' CEL rules kept where they stand. ``regionshift crds`` writes the result to
+``crds/``; a unit test fails when the files there drift from the models.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .models import API_GROUP, API_VERSION, DarkClusterSpec, DarkClusterStatus, RegionFailoverSpec, RegionFailoverStatus
+
+__all__ = ["CRD_FILES", "crd_manifests", "render_crds", "structural_schema", "write_crds"]
+
+CRD_FILES = {"regionfailovers.yaml": "RegionFailover", "darkclusters.yaml": "DarkCluster"}
+"""File name in ``crds/`` for each kind."""
+
+_DROP = {"title", "$defs", "discriminator"}
+
+
+def _resolve(node: Any, defs: dict[str, Any]) -> Any:
+    """Inline every $ref and rewrite JSON-schema idioms into structural OpenAPI v3."""
+    if isinstance(node, list):
+        return [_resolve(item, defs) for item in node]
+    if not isinstance(node, dict):
+        return node
+    if "$ref" in node:
+        target = defs[node["$ref"].rsplit("/", 1)[-1]]
+        merged = {**copy.deepcopy(target), **{k: v for k, v in node.items() if k != "$ref"}}
+        return _resolve(merged, defs)
+    if "anyOf" in node:
+        options = [o for o in node["anyOf"] if o.get("type") != "null"]
+        rest = {k: v for k, v in node.items() if k != "anyOf"}
+        if len(options) == 1:
+            merged = {**_resolve(options[0], defs), **_resolve(rest, defs)}
+            if merged.get("default", 0) is None:
+                merged.pop("default")
+            return merged
+        raise ValueError(f"a union other than Optional cannot be structural: {node['anyOf']}")
+    out: dict[str, Any] = {}
+    for key, value in node.items():
+        if key in _DROP:
+            continue
+        if key == "properties":
+            out[key] = {name: _resolve(sub, defs) for name, sub in value.items()}
+        elif key in ("exclusiveMinimum", "exclusiveMaximum") and not isinstance(value, bool):
+            bound = "minimum" if key == "exclusiveMinimum" else "maximum"
+            out[bound] = value
+            out[key] = True
+        elif key == "additionalProperties" and isinstance(value, bool):
+            if value:
+                out["x-kubernetes-preserve-unknown-fields"] = True
+        else:
+            out[key] = _resolve(value, defs)
+    if out.get("type") == "array" and out.get("items", {}).get("properties", {}).get("type") and _is_condition(out["items"]):
+        out["x-kubernetes-list-type"] = "map"
+        out["x-kubernetes-list-map-keys"] = ["type"]
+    if "enum" in out and "type" not in out:
+        out["type"] = "string"
+    return out
+
+
+def _is_condition(items: dict[str, Any]) -> bool:
+    props = items.get("properties", {})
+    return {"type", "status", "reason", "lastTransitionTime"} <= set(props)
+
+
+def structural_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of one model."""
+    raw = model.model_json_schema(by_alias=True, mode="validation")
+    return _resolve(raw, raw.get("$defs", {}))
+
+
+def _status_schema(model: type[BaseModel]) -> dict[str, Any]:
+    schema = structural_schema(model)
+    schema["properties"]["kopf"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "kopf's own bookkeeping (the operator is configured to keep it in annotations).",
+    }
+    return schema
+
+
+_COLUMNS = {
+    "RegionFailover": [
+        {"name": "Region", "type": "string", "jsonPath": ".spec.region"},
+        {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
+        {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Evacuate", "type": "string", "jsonPath": ".spec.evacuate", "priority": 1},
+        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+    "DarkCluster": [
+        {"name": "Target", "type": "string", "jsonPath": ".spec.targetDeployment"},
+        {"name": "Gate", "type": "string", "jsonPath": ".spec.gate"},
+        {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
+        {"name": "Warm", "type": "integer", "jsonPath": ".status.warmReplicas"},
+        {"name": "Serving", "type": "integer", "jsonPath": ".status.readyReplicas"},
+        {"name": "Forecast", "type": "integer", "jsonPath": ".status.forecastReplicas", "priority": 1},
+        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+}
+
+_MODELS = {
+    "RegionFailover": (RegionFailoverSpec, RegionFailoverStatus, "regionfailovers", ["rf", "rfo"]),
+    "DarkCluster": (DarkClusterSpec, DarkClusterStatus, "darkclusters", ["dc", "dark"]),
+}
+
+
+def crd_manifests() -> dict[str, dict[str, Any]]:
+    """Every CRD of regionshift as a Kubernetes object, by kind."""
+    out: dict[str, dict[str, Any]] = {}
+    for kind, (spec_model, status_model, plural, short) in _MODELS.items():
+        spec = structural_schema(spec_model)
+        spec["description"] = (spec_model.__doc__ or "").strip().splitlines()[0]
+        status = _status_schema(status_model)
+        status["description"] = (status_model.__doc__ or "").strip().splitlines()[0]
+        out[kind] = {
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": f"{plural}.{API_GROUP}"},
+            "spec": {
+                "group": API_GROUP,
+                "scope": "Namespaced",
+                "names": {
+                    "kind": kind,
+                    "listKind": f"{kind}List",
+                    "plural": plural,
+                    "singular": kind.lower(),
+                    "shortNames": short,
+                    "categories": ["regionshift"],
+                },
+                "versions": [
+                    {
+                        "name": API_VERSION,
+                        "served": True,
+                        "storage": True,
+                        "subresources": {"status": {}},
+                        "additionalPrinterColumns": _COLUMNS[kind],
+                        "schema": {
+                            "openAPIV3Schema": {
+                                "type": "object",
+                                "required": ["spec"],
+                                "properties": {
+                                    "apiVersion": {"type": "string"},
+                                    "kind": {"type": "string"},
+                                    "metadata": {"type": "object"},
+                                    "spec": spec,
+                                    "status": status,
+                                },
+                            }
+                        },
+                    }
+                ],
+            },
+        }
+    return out
+
+
+_HEADER = "# Generated by `regionshift crds` from operator/regionshift/models.py. Do not edit.\n"
+
+
+def render_crds() -> dict[str, str]:
+    """The text of every file in ``crds/``, by file name."""
+    manifests = crd_manifests()
+    return {
+        fname: _HEADER + yaml.safe_dump(manifests[kind], sort_keys=False, width=100)
+        for fname, kind in CRD_FILES.items()
+    }
+
+
+def write_crds(*, directory: Path) -> list[Path]:
+    """Write the CRDs into ``directory``; return the paths written."""
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fname, text in render_crds().items():
+        path = directory / fname
+        path.write_text(text)
+        written.append(path)
+    return written

@@ -1,0 +1,81 @@
+"""Every exception regionshift raises on purpose, in one tree.
+
+Callers catch the narrowest class that tells them what to do next; handlers turn the
+ones caused by a resource's content into a status condition and an Event, never a crash.
+
+    RegionshiftError                 root of everything raised here on purpose
+    ├── ClusterError                 the local control plane could not be built, started or reached
+    │   ├── BuildError               compiling the pinned Go modules failed
+    │   └── StartupError             a component exited or did not become healthy in time
+    ├── ReconcileError               a resource cannot be acted on as it stands
+    │   └── TargetNotFound           a DarkCluster's target Deployment does not exist (yet)
+    └── SignalError                  the business signal cannot be read
+        ├── PrometheusUnavailable    Prometheus did not answer (connection, timeout, 5xx) after retries
+        ├── QueryRejected            Prometheus refused the query (bad PromQL, 4xx)
+        ├── NoData                   the query matched no series or returned no samples
+        └── NotANumber               the samples are NaN or infinite
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BuildError",
+    "ClusterError",
+    "NoData",
+    "NotANumber",
+    "PrometheusUnavailable",
+    "QueryRejected",
+    "ReconcileError",
+    "RegionshiftError",
+    "SignalError",
+    "StartupError",
+    "TargetNotFound",
+]
+
+
+class RegionshiftError(Exception):
+    """Root of every exception regionshift raises on purpose."""
+
+
+class ClusterError(RegionshiftError):
+    """The local control plane could not be built, started or reached."""
+
+
+class BuildError(ClusterError):
+    """Compiling the pinned Go modules failed."""
+
+
+class StartupError(ClusterError):
+    """A control-plane component exited or did not become healthy in time."""
+
+
+class ReconcileError(RegionshiftError):
+    """A resource cannot be acted on as it stands; the reason goes into its status."""
+
+    reason: str = "ReconcileError"
+
+
+class TargetNotFound(ReconcileError):
+    """A DarkCluster's target Deployment does not exist (yet)."""
+
+    reason = "TargetNotFound"
+
+
+class SignalError(RegionshiftError):
+    """The business signal cannot be read."""
+
+
+class PrometheusUnavailable(SignalError):
+    """Prometheus did not answer (connection refused, timeout, 5xx) after every retry."""
+
+
+class QueryRejected(SignalError):
+    """Prometheus refused the query: bad PromQL or another 4xx answer."""
+
+
+class NoData(SignalError):
+    """The query matched no series, or the series has no samples in the window."""
+
+
+class NotANumber(SignalError):
+    """The samples are NaN or infinite, so no ratio can be taken."""

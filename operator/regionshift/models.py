@@ -1,0 +1,456 @@
+"""The custom resources of regionshift, as pydantic models.
+
+These models are the single source of truth for the API: ``regionshift crds`` turns them
+into the CRD YAML in ``crds/`` (see :mod:`regionshift.crdgen`), and the operator parses
+every object it reads through them. Cross-field rules that a JSON schema cannot express
+sit next to the fields they constrain as CEL rules (``x-kubernetes-validations``), so the
+API server rejects bad input with a message naming the field before the operator ever sees
+it.
+
+Field names are camelCase on the wire (the Kubernetes convention) and snake_case in Python;
+every field carries its unit in its name (``intervalSeconds``, not ``interval``).
+"""
+
+from __future__ import annotations
+
+import enum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "API_GROUP",
+    "API_VERSION",
+    "Condition",
+    "DarkCluster",
+    "DarkClusterSpec",
+    "DarkClusterStatus",
+    "DarkReplicaPolicy",
+    "DetectionPolicy",
+    "EvacuationTimeline",
+    "FailbackPolicy",
+    "Gate",
+    "LabelSelector",
+    "Mode",
+    "ModelFit",
+    "ObjectMeta",
+    "Peer",
+    "RegionFailover",
+    "RegionFailoverSpec",
+    "RegionFailoverStatus",
+    "RegionSignalStatus",
+    "ReplicaSource",
+    "SignalSource",
+    "DarkCapacityPolicy",
+    "TrafficProvider",
+    "TrafficProviderKind",
+    "Verdict",
+]
+
+API_GROUP = "regionshift.io"
+API_VERSION = "v1alpha1"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+"""An RFC 1123 label: what Kubernetes accepts as a Deployment or region name."""
+
+
+def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
+    """One CEL rule as the API server expects it in ``x-kubernetes-validations``."""
+    out = {"rule": rule, "message": message}
+    if field_path:
+        out["fieldPath"] = field_path
+    return out
+
+
+class Model(BaseModel):
+    """Base of every resource part: camelCase on the wire, unknown fields ignored."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="ignore",
+        use_enum_values=True,
+    )
+
+    def wire(self) -> dict[str, Any]:
+        """This model as the API server stores it: camelCase, no unset optionals."""
+        return self.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+# ---------------------------------------------------------------------------- shared
+
+
+class Condition(Model):
+    """A status condition, as in the Kubernetes API conventions (metav1.Condition)."""
+
+    type: str = Field(description="Kind of condition, e.g. Ready, TargetFound, GateOpen.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="One CamelCase word saying why the condition is so.")
+    message: str = Field(default="", description="A sentence for humans.")
+    last_transition_time: str = Field(
+        description="RFC 3339 time the status last changed (not the reason or message)."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="metadata.generation the condition was computed from."
+    )
+
+
+class ObjectMeta(Model):
+    """The part of metadata the operator reads; the rest stays with the API server."""
+
+    name: str
+    namespace: str | None = None
+    uid: str | None = None
+    generation: int | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+
+
+class LabelSelector(Model):
+    """Selects the Deployments that take part in a failover domain."""
+
+    match_labels: dict[str, str] = Field(
+        default_factory=dict, description="Labels a Deployment must carry, all of them."
+    )
+
+
+# ---------------------------------------------------------------------------- DarkCluster
+
+
+class Gate(str, enum.Enum):
+    """Whether dark pods may take traffic."""
+
+    CLOSED = "closed"
+    OPEN = "open"
+
+
+class ReplicaSource(str, enum.Enum):
+    """Where the dark replica count comes from."""
+
+    FIXED = "Fixed"
+    FORECAST = "Forecast"
+
+
+class DarkReplicaPolicy(Model):
+    """How many dark replicas to keep warm."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be less than or equal to maxReplicas",
+                    ".minReplicas",
+                ),
+                cel(
+                    "self.source != 'Fixed' || has(self.fixedReplicas)",
+                    "fixedReplicas is required when source is Fixed",
+                    ".fixedReplicas",
+                ),
+                cel(
+                    "!has(self.fixedReplicas) || (self.fixedReplicas >= self.minReplicas"
+                    " && self.fixedReplicas <= self.maxReplicas)",
+                    "fixedReplicas must lie between minReplicas and maxReplicas",
+                    ".fixedReplicas",
+                ),
+            ]
+        }
+    )
+
+    source: ReplicaSource = Field(
+        default=ReplicaSource.FIXED,
+        description="Fixed: keep fixedReplicas. Forecast: keep what the sizing model forecasts"
+        " (written to status.forecastReplicas), clamped to minReplicas..maxReplicas.",
+    )
+    fixed_replicas: int | None = Field(
+        default=None, ge=0, le=10000, description="Dark replicas to keep when source is Fixed."
+    )
+    min_replicas: int = Field(default=0, ge=0, le=10000, description="Never fewer dark replicas.")
+    max_replicas: int = Field(default=100, ge=0, le=10000, description="Never more dark replicas.")
+
+
+class DarkClusterSpec(Model):
+    """A shadow of one Deployment: same pod template, warm, gated."""
+
+    target_deployment: str = Field(
+        min_length=1,
+        max_length=58,
+        pattern=DNS_LABEL,
+        description="Name of the Deployment (same namespace) whose pods the dark cluster"
+        " shadows. The shadow Deployment is named <targetDeployment>-dark.",
+    )
+    replicas: DarkReplicaPolicy = Field(
+        default_factory=DarkReplicaPolicy, description="How many dark replicas to keep warm."
+    )
+    gate: Gate = Field(
+        default=Gate.CLOSED,
+        description="closed: dark pods run but stay out of every Service's endpoints."
+        " open: the operator sets their readiness gate True and they take traffic.",
+    )
+
+
+class ModelFit(Model):
+    """The fitted scaling model replicas = intercept + slope * traffic (ordinary least squares)."""
+
+    intercept: float = Field(description="Replicas at zero traffic.")
+    slope_replicas_per_unit: float = Field(description="Replicas per unit of the signal.")
+    r_squared: float = Field(description="Coefficient of determination of the fit, 0..1.")
+    samples: int = Field(ge=0, description="History samples the fit used.")
+    fitted_at: str = Field(description="RFC 3339 time of the fit.")
+
+
+class DarkClusterStatus(Model):
+    """What the operator observed and decided for one dark cluster."""
+
+    observed_generation: int | None = Field(default=None, description="Last spec generation acted on.")
+    shadow_deployment: str | None = Field(default=None, description="Name of the shadow Deployment.")
+    desired_replicas: int | None = Field(default=None, description="Dark replicas asked of the shadow.")
+    forecast_replicas: int | None = Field(
+        default=None, description="Dark replicas the sizing model forecasts (before min/max)."
+    )
+    warm_replicas: int | None = Field(
+        default=None, description="Dark pods running with all containers ready (gated or not)."
+    )
+    ready_replicas: int | None = Field(
+        default=None, description="Dark pods Ready, i.e. ungated and taking traffic."
+    )
+    gated: bool | None = Field(default=None, description="True while the gate is closed.")
+    model_fit: ModelFit | None = Field(default=None, description="The scaling model behind the forecast.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, GateOpen.")
+
+
+class DarkCluster(Model):
+    """A DarkCluster resource."""
+
+    api_version: str = f"{API_GROUP}/{API_VERSION}"
+    kind: Literal["DarkCluster"] = "DarkCluster"
+    metadata: ObjectMeta
+    spec: DarkClusterSpec
+    status: DarkClusterStatus = Field(default_factory=DarkClusterStatus)
+
+
+# ---------------------------------------------------------------------------- RegionFailover
+
+
+class Mode(str, enum.Enum):
+    """Who pushes the button."""
+
+    AUTOMATIC = "Automatic"
+    MANUAL = "Manual"
+    DRY_RUN = "DryRun"
+
+
+class Verdict(str, enum.Enum):
+    """What detection concluded about one region."""
+
+    HEALTHY = "Healthy"
+    UNHEALTHY = "Unhealthy"
+    HELD_BACK = "HeldBack"
+    UNKNOWN = "Unknown"
+
+
+class TrafficProviderKind(str, enum.Enum):
+    """Which traffic API a provider writes weights through."""
+
+    GATEWAY_API = "GatewayAPI"
+    INGRESS_NGINX = "IngressNginx"
+    EXTERNAL_DNS = "ExternalDNS"
+
+
+class Peer(Model):
+    """Another region of the failover domain."""
+
+    name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Region name.")
+    gateway_address: str | None = Field(
+        default=None,
+        description="host:port of the peer's gateway, the target when traffic is proxied there.",
+    )
+    dns_record: str | None = Field(default=None, description="The peer's weighted DNS record name.")
+
+
+class SignalSource(Model):
+    """Where the business signal comes from."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel("self.query.contains('{region}')", "query must contain the {region} placeholder", ".query"),
+            ]
+        }
+    )
+
+    prometheus_url: str = Field(
+        min_length=1, pattern=r"^https?://", description="Base URL of the Prometheus HTTP API."
+    )
+    query: str = Field(
+        min_length=1,
+        description="PromQL for one region's signal, with {region} where the region name goes.",
+    )
+    step_seconds: int = Field(default=60, ge=1, le=3600, description="Seconds between samples.")
+    history_days: int = Field(default=14, ge=1, le=90, description="Days of history the forecast fits.")
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Per-query timeout.")
+    bearer_token_secret: str | None = Field(
+        default=None, description="Secret (same namespace, key 'token') with a bearer token."
+    )
+    insecure_skip_tls_verify: bool = Field(default=False, description="Skip TLS verification.")
+
+
+class DetectionPolicy(Model):
+    """When a region counts as failing, and what holds an evacuation back."""
+
+    ratio_threshold: float = Field(
+        default=0.7, gt=0, lt=1, description="Unhealthy when actual/expected stays below this."
+    )
+    consecutive_samples: int = Field(
+        default=3, ge=1, le=100, description="Samples in a row under the threshold."
+    )
+    minimum_expected: float = Field(
+        default=1.0, ge=0, description="Ignore samples whose expected value is below this floor."
+    )
+    global_drop_fraction: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="Hold back when at least this share of all regions drops together.",
+    )
+    rollout_guard_seconds: int = Field(
+        default=900, ge=0, description="Hold back when a Deployment rolled out this recently."
+    )
+    stale_after_seconds: int = Field(
+        default=300, ge=1, description="Data older than this counts as missing."
+    )
+
+
+class DarkCapacityPolicy(Model):
+    """How dark clusters are sized from the forecast."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.minReplicas <= self.maxReplicas",
+                    "minReplicas must be less than or equal to maxReplicas",
+                    ".minReplicas",
+                ),
+            ]
+        }
+    )
+
+    headroom_ratio: float = Field(default=1.2, ge=1, le=10, description="Multiply the need by this.")
+    min_replicas: int = Field(default=0, ge=0, description="Never fewer dark replicas.")
+    max_replicas: int = Field(default=100, ge=0, description="Never more dark replicas.")
+    horizon_seconds: int = Field(
+        default=3600, ge=60, description="How far ahead the forecast peak is taken."
+    )
+
+
+class TrafficProvider(Model):
+    """One traffic API and the routes of it this operator owns."""
+
+    kind: TrafficProviderKind = Field(description="GatewayAPI, IngressNginx or ExternalDNS.")
+    routes: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        min_length=1, description="Names of the HTTPRoutes, Ingresses or DNSEndpoints it owns."
+    )
+
+
+class FailbackPolicy(Model):
+    """How traffic comes back to a healed region, step by step."""
+
+    step_percent: int = Field(default=10, ge=1, le=100, description="Share added per step.")
+    step_interval_seconds: int = Field(default=120, ge=1, description="Seconds between steps.")
+    ratio_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="Go on only while served/expected stays above this."
+    )
+
+
+class RegionFailoverSpec(Model):
+    """A failover domain as seen from one region."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self.evacuate.all(r, r == self.region || self.peers.exists(p, p.name == r))",
+                    "every name in evacuate must be this region or one of the peers",
+                    ".evacuate",
+                ),
+                cel(
+                    "self.peers.all(p, p.name != self.region)",
+                    "a peer must not have this region's name",
+                    ".peers",
+                ),
+            ]
+        }
+    )
+
+    region: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="This region's name.")
+    peers: list[Peer] = Field(
+        min_length=1, max_length=32, description="The other regions of the domain."
+    )
+    signal: SignalSource = Field(description="The business signal, per region.")
+    detection: DetectionPolicy = Field(default_factory=DetectionPolicy, description="Detection policy.")
+    selector: LabelSelector = Field(
+        default_factory=LabelSelector, description="Deployments that take part (get a DarkCluster)."
+    )
+    dark_capacity: DarkCapacityPolicy = Field(
+        default_factory=DarkCapacityPolicy, description="Dark-capacity sizing policy."
+    )
+    traffic: list[TrafficProvider] = Field(
+        default_factory=list, max_length=8, description="Traffic providers and the routes they own."
+    )
+    mode: Mode = Field(
+        default=Mode.AUTOMATIC,
+        description="Automatic: act on detection. Manual: act only on evacuate. DryRun: decide,"
+        " report, never act.",
+    )
+    evacuate: list[Annotated[str, Field(max_length=63)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="Regions to evacuate now, by hand or from a GitOps commit.",
+    )
+    failback: FailbackPolicy = Field(default_factory=FailbackPolicy, description="Failback policy.")
+
+
+class RegionSignalStatus(Model):
+    """The latest signal and verdict for one region."""
+
+    name: str = Field(description="Region name.")
+    actual: float | None = Field(default=None, description="Latest signal sample.")
+    expected: float | None = Field(default=None, description="Forecast for that sample's time.")
+    ratio: float | None = Field(default=None, description="actual / expected.")
+    verdict: Verdict = Field(default=Verdict.UNKNOWN, description="Healthy, Unhealthy, HeldBack, Unknown.")
+    unhealthy_since: str | None = Field(default=None, description="When the verdict turned Unhealthy.")
+    held_back_by: str | None = Field(default=None, description="The guard holding an evacuation back.")
+    sampled_at: str | None = Field(default=None, description="Time of the latest sample.")
+
+
+class EvacuationTimeline(Model):
+    """Timestamps of the last evacuation, each RFC 3339."""
+
+    region: str | None = Field(default=None, description="The region evacuated.")
+    detected_at: str | None = None
+    ungated_at: str | None = None
+    shifted_at: str | None = None
+    settled_at: str | None = None
+
+
+class RegionFailoverStatus(Model):
+    """What the operator observed and decided for one failover domain."""
+
+    observed_generation: int | None = Field(default=None, description="Last spec generation acted on.")
+    phase: str | None = Field(default=None, description="Steady, Evacuating, Evacuated, FailingBack.")
+    regions: list[RegionSignalStatus] = Field(default_factory=list, description="Per-region signal.")
+    weights: dict[str, int] = Field(default_factory=dict, description="Current traffic weight per region.")
+    timeline: EvacuationTimeline | None = Field(default=None, description="The last evacuation.")
+    conditions: list[Condition] = Field(default_factory=list, description="Ready, Detecting, Evacuating.")
+
+
+class RegionFailover(Model):
+    """A RegionFailover resource."""
+
+    api_version: str = f"{API_GROUP}/{API_VERSION}"
+    kind: Literal["RegionFailover"] = "RegionFailover"
+    metadata: ObjectMeta
+    spec: RegionFailoverSpec
+    status: RegionFailoverStatus = Field(default_factory=RegionFailoverStatus)
