@@ -81,6 +81,9 @@ func run(name string, args []string) int {
 }
 
 func runKwok() int {
+	// The Kubernetes components linked in here register --version on the global flag
+	// set; kwok's cobra command declares its own, so give kwok a clean global set.
+	pflag.CommandLine = pflag.NewFlagSet("kwok", pflag.ExitOnError)
 	flagset := pflag.NewFlagSet("global", pflag.ContinueOnError)
 	flagset.ParseErrorsAllowlist.UnknownFlags = true
 	flagset.Usage = func() {}
