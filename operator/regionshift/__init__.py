@@ -35,6 +35,7 @@ from .models import (
     RegionFailoverStatus,
     Verdict,
 )
+from .prometheus import PrometheusClient, Series
 
 __all__ = [
     "API_GROUP",
@@ -48,6 +49,7 @@ __all__ = [
     "Mode",
     "NoData",
     "NotANumber",
+    "PrometheusClient",
     "PrometheusUnavailable",
     "QueryRejected",
     "ReconcileError",
@@ -55,6 +57,7 @@ __all__ = [
     "RegionFailoverSpec",
     "RegionFailoverStatus",
     "RegionshiftError",
+    "Series",
     "SignalError",
     "StartupError",
     "TargetNotFound",

@@ -66,11 +66,19 @@ class SignalError(RegionshiftError):
 
 
 class PrometheusUnavailable(SignalError):
-    """Prometheus did not answer (connection refused, timeout, 5xx) after every retry."""
+    """Prometheus did not answer (connection refused, timeout, 5xx) after every retry.
+
+    Also raised at once, without retrying, when what answered is not the Prometheus API
+    (a proxy's login page, a body that is not a Prometheus result).
+    """
 
 
 class QueryRejected(SignalError):
-    """Prometheus refused the query: bad PromQL or another 4xx answer."""
+    """Prometheus refused the query: bad PromQL or another 4xx answer.
+
+    Also raised when the answer cannot be used as asked: several series where one value is
+    needed, or a string. Never retried: the query has to change.
+    """
 
 
 class NoData(SignalError):

@@ -1,7 +1,7 @@
 """The local control plane: build it from pinned Go modules, start regions on loopback."""
 
 from .build import COMPONENTS, ControlPlaneBinaries, Pins, build_control_plane, pins
-from .launcher import LocalCluster, free_port, local_clusters, state_root, stop_recorded
+from .launcher import LocalCluster, free_port, install_crds, local_clusters, state_root, stop_recorded
 
 __all__ = [
     "COMPONENTS",
@@ -10,6 +10,7 @@ __all__ = [
     "Pins",
     "build_control_plane",
     "free_port",
+    "install_crds",
     "local_clusters",
     "pins",
     "state_root",

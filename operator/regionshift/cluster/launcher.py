@@ -25,7 +25,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import yaml
@@ -34,7 +34,15 @@ from ..errors import StartupError
 from .build import ControlPlaneBinaries, build_control_plane
 from .pki import ClusterPKI, write_pki
 
-__all__ = ["KWOK_NODE_ANNOTATION", "LocalCluster", "free_port", "local_clusters", "state_root", "stop_recorded"]
+__all__ = [
+    "KWOK_NODE_ANNOTATION",
+    "LocalCluster",
+    "free_port",
+    "install_crds",
+    "local_clusters",
+    "state_root",
+    "stop_recorded",
+]
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 STAGES_DIR = Path(__file__).parent / "kwok"
@@ -72,6 +80,9 @@ class LocalCluster:
     tie_to_parent: bool = True
     log: Callable[[str], None] = print
     binaries: ControlPlaneBinaries | None = None
+    crds: list[dict[str, Any]] = field(default_factory=list)
+    """CRDs installed before kube-controller-manager starts, so its garbage collector
+    knows their kinds from the first moment (it rediscovers only every 30 s)."""
     ports: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _own_workdir: bool = False
@@ -116,6 +127,9 @@ class LocalCluster:
             self.log(f"cluster {self.name}: starting kube-apiserver on {self.server}")
             self._spawn("kube-apiserver", self._apiserver_args(pki))
             self._wait("kube-apiserver", deadline, lambda: self._apiserver_ready(pki))
+            if self.crds:
+                with self.api_client() as api:
+                    install_crds(api=api, manifests=self.crds, timeout_seconds=max(1.0, deadline - time.monotonic()))
             self.log(f"cluster {self.name}: starting kube-controller-manager, kube-scheduler, kwok")
             self._spawn("kube-controller-manager", self._controller_manager_args(pki))
             self._spawn("kube-scheduler", self._scheduler_args())
@@ -343,6 +357,34 @@ class LocalCluster:
     def pids(self) -> list[int]:
         """PIDs of the components still running."""
         return [proc.pid for proc in self._procs.values() if proc.poll() is None]
+
+
+def install_crds(*, api: Any, manifests: list[dict[str, Any]], timeout_seconds: float = 30.0) -> None:
+    """Create or update CRDs and wait until the API server serves them (Established)."""
+    from kubernetes import client
+
+    ext = client.ApiextensionsV1Api(api)
+    for manifest in manifests:
+        name = manifest["metadata"]["name"]
+        try:
+            ext.create_custom_resource_definition(manifest)
+        except client.ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = ext.read_custom_resource_definition(name)
+            ext.replace_custom_resource_definition(
+                name, {**manifest, "metadata": {**manifest["metadata"], "resourceVersion": current.metadata.resource_version}}
+            )
+    deadline = time.monotonic() + timeout_seconds
+    for manifest in manifests:
+        name = manifest["metadata"]["name"]
+        while not any(
+            c.type == "Established" and c.status == "True"
+            for c in ext.read_custom_resource_definition(name).status.conditions or []
+        ):
+            if time.monotonic() > deadline:
+                raise StartupError(f"CRD {name} not established in {timeout_seconds} s")
+            time.sleep(0.1)
 
 
 def stop_recorded(*, workdir: Path, grace_seconds: float = 10.0) -> bool:

@@ -1,0 +1,81 @@
+"""The kopf handlers: registration only, each a docstring and one call.
+
+Importing this module registers the handlers on kopf's default registry. The work is
+done in :mod:`regionshift.reconciler`; the settings and the login in
+:mod:`regionshift.runner`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from . import reconciler, runner
+from .darkcapacity import DARK_CLUSTER_LABEL
+from .models import API_GROUP, API_VERSION
+
+DARKCLUSTERS = (API_GROUP, API_VERSION, "darkclusters")
+RESYNC_SECONDS = 15.0
+_refresher = reconciler.StatusRefresher()
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    """Keep kopf's bookkeeping in annotations and post only our own Events."""
+    runner.configure_settings(settings)
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Log in with the same credentials as the API client of :mod:`regionshift.kube`."""
+    return runner.connection_info()
+
+
+@kopf.index(*DARKCLUSTERS)
+def darkclusters_by_target(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    """DarkCluster names by (namespace, target Deployment), to react to Deployment changes."""
+    return {(namespace, spec.get("targetDeployment", "")): name}
+
+
+@kopf.index(*DARKCLUSTERS)
+def darkcluster_gates(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
+    """The gate of every DarkCluster, to gate a new dark pod the moment it appears."""
+    return {(namespace, name): spec.get("gate", "closed")}
+
+
+@kopf.on.resume(*DARKCLUSTERS)
+@kopf.on.create(*DARKCLUSTERS)
+@kopf.on.update(*DARKCLUSTERS, field="spec")
+def dark_cluster_changed(body: kopf.Body, **_: Any) -> None:
+    """A DarkCluster appeared or its spec changed: shadow, gates and status follow."""
+    reconciler.reconcile_dark_cluster(body=dict(body))
+
+
+@kopf.timer(*DARKCLUSTERS, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+def dark_cluster_resync(body: kopf.Body, **_: Any) -> None:
+    """Periodic resync: repairs drift and anything an event did not bring."""
+    reconciler.reconcile_dark_cluster(body=dict(body))
+
+
+@kopf.on.event("apps", "v1", "deployments")
+def deployment_changed(
+    namespace: str, name: str, labels: kopf.Labels, darkclusters_by_target: kopf.Index[tuple[str, str], str], **_: Any
+) -> None:
+    """A target changed (or appeared, or went): reconcile its DarkClusters. A shadow changed: refresh status."""
+    if DARK_CLUSTER_LABEL in labels:
+        _refresher.request(namespace=namespace, name=labels[DARK_CLUSTER_LABEL])
+        return
+    for dark_cluster in darkclusters_by_target.get((namespace, name), []):
+        reconciler.reconcile_dark_cluster_named(namespace=namespace, name=dark_cluster)
+
+
+@kopf.on.event("", "v1", "pods", labels={DARK_CLUSTER_LABEL: kopf.PRESENT})
+def dark_pod_changed(
+    body: kopf.Body, namespace: str, labels: kopf.Labels, darkcluster_gates: kopf.Index[tuple[str, str], str], **_: Any
+) -> None:
+    """A dark pod appeared or changed: give it its DarkCluster's gate, then refresh the counts."""
+    owner = labels[DARK_CLUSTER_LABEL]
+    for gate in darkcluster_gates.get((namespace, owner), []):
+        reconciler.sync_pod_gate(pod=dict(body), gate=gate)
+    _refresher.request(namespace=namespace, name=owner)

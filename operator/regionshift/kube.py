@@ -1,0 +1,131 @@
+"""Access to the Kubernetes API: the only module that talks to the API server.
+
+A thin layer over the official (synchronous) client. The operator's handlers are plain
+``def`` functions that kopf runs in its thread pool, so blocking calls here never stall
+the event loop. Each function does one read or one write and returns plain dicts, so the
+decisions stay pure functions over plain data.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from .models import API_GROUP, API_VERSION
+
+__all__ = [
+    "ApiException",
+    "configure",
+    "configure_once",
+    "create_deployment",
+    "list_pods",
+    "patch_custom_status",
+    "patch_pod_status",
+    "read_custom",
+    "read_deployment",
+    "replace_deployment",
+    "rest_configuration",
+]
+
+_lock = threading.Lock()
+_api: client.ApiClient | None = None
+_configuration: client.Configuration | None = None
+
+
+def rest_configuration(*, kubeconfig: Path | None = None) -> client.Configuration:
+    """Client configuration from a kubeconfig file, $KUBECONFIG, or the in-cluster account."""
+    configuration = client.Configuration()
+    if kubeconfig is not None:
+        config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
+    else:
+        try:
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(client_configuration=configuration)
+    return configuration
+
+
+def configure(*, kubeconfig: Path | None = None) -> client.Configuration:
+    """Point this module at a cluster; returns the configuration used."""
+    global _api, _configuration
+    with _lock:
+        _configuration = rest_configuration(kubeconfig=kubeconfig)
+        _api = client.ApiClient(_configuration)
+    return _configuration
+
+
+def configure_once() -> client.Configuration:
+    """The current configuration, loading the default one if none was set."""
+    if _configuration is None:
+        configure()
+    assert _configuration is not None
+    return _configuration
+
+
+def _client() -> client.ApiClient:
+    if _api is None:
+        configure()
+    assert _api is not None
+    return _api
+
+
+def _dict(obj: Any) -> dict[str, Any]:
+    return _client().sanitize_for_serialization(obj)  # type: ignore[no-any-return]
+
+
+def read_deployment(*, namespace: str, name: str) -> dict[str, Any] | None:
+    """A Deployment, or None if it does not exist."""
+    try:
+        return _dict(client.AppsV1Api(_client()).read_namespaced_deployment(name, namespace))
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def create_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
+    """Create a Deployment."""
+    namespace = body["metadata"]["namespace"]
+    return _dict(client.AppsV1Api(_client()).create_namespaced_deployment(namespace, body))
+
+
+def replace_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
+    """Replace a Deployment wholesale (body carries metadata.resourceVersion)."""
+    meta = body["metadata"]
+    return _dict(client.AppsV1Api(_client()).replace_namespaced_deployment(meta["name"], meta["namespace"], body))
+
+
+def list_pods(*, namespace: str, label_selector: str) -> list[dict[str, Any]]:
+    """Pods matching a label selector."""
+    pods = client.CoreV1Api(_client()).list_namespaced_pod(namespace, label_selector=label_selector)
+    return [_dict(p) for p in pods.items]
+
+
+def patch_pod_status(*, namespace: str, name: str, conditions: list[dict[str, Any]]) -> None:
+    """Merge conditions into a pod's status (strategic merge: by condition type)."""
+    client.CoreV1Api(_client()).patch_namespaced_pod_status(
+        name, namespace, {"status": {"conditions": conditions}}
+    )
+
+
+def read_custom(*, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+    """One regionshift custom resource, or None if it does not exist."""
+    try:
+        return client.CustomObjectsApi(_client()).get_namespaced_custom_object(  # type: ignore[no-any-return]
+            API_GROUP, API_VERSION, namespace, plural, name
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+
+
+def patch_custom_status(*, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
+    """Merge-patch the status subresource of a regionshift custom resource."""
+    client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(
+        API_GROUP, API_VERSION, namespace, plural, name, {"status": status}
+    )

@@ -1,0 +1,43 @@
+"""Prometheus metrics: one for every decision the operator takes.
+
+Served on ``--metrics-port`` by ``regionshift run``. Names follow the Prometheus
+conventions (``_total`` for counters, units in names).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, start_http_server
+
+__all__ = [
+    "DARK_REPLICAS",
+    "GATE_WRITES",
+    "RECONCILIATIONS",
+    "SHADOW_WRITES",
+    "serve_metrics",
+]
+
+RECONCILIATIONS = Counter(
+    "regionshift_reconciliations_total",
+    "Reconciliations of a resource, by kind and outcome (Reconciled, TargetNotFound, ShadowConflict, Error).",
+    ["kind", "outcome"],
+)
+SHADOW_WRITES = Counter(
+    "regionshift_shadow_writes_total",
+    "Writes of shadow Deployments, by action (create, replace).",
+    ["action"],
+)
+GATE_WRITES = Counter(
+    "regionshift_gate_writes_total",
+    "Readiness-gate condition writes to dark pods, by the gate written (open, closed).",
+    ["gate"],
+)
+DARK_REPLICAS = Gauge(
+    "regionshift_dark_replicas",
+    "Dark replicas of a DarkCluster, by state (desired, warm, serving).",
+    ["namespace", "darkcluster", "state"],
+)
+
+
+def serve_metrics(*, port: int, address: str = "127.0.0.1") -> None:
+    """Serve /metrics on ``address:port`` from a background thread."""
+    start_http_server(port, addr=address)

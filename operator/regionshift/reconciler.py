@@ -1,0 +1,205 @@
+"""Reconcile a DarkCluster: read, decide, write.
+
+The handlers in :mod:`regionshift.handlers` call these functions; each reads what it
+needs from the API server, asks the pure modules (:mod:`regionshift.darkcapacity`,
+:mod:`regionshift.gate`) what to do, and writes only the difference. Running any of them
+twice, or after a crash halfway, converges to the same state: the shadow Deployment is
+replaced only when its decided parts differ, a pod's gate condition is written only when it
+differs, and status only when it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+import kopf
+
+from . import kube
+from .conditions import find_condition, now_rfc3339
+from .darkcapacity import (
+    DARK_CLUSTER_LABEL,
+    conflict_status,
+    dark_status,
+    desired_replicas,
+    shadow_deployment,
+    shadow_name,
+    shadow_needs_write,
+    target_missing_status,
+)
+from .gate import gate_condition, pods_needing_gate_write
+from .metrics import DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
+from .models import DarkClusterSpec, Gate
+
+__all__ = ["DARKCLUSTERS", "StatusRefresher", "reconcile_dark_cluster", "reconcile_dark_cluster_named", "sync_pod_gate"]
+
+DARKCLUSTERS = "darkclusters"
+log = logging.getLogger(__name__)
+
+
+def _selector(name: str) -> str:
+    return f"{DARK_CLUSTER_LABEL}={name}"
+
+
+def _event(body: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+    try:
+        kopf.event(body, type=type_, reason=reason, message=message)
+    except LookupError:  # outside the operator's context (no event queue): log only
+        log.info("%s %s: %s", type_, reason, message)
+
+
+def _write_status(body: dict[str, Any], status: dict[str, Any]) -> None:
+    old = body.get("status") or {}
+    if all(old.get(key) == value for key, value in status.items()):
+        return
+    meta = body["metadata"]
+    kube.patch_custom_status(plural=DARKCLUSTERS, namespace=meta["namespace"], name=meta["name"], status=status)
+
+
+def reconcile_dark_cluster(*, body: dict[str, Any]) -> str:
+    """Bring a DarkCluster's shadow Deployment, its pods' gates and its status in line.
+
+    Returns the outcome (also counted in ``regionshift_reconciliations_total``).
+    """
+    meta = body["metadata"]
+    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    spec = DarkClusterSpec.model_validate(body["spec"])
+    old_status = body.get("status") or {}
+    now = now_rfc3339()
+
+    target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
+    if target is None:
+        previous = find_condition(old_status.get("conditions"), "Ready")
+        if not previous or previous.get("reason") != "TargetNotFound":
+            _event(body, type_="Warning", reason="TargetNotFound",
+                   message=f"Deployment {spec.target_deployment!r} not found; waiting for it to appear")
+        _write_status(body, target_missing_status(spec=spec, generation=generation, old_status=old_status, now=now))
+        RECONCILIATIONS.labels("DarkCluster", "TargetNotFound").inc()
+        return "TargetNotFound"
+
+    replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
+    desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
+    current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
+    if current is not None and (current["metadata"].get("labels") or {}).get(DARK_CLUSTER_LABEL) != name:
+        previous = find_condition(old_status.get("conditions"), "Ready")
+        if not previous or previous.get("reason") != "ShadowConflict":
+            _event(body, type_="Warning", reason="ShadowConflict",
+                   message=f"Deployment {desired['metadata']['name']!r} exists and is not ours; left untouched")
+        _write_status(body, conflict_status(spec=spec, generation=generation, old_status=old_status, now=now))
+        RECONCILIATIONS.labels("DarkCluster", "ShadowConflict").inc()
+        return "ShadowConflict"
+
+    if shadow_needs_write(current=current, desired=desired):
+        _write_shadow(body=body, current=current, desired=desired)
+
+    pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
+    written = _write_gates(namespace=namespace, pods=pods, gate=spec.gate)
+    if written:
+        verb = "opened" if spec.gate == Gate.OPEN.value else "closed"
+        _event(body, type_="Normal", reason=f"Gate{verb.capitalize()}",
+               message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}")
+        pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
+    status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now)
+    _write_status(body, status)
+    _export(namespace=namespace, name=name, status=status)
+    RECONCILIATIONS.labels("DarkCluster", "Reconciled").inc()
+    return "Reconciled"
+
+
+def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desired: dict[str, Any]) -> None:
+    shadow = desired["metadata"]["name"]
+    if current is None:
+        try:
+            kube.create_deployment(body=desired)
+        except kube.ApiException as exc:
+            if exc.status != 409:
+                raise
+            raise kopf.TemporaryError(f"{shadow} appeared while being created; retrying", delay=1) from exc
+        SHADOW_WRITES.labels("create").inc()
+        _event(body, type_="Normal", reason="ShadowCreated",
+               message=f"created {shadow} with {desired['spec']['replicas']} gated replica(s)")
+        return
+    replacement = {
+        **desired,
+        "metadata": {**desired["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
+        "status": current.get("status") or {},
+    }
+    replacement["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}), **desired["metadata"]["labels"]}
+    try:
+        kube.replace_deployment(body=replacement)
+    except kube.ApiException as exc:
+        if exc.status != 409:
+            raise
+        raise kopf.TemporaryError(f"{shadow} changed while being updated; retrying", delay=1) from exc
+    SHADOW_WRITES.labels("replace").inc()
+    _event(body, type_="Normal", reason="ShadowUpdated",
+           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), pod template of its target")
+
+
+def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> int:
+    names = pods_needing_gate_write(pods=pods, gate=gate)
+    condition = gate_condition(gate=gate, now=now_rfc3339())
+    written = 0
+    for pod in names:
+        try:
+            kube.patch_pod_status(namespace=namespace, name=pod, conditions=[condition])
+        except kube.ApiException as exc:
+            if exc.status == 404:  # deleted meanwhile: nothing to gate
+                continue
+            raise
+        GATE_WRITES.labels(gate).inc()
+        written += 1
+    return written
+
+
+def _export(*, namespace: str, name: str, status: dict[str, Any]) -> None:
+    DARK_REPLICAS.labels(namespace, name, "desired").set(status["desiredReplicas"])
+    DARK_REPLICAS.labels(namespace, name, "warm").set(status["warmReplicas"])
+    DARK_REPLICAS.labels(namespace, name, "serving").set(status["readyReplicas"])
+
+
+def reconcile_dark_cluster_named(*, namespace: str, name: str) -> str | None:
+    """Reconcile a DarkCluster read fresh from the API server (None if it is gone)."""
+    body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    return reconcile_dark_cluster(body=body)
+
+
+def sync_pod_gate(*, pod: dict[str, Any], gate: str) -> bool:
+    """Write one dark pod's gate condition if it differs from its DarkCluster's gate."""
+    return _write_gates(namespace=pod["metadata"]["namespace"], pods=[pod], gate=gate) > 0
+
+
+class StatusRefresher:
+    """Coalesces bursts of dark-pod events into one reconcile per DarkCluster.
+
+    A pod event asks for a refresh; the refresh runs once, shortly after, for every
+    request that arrived meanwhile. Nothing here is state: a lost request is made good by
+    the periodic resync.
+    """
+
+    def __init__(self, *, delay_seconds: float = 0.3) -> None:
+        self._delay = delay_seconds
+        self._pending: set[tuple[str, str]] = set()
+        self._lock = threading.Lock()
+
+    def request(self, *, namespace: str, name: str) -> None:
+        """Ask for a refresh of one DarkCluster."""
+        key = (namespace, name)
+        with self._lock:
+            if key in self._pending:
+                return
+            self._pending.add(key)
+        timer = threading.Timer(self._delay, self._run, kwargs={"key": key})
+        timer.daemon = True
+        timer.start()
+
+    def _run(self, *, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._pending.discard(key)
+        try:
+            reconcile_dark_cluster_named(namespace=key[0], name=key[1])
+        except Exception:  # the periodic resync retries; never kill the timer thread loudly
+            log.exception("refresh of DarkCluster %s/%s failed", *key)

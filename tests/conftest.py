@@ -1,0 +1,21 @@
+"""Fixtures shared by the whole suite (the real control plane, the operator, Prometheus)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from regionshift.cluster import LocalCluster
+from regionshift.runner import OperatorThread
+from tests.support.cluster import Kube, kube, kube_cluster
+from tests.support.prometheus_server import prometheus_server
+
+__all__ = ["kube", "kube_cluster", "prometheus_server", "running_operator"]
+
+
+@pytest.fixture(scope="session")
+def running_operator(kube_cluster: LocalCluster) -> Iterator[OperatorThread]:
+    """The regionshift operator, in-process, watching the whole session cluster."""
+    with OperatorThread(kubeconfig=kube_cluster.kubeconfig) as running:
+        yield running

@@ -1,0 +1,143 @@
+"""The local control plane for the tests: one region for the session, a namespace per test.
+
+Integration tests talk to a real kube-apiserver, with kube-controller-manager (garbage
+collection, Deployments, EndpointSlices), kube-scheduler and kwok nodes behind it, started
+by :class:`regionshift.cluster.LocalCluster` from the cached build. Nothing here mocks the
+API: when a test needs a behaviour it waits for the real component to produce it.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+from kubernetes import client, utils
+
+from regionshift.cluster import LocalCluster
+from regionshift.crdgen import crd_manifests
+
+__all__ = ["Kube", "eventually", "kube_cluster", "kube"]
+
+T = TypeVar("T")
+
+
+def eventually(check: Callable[[], T], *, timeout_seconds: float = 30.0, interval_seconds: float = 0.1,
+               what: str = "condition") -> T:
+    """Poll ``check`` until it returns something truthy; fail the test with its last answer."""
+    deadline = time.monotonic() + timeout_seconds
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+        except AssertionError as exc:
+            last = exc
+        else:
+            if last:
+                return last
+        time.sleep(interval_seconds)
+    pytest.fail(f"{what} not met in {timeout_seconds} s; last answer: {last!r}")
+
+
+@dataclass
+class Kube:
+    """A namespace of the session cluster and typed clients for it."""
+
+    namespace: str
+    api: client.ApiClient
+    kubeconfig: Path
+
+    @property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api)
+
+    @property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api)
+
+    @property
+    def custom(self) -> client.CustomObjectsApi:
+        return client.CustomObjectsApi(self.api)
+
+    def apply(self, manifest: str | dict[str, Any]) -> None:
+        """Create the objects of a YAML text or a dict in this namespace."""
+        docs = list(yaml.safe_load_all(manifest)) if isinstance(manifest, str) else [manifest]
+        for doc in docs:
+            if doc["apiVersion"].startswith("regionshift.io/"):
+                self.create_custom(doc)
+            else:
+                utils.create_from_dict(self.api, doc, namespace=self.namespace)
+
+    def create_custom(self, doc: dict[str, Any]) -> dict[str, Any]:
+        group, version = doc["apiVersion"].split("/")
+        plural = doc["kind"].lower() + "s"
+        return self.custom.create_namespaced_custom_object(group, version, self.namespace, plural, doc)  # type: ignore[no-any-return]
+
+    def get_custom(self, plural: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object("regionshift.io", "v1alpha1", self.namespace, plural, name)  # type: ignore[no-any-return]
+
+    def patch_custom(self, plural: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self.custom.patch_namespaced_custom_object(  # type: ignore[no-any-return]
+            "regionshift.io", "v1alpha1", self.namespace, plural, name, patch
+        )
+
+    def delete_custom(self, plural: str, name: str) -> None:
+        self.custom.delete_namespaced_custom_object("regionshift.io", "v1alpha1", self.namespace, plural, name)
+
+    def deployment(self, name: str) -> dict[str, Any] | None:
+        try:
+            return self.api.sanitize_for_serialization(self.apps.read_namespaced_deployment(name, self.namespace))  # type: ignore[no-any-return]
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def pods(self, selector: str) -> list[dict[str, Any]]:
+        pods = self.core.list_namespaced_pod(self.namespace, label_selector=selector).items
+        return [self.api.sanitize_for_serialization(p) for p in pods]
+
+    def ready_endpoint_pods(self, service: str) -> set[str]:
+        """Names of the pods an EndpointSlice of the Service lists as ready."""
+        slices = client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
+            self.namespace, label_selector=f"kubernetes.io/service-name={service}"
+        ).items
+        return {
+            ep.target_ref.name
+            for s in slices
+            for ep in s.endpoints or []
+            if ep.conditions and ep.conditions.ready and ep.target_ref is not None
+        }
+
+    def events(self, involved_name: str) -> list[client.CoreV1Event]:
+        return [e for e in self.core.list_namespaced_event(self.namespace).items if e.involved_object.name == involved_name]
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> Iterator[LocalCluster]:
+    """One local region for the whole session, with the CRDs applied."""
+    cluster = LocalCluster(
+        name="test-region", crds=list(crd_manifests().values()), log=lambda line: print(line, flush=True)
+    )
+    cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def kube(kube_cluster: LocalCluster) -> Iterator[Kube]:
+    """A fresh namespace in the session cluster, deleted after the test."""
+    namespace = f"t-{uuid.uuid4().hex[:8]}"
+    with kube_cluster.api_client() as api:
+        core = client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": namespace}})
+        try:
+            yield Kube(namespace=namespace, api=api, kubeconfig=kube_cluster.kubeconfig)
+        finally:
+            core.delete_namespace(namespace)

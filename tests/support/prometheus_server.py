@@ -1,0 +1,427 @@
+"""A real Prometheus for the tests: weeks of backfilled history plus a live exporter.
+
+The signal code must be right against the real query engine, not a mock of it: the
+lookback window, staleness, step alignment, the 11,000-point limit and the exact error
+answers are Prometheus' behaviour, and regionshift depends on each. This module starts
+Debian's ``prometheus`` (apt package ``prometheus``, which also ships ``promtool``) on
+loopback, with history written as OpenMetrics and turned into TSDB blocks by ``promtool tsdb
+create-blocks-from openmetrics``, scraping every second a small exporter whose gauges the
+test sets while it runs.
+
+What a test can rely on, and what surprised us:
+
+- Backfilled and live samples with the same name and labels are one series: the scrape
+  drops the ``job`` and ``instance`` target labels (metric relabelling), so the history
+  simply goes on into the present. ``up{job="live"}`` keeps them.
+- Prometheus reads blocks when it starts (and at its TSDB reload, about once a minute), so
+  the history is fixed for the life of a server: start one server per history.
+- Time retention counts back from the newest block's end, not from the wall clock; it is
+  set far beyond any test history (``RETENTION``).
+- Prometheus scrapes a new target only some 5 s after it starts (service discovery updates
+  are batched every 5 s); the server is handed over after the exporter's first scrape. A
+  value set on the exporter is visible to queries once ``wait_for_scrapes(2)`` returns.
+- An instant query returns the newest sample up to 5 minutes back (the lookback delta),
+  stamped with the evaluation time: the end of a backfilled history stays visible for 5
+  minutes. A series the exporter stops serving gets a staleness marker at the next scrape
+  and disappears at once.
+- ``promtool`` reads the whole input once per block it writes; with its default 2-hour
+  blocks three weeks of history take 250 passes. Larger blocks (``--max-block-duration``)
+  make the backfill take well under a second.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+import pytest
+
+__all__ = [
+    "REFERENCE_REGIONS",
+    "RETENTION",
+    "Exporter",
+    "History",
+    "Metric",
+    "PrometheusServer",
+    "openmetrics",
+    "prometheus_server",
+    "reference_history",
+]
+
+RETENTION = "400d"
+"""Time retention of the test server: longer than any history a test backfills."""
+
+SCRAPE_INTERVAL = "1s"
+"""How often Prometheus scrapes the live exporter."""
+
+MAX_BLOCK_DURATION = "8760h"
+"""Upper bound for promtool's blocks: few blocks, so few passes over the input."""
+
+STARTUP_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+
+REFERENCE_REGIONS: Mapping[str, float] = {"us-east": 1000.0, "us-west": 700.0, "eu-west": 400.0}
+"""Regions of :func:`reference_history` and their mean level."""
+
+
+@dataclass(frozen=True, slots=True)
+class Metric:
+    """A series' identity: metric name and labels (sorted, so equal labels compare equal)."""
+
+    name: str
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @classmethod
+    def of(cls, name: str, /, **labels: str) -> Metric:
+        """``Metric.of("sps", region="us-east")``."""
+        return cls(name=name, labels=tuple(sorted(labels.items())))
+
+
+History = Mapping[Metric, Sequence[tuple[float, float]]]
+"""Samples per series: (unix seconds, value) pairs."""
+
+
+def reference_history(
+    *, end: float, days: int = 21, step_seconds: int = 60, name: str = "sps"
+) -> dict[Metric, list[tuple[float, float]]]:
+    """A plain daily wave per region of :data:`REFERENCE_REGIONS`, sampled up to ``end``.
+
+    Enough to check that what goes into Prometheus comes out of it; realistic traffic
+    (noise, weekly shape, faults) comes from :mod:`regionshift.synthetic`.
+    """
+    first = int(end) - days * 86_400
+    return {
+        Metric.of(name, region=region): [
+            (float(t), level * (1.0 + 0.5 * math.sin(2 * math.pi * t / 86_400)))
+            for t in range(first, int(end) + 1, step_seconds)
+        ]
+        for region, level in REFERENCE_REGIONS.items()
+    }
+
+
+def openmetrics(history: History) -> str:
+    """``history`` as OpenMetrics text with timestamps, the input of promtool's backfill.
+
+    Each metric is one gauge family, its samples contiguous and in time order, timestamps in
+    seconds; the text ends in ``# EOF`` as the format requires.
+    """
+    lines: list[str] = []
+    for name in sorted({metric.name for metric in history}):
+        lines.append(f"# TYPE {name} gauge")
+        for metric in sorted((m for m in history if m.name == name), key=lambda m: m.labels):
+            series = name + _label_text(metric.labels)
+            lines.extend(
+                f"{series} {_number(value)} {_number(timestamp)}"
+                for timestamp, value in sorted(history[metric])
+            )
+    lines.append("# EOF")
+    return "\n".join(lines) + "\n"
+
+
+class Exporter:
+    """Gauges served on loopback in the Prometheus text format, set by the test at run time.
+
+    ``set("sps", {"region": "us-east"}, 123.0)`` serves a value from the next scrape on;
+    ``remove`` stops serving a series, which Prometheus marks stale at its next scrape.
+    ``wait_for_scrapes(2)`` after either makes the change visible to queries.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[Metric, float] = {}
+        self._scrapes = 0
+        self._changed = threading.Condition()
+        exporter = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = exporter._scrape().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: object) -> None:
+                """Keep scrapes out of the test output."""
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="prometheus-exporter", daemon=True
+        )
+
+    @property
+    def address(self) -> str:
+        """``127.0.0.1:PORT``, the scrape target."""
+        return f"127.0.0.1:{self._server.server_port}"
+
+    def set(self, name: str, labels: Mapping[str, str], value: float) -> None:
+        """Serve ``value`` for the series ``name{labels}`` from the next scrape on."""
+        with self._changed:
+            self._values[Metric.of(name, **labels)] = value
+
+    def remove(self, name: str, labels: Mapping[str, str]) -> None:
+        """Stop serving the series ``name{labels}`` (no error if it was not served)."""
+        with self._changed:
+            self._values.pop(Metric.of(name, **labels), None)
+
+    def wait_for_scrapes(self, count: int, *, timeout_seconds: float = 15.0) -> None:
+        """Block until Prometheus has scraped ``count`` more times from now.
+
+        Prometheus scrapes one target strictly one scrape after another, storing each before
+        starting the next, so the second scrape after a change proves the first one, which
+        saw the change, is stored: ``wait_for_scrapes(2)`` makes a change visible.
+        """
+        with self._changed:
+            target = self._scrapes + count
+            if not self._changed.wait_for(lambda: self._scrapes >= target, timeout_seconds):
+                raise TimeoutError(
+                    f"Prometheus did not scrape {self.address} {count} times "
+                    f"within {timeout_seconds:g} s"
+                )
+
+    def _scrape(self) -> str:
+        """Count one scrape and render what it serves, both at one instant."""
+        with self._changed:
+            self._scrapes += 1
+            self._changed.notify_all()
+            values = dict(self._values)
+        lines: list[str] = []
+        for name in sorted({metric.name for metric in values}):
+            lines.append(f"# TYPE {name} gauge")
+            lines.extend(
+                f"{name}{_label_text(metric.labels)} {_number(value)}"
+                for metric, value in sorted(values.items(), key=lambda item: item[0].labels)
+                if metric.name == name
+            )
+        return "\n".join(lines) + "\n"
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class PrometheusServer:
+    """A ``prometheus`` process on a free loopback port, holding ``history``, scraping an exporter.
+
+    On entry: backfill ``history`` with promtool, start the exporter and Prometheus, wait
+    for ``/-/ready`` and for the first scrape. On exit: stop Prometheus (its whole process group, SIGTERM then
+    SIGKILL), stop the exporter and delete the temporary directory.
+    """
+
+    def __init__(self, *, history: History) -> None:
+        self.history = history
+        self._stack = ExitStack()
+        self._port = 0
+        self._exporter: Exporter | None = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the HTTP API, ``http://127.0.0.1:PORT``."""
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def exporter(self) -> Exporter:
+        """The live exporter Prometheus scrapes every second."""
+        if self._exporter is None:
+            raise RuntimeError("the Prometheus server is not running")
+        return self._exporter
+
+    def __enter__(self) -> Self:
+        try:
+            self._start()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._exporter = None
+        self._stack.close()
+
+    def _start(self) -> None:
+        workdir = Path(
+            self._stack.enter_context(tempfile.TemporaryDirectory(prefix="regionshift-prometheus-"))
+        )
+        data_dir = workdir / "data"
+        data_dir.mkdir()
+        began = time.monotonic()
+        samples = self._backfill(workdir / "history.om", data_dir)
+        blocks = sum(1 for entry in data_dir.iterdir() if entry.is_dir())
+        print(
+            f"prometheus: backfilled {samples} samples of {len(self.history)} series "
+            f"into {blocks} blocks in {time.monotonic() - began:.1f} s",
+            flush=True,
+        )
+        self._exporter = self._stack.enter_context(Exporter())
+        config = workdir / "prometheus.yml"
+        config.write_text(json.dumps(_config(self._exporter.address), indent=2))
+        self._port = _free_port()
+        log_path = workdir / "prometheus.log"
+        log_file = self._stack.enter_context(log_path.open("wb"))
+        started = time.monotonic()
+        process = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={config}",
+                f"--storage.tsdb.path={data_dir}",
+                f"--storage.tsdb.retention.time={RETENTION}",
+                f"--web.listen-address=127.0.0.1:{self._port}",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self._stack.callback(_stop, process)
+        _wait_ready(process, f"{self.url}/-/ready", log_path)
+        ready = time.monotonic()
+        self._exporter.wait_for_scrapes(1)
+        print(
+            f"prometheus: ready on 127.0.0.1:{self._port} in {ready - started:.1f} s, "
+            f"first scrape of {self._exporter.address} after {time.monotonic() - started:.1f} s",
+            flush=True,
+        )
+
+    def _backfill(self, input_path: Path, data_dir: Path) -> int:
+        """Write the history as OpenMetrics and let promtool turn it into blocks."""
+        samples = sum(len(points) for points in self.history.values())
+        if samples == 0:
+            return 0
+        input_path.write_text(openmetrics(self.history))
+        completed = subprocess.run(
+            [
+                "promtool", "tsdb", "create-blocks-from", "openmetrics",
+                f"--max-block-duration={MAX_BLOCK_DURATION}", "--quiet",
+                str(input_path), str(data_dir),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        if completed.returncode != 0:
+            raise RuntimeError(
+                f"promtool could not backfill {input_path} (exit {completed.returncode}): "
+                f"{completed.stderr.strip() or completed.stdout.strip()}"
+            )
+        return samples
+
+
+@pytest.fixture(scope="session")
+def prometheus_server() -> Iterator[PrometheusServer]:
+    """One Prometheus for the session, holding :func:`reference_history` to the last minute.
+
+    Shared by every test: a test that sets exporter gauges uses metric names of its own.
+    """
+    end = time.time() // 60 * 60
+    with PrometheusServer(history=reference_history(end=end)) as server:
+        yield server
+
+
+def _config(target: str) -> dict[str, object]:
+    """Prometheus' configuration (JSON is YAML): scrape the exporter, drop target labels."""
+    return {
+        "global": {"scrape_interval": SCRAPE_INTERVAL, "scrape_timeout": SCRAPE_INTERVAL},
+        "scrape_configs": [
+            {
+                "job_name": "live",
+                "static_configs": [{"targets": [target]}],
+                "metric_relabel_configs": [{"action": "labeldrop", "regex": "job|instance"}],
+            }
+        ],
+    }
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str, log_path: Path) -> None:
+    """Poll ``/-/ready`` until it answers 200; fail with the log if Prometheus exits first."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"prometheus exited with {process.returncode} before it was ready:\n"
+                f"{_tail(log_path)}"
+            )
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"prometheus was not ready within {STARTUP_TIMEOUT_SECONDS:g} s:\n{_tail(log_path)}"
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers, and reap the process."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=STOP_TIMEOUT_SECONDS)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def _free_port() -> int:
+    """A loopback port free right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    """The last lines of a log file."""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def _label_text(labels: Sequence[tuple[str, str]]) -> str:
+    """``{a="1",b="2"}`` with values escaped as both exposition formats require."""
+    if not labels:
+        return ""
+    escaped = (
+        (key, value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n"))
+        for key, value in labels
+    )
+    return "{" + ",".join(f'{key}="{value}"' for key, value in escaped) + "}"
+
+
+def _number(value: float) -> str:
+    """A float as both exposition formats spell it (``NaN``, ``+Inf``, ``-Inf``)."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    return repr(float(value))
