@@ -134,7 +134,7 @@ def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desir
         raise kopf.TemporaryError(f"{shadow} changed while being updated; retrying", delay=1) from exc
     SHADOW_WRITES.labels("replace").inc()
     _event(body, type_="Normal", reason="ShadowUpdated",
-           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), pod template of its target")
+           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template, gate-dependent rollout strategy")
 
 
 def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> int:

@@ -27,7 +27,7 @@ from typing import Callable
 
 from ..errors import BuildError
 
-__all__ = ["COMPONENTS", "ControlPlaneBinaries", "Pins", "build_control_plane", "cache_root", "pins"]
+__all__ = ["COMPONENTS", "ControlPlaneBinaries", "Pins", "build_control_plane", "cache_root", "pins", "say"]
 
 SOURCE_DIR = Path(__file__).parent / "controlplane"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "kubectl", "helm")
@@ -44,6 +44,11 @@ class Pins:
 
     def __str__(self) -> str:
         return f"kubernetes {self.kubernetes}, etcd {self.etcd}, kwok {self.kwok}, helm {self.helm}"
+
+
+def say(line: str) -> None:
+    """Print a progress line at once, even when stdout is a pipe (CI, make)."""
+    print(line, flush=True)
 
 
 def pins() -> Pins:
@@ -112,7 +117,7 @@ class ControlPlaneBinaries:
         return self.bin_dir / component
 
 
-def build_control_plane(*, log: Callable[[str], None] = print, force: bool = False) -> ControlPlaneBinaries:
+def build_control_plane(*, log: Callable[[str], None] = say, force: bool = False) -> ControlPlaneBinaries:
     """Return the cached control-plane binaries, building them first if the pins changed.
 
     Safe to call from several processes at once: a file lock makes one build and the

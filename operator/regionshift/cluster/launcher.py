@@ -31,7 +31,7 @@ import httpx
 import yaml
 
 from ..errors import StartupError
-from .build import ControlPlaneBinaries, build_control_plane
+from .build import ControlPlaneBinaries, build_control_plane, say
 from .pki import ClusterPKI, write_pki
 
 __all__ = [
@@ -78,7 +78,7 @@ class LocalCluster:
     workdir: Path | None = None
     nodes: int = 2
     tie_to_parent: bool = True
-    log: Callable[[str], None] = print
+    log: Callable[[str], None] = say
     binaries: ControlPlaneBinaries | None = None
     crds: list[dict[str, Any]] = field(default_factory=list)
     """CRDs installed before kube-controller-manager starts, so its garbage collector
@@ -416,7 +416,7 @@ def _alive(pid: int) -> bool:
 
 
 @contextlib.contextmanager
-def local_clusters(*, names: list[str], log: Callable[[str], None] = print) -> Iterator[dict[str, LocalCluster]]:
+def local_clusters(*, names: list[str], log: Callable[[str], None] = say) -> Iterator[dict[str, LocalCluster]]:
     """Several regions at once (one control plane each), stopped together."""
     clusters: dict[str, LocalCluster] = {}
     try:

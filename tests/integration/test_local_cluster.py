@@ -1,0 +1,92 @@
+"""The local control plane itself: several regions at once, kubelet-like readiness gates, clean stop."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from regionshift.cluster import LocalCluster, local_clusters
+from tests.support.cluster import Kube, eventually
+
+pytestmark = pytest.mark.integration
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with open(f"/proc/{pid}/stat") as stat:
+        return stat.read().split()[2] != "Z"
+
+
+def test_two_regions_side_by_side_then_no_process_left() -> None:
+    with local_clusters(names=["east", "west"], log=lambda _: None) as clusters:
+        east, west = clusters["east"], clusters["west"]
+        assert east.server != west.server
+        pids = east.pids() + west.pids()
+        assert len(pids) == 10
+        for cluster in (east, west):
+            with cluster.api_client() as api:
+                nodes = client.CoreV1Api(api).list_node().items
+                assert {n.metadata.labels["topology.kubernetes.io/region"] for n in nodes} == {cluster.name}
+        # Each region has its own certificate authority: east's admin is a stranger to west.
+        with east.api_client() as api:
+            api.configuration.host = west.server
+            with pytest.raises(Exception):
+                client.CoreV1Api(api).list_node()
+    assert not [pid for pid in pids if _alive(pid)]
+
+
+def test_pod_ready_waits_for_every_readiness_gate(kube: Kube) -> None:
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "gated"},
+                "spec": {"readinessGates": [{"conditionType": "example.com/one"}, {"conditionType": "example.com/two"}],
+                         "containers": [{"name": "c", "image": "registry.example/c:1"}]}})
+    kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "plain"},
+                "spec": {"containers": [{"name": "c", "image": "registry.example/c:1"}]}})
+
+    def conditions(name: str) -> dict[str, str]:
+        pod = kube.core.read_namespaced_pod(name, kube.namespace)
+        return {c.type: c.status for c in pod.status.conditions or []}
+
+    eventually(lambda: conditions("plain").get("Ready") == "True", what="a pod without gates turns Ready")
+    eventually(lambda: conditions("gated").get("ContainersReady") == "True", what="gated pod running")
+    assert conditions("gated")["Ready"] == "False"
+
+    def set_gate(gate: str, status: str) -> None:
+        kube.core.patch_namespaced_pod_status("gated", kube.namespace, {"status": {"conditions": [
+            {"type": gate, "status": status, "lastTransitionTime": "2026-01-01T00:00:00Z"}]}})
+
+    set_gate("example.com/one", "True")
+    eventually(lambda: conditions("gated").get("example.com/one") == "True", what="first gate written")
+    assert conditions("gated")["Ready"] == "False", "one of two gates is not enough"
+    set_gate("example.com/two", "True")
+    eventually(lambda: conditions("gated").get("Ready") == "True", what="Ready once both gates are True")
+    set_gate("example.com/one", "False")
+    eventually(lambda: conditions("gated").get("Ready") == "False", what="not Ready once a gate is False again")
+
+
+def test_cluster_cli_up_list_down(tmp_path: Path) -> None:
+    env = {**os.environ, "REGIONSHIFT_STATE": str(tmp_path)}
+    cli = [sys.executable, "-m", "regionshift.cli", "cluster"]
+    up = subprocess.run([*cli, "up", "--name", "cli-region", "--nodes", "1"], env=env, capture_output=True, text=True, timeout=180)
+    assert up.returncode == 0, up.stderr
+    assert "export KUBECONFIG=" in up.stdout
+    state = tmp_path / "clusters" / "cli-region" / "state.json"
+    import json
+
+    pids = list(json.loads(state.read_text())["pids"].values())
+    assert all(_alive(pid) for pid in pids), "cluster up leaves the region running after it returns"
+    listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
+    assert "cli-region" in listed.stdout
+    again = subprocess.run([*cli, "up", "--name", "cli-region"], env=env, capture_output=True, text=True, timeout=60)
+    assert again.returncode == 1 and "already up" in again.stderr
+    down = subprocess.run([*cli, "down", "--name", "cli-region"], env=env, capture_output=True, text=True, timeout=60)
+    assert down.returncode == 0, down.stderr
+    assert not [pid for pid in pids if _alive(pid)]
+    assert not state.exists()
