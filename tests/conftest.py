@@ -16,6 +16,6 @@ __all__ = ["kube", "kube_cluster", "prometheus_server", "running_operator"]
 
 @pytest.fixture(scope="session")
 def running_operator(kube_cluster: LocalCluster) -> Iterator[OperatorThread]:
-    """The regionshift operator, in-process, watching the whole session cluster."""
-    with OperatorThread(kubeconfig=kube_cluster.kubeconfig) as running:
+    """The regionshift operator, in-process, watching the test namespaces (``t-*``)."""
+    with OperatorThread(kubeconfig=kube_cluster.kubeconfig, namespaces=["t-*"]) as running:
         yield running

@@ -8,6 +8,7 @@ API: when a test needs a behaviour it waits for the real component to produce it
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -22,7 +23,7 @@ from kubernetes import client, utils
 from regionshift.cluster import LocalCluster
 from regionshift.crdgen import crd_manifests
 
-__all__ = ["Kube", "eventually", "kube_cluster", "kube"]
+__all__ = ["Kube", "eventually", "kube", "kube_cluster", "namespace_in"]
 
 T = TypeVar("T")
 
@@ -130,14 +131,21 @@ def kube_cluster() -> Iterator[LocalCluster]:
         cluster.stop()
 
 
-@pytest.fixture
-def kube(kube_cluster: LocalCluster) -> Iterator[Kube]:
-    """A fresh namespace in the session cluster, deleted after the test."""
-    namespace = f"t-{uuid.uuid4().hex[:8]}"
-    with kube_cluster.api_client() as api:
+@contextlib.contextmanager
+def namespace_in(cluster: LocalCluster, *, prefix: str = "t") -> Iterator[Kube]:
+    """A fresh namespace ``<prefix>-<random>`` in the cluster, deleted afterwards."""
+    namespace = f"{prefix}-{uuid.uuid4().hex[:8]}"
+    with cluster.api_client() as api:
         core = client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": namespace}})
         try:
-            yield Kube(namespace=namespace, api=api, kubeconfig=kube_cluster.kubeconfig)
+            yield Kube(namespace=namespace, api=api, kubeconfig=cluster.kubeconfig)
         finally:
             core.delete_namespace(namespace)
+
+
+@pytest.fixture
+def kube(kube_cluster: LocalCluster) -> Iterator[Kube]:
+    """A fresh namespace in the session cluster (watched by the session operator)."""
+    with namespace_in(kube_cluster) as namespaced:
+        yield namespaced
