@@ -15,7 +15,7 @@ from . import reconciler, runner
 from .darkcapacity import DARK_CLUSTER_LABEL
 from .models import API_GROUP, API_VERSION
 
-DARKCLUSTERS = (API_GROUP, API_VERSION, "darkclusters")
+DARKCLUSTER_RESOURCE = (API_GROUP, API_VERSION, "darkclusters")
 RESYNC_SECONDS = 15.0
 _refresher = reconciler.StatusRefresher()
 
@@ -32,27 +32,27 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     return runner.connection_info()
 
 
-@kopf.index(*DARKCLUSTERS)
+@kopf.index(*DARKCLUSTER_RESOURCE)
 def darkclusters_by_target(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     """DarkCluster names by (namespace, target Deployment), to react to Deployment changes."""
     return {(namespace, spec.get("targetDeployment", "")): name}
 
 
-@kopf.index(*DARKCLUSTERS)
+@kopf.index(*DARKCLUSTER_RESOURCE)
 def darkcluster_gates(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     """The gate of every DarkCluster, to gate a new dark pod the moment it appears."""
     return {(namespace, name): spec.get("gate", "closed")}
 
 
-@kopf.on.resume(*DARKCLUSTERS)
-@kopf.on.create(*DARKCLUSTERS)
-@kopf.on.update(*DARKCLUSTERS, field="spec")
+@kopf.on.resume(*DARKCLUSTER_RESOURCE)
+@kopf.on.create(*DARKCLUSTER_RESOURCE)
+@kopf.on.update(*DARKCLUSTER_RESOURCE, field="spec")
 def dark_cluster_changed(body: kopf.Body, **_: Any) -> None:
     """A DarkCluster appeared or its spec changed: shadow, gates and status follow."""
     reconciler.reconcile_dark_cluster(body=dict(body))
 
 
-@kopf.timer(*DARKCLUSTERS, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
+@kopf.timer(*DARKCLUSTER_RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def dark_cluster_resync(body: kopf.Body, **_: Any) -> None:
     """Periodic resync: repairs drift and anything an event did not bring."""
     reconciler.reconcile_dark_cluster(body=dict(body))
