@@ -95,9 +95,11 @@ _COLUMNS = {
         {"name": "Region", "type": "string", "jsonPath": ".spec.region"},
         {"name": "Mode", "type": "string", "jsonPath": ".spec.mode"},
         {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
+        {"name": "Unhealthy", "type": "string", "jsonPath": ".status.unhealthy"},
+        {"name": "Held-Back", "type": "string", "jsonPath": ".status.heldBack"},
+        {"name": "Detecting", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Detecting\")].status"},
+        {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Detecting\")].reason"},
         {"name": "Evacuate", "type": "string", "jsonPath": ".spec.evacuate", "priority": 1},
-        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
-        {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
     "DarkCluster": [

@@ -11,11 +11,12 @@ from typing import Any
 
 import kopf
 
-from . import reconciler, runner
+from . import failover, reconciler, runner
 from .darkcapacity import DARK_CLUSTER_LABEL
 from .models import API_GROUP, API_VERSION
 
 DARKCLUSTER_RESOURCE = (API_GROUP, API_VERSION, "darkclusters")
+REGIONFAILOVER_RESOURCE = (API_GROUP, API_VERSION, "regionfailovers")
 RESYNC_SECONDS = 15.0
 _refresher = reconciler.StatusRefresher()
 
@@ -79,3 +80,20 @@ def dark_pod_changed(
     for gate in darkcluster_gates.get((namespace, owner), []):
         reconciler.sync_pod_gate(pod=dict(body), gate=gate)
     _refresher.request(namespace=namespace, name=owner)
+
+
+@kopf.daemon(*REGIONFAILOVER_RESOURCE, cancellation_timeout=5.0)
+async def region_failover_periodic(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
+    """Every signal.stepSeconds: detect (and size when due); status says what was found."""
+    while not stopped:
+        try:
+            await failover.tick(body=dict(body))
+        except Exception:  # one bad run must not stop the loop; the next run retries
+            logger.exception("periodic run of the RegionFailover failed")
+        await stopped.wait(float(body.get("spec", {}).get("signal", {}).get("stepSeconds", 60)))
+
+
+@kopf.on.delete(*REGIONFAILOVER_RESOURCE, optional=True)
+def region_failover_deleted(uid: str, **_: Any) -> None:
+    """Forget the cached forecasts; the DarkClusters and the history go by garbage collection."""
+    failover.forget(uid=uid)

@@ -21,8 +21,15 @@ __all__ = [
     "ApiException",
     "configure",
     "configure_once",
+    "create_custom",
     "create_deployment",
+    "list_custom",
+    "list_deployments",
     "list_pods",
+    "list_replicasets",
+    "read_configmap_data",
+    "read_secret_value",
+    "write_configmap",
     "patch_custom_status",
     "patch_pod_status",
     "read_custom",
@@ -129,3 +136,64 @@ def patch_custom_status(*, plural: str, namespace: str, name: str, status: dict[
     client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(
         API_GROUP, API_VERSION, namespace, plural, name, {"status": status}
     )
+
+
+def list_deployments(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+    """Deployments of a namespace matching a label selector."""
+    items = client.AppsV1Api(_client()).list_namespaced_deployment(namespace, label_selector=label_selector).items
+    return [_dict(d) for d in items]
+
+
+def list_replicasets(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
+    """ReplicaSets of a namespace matching a label selector."""
+    items = client.AppsV1Api(_client()).list_namespaced_replica_set(namespace, label_selector=label_selector).items
+    return [_dict(r) for r in items]
+
+
+def list_custom(*, plural: str, namespace: str) -> list[dict[str, Any]]:
+    """Every regionshift custom resource of one kind in a namespace."""
+    answer = client.CustomObjectsApi(_client()).list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural)
+    return list(answer.get("items", []))
+
+
+def create_custom(*, plural: str, body: dict[str, Any]) -> dict[str, Any] | None:
+    """Create a regionshift custom resource; None if one of that name exists already."""
+    try:
+        return client.CustomObjectsApi(_client()).create_namespaced_custom_object(  # type: ignore[no-any-return]
+            API_GROUP, API_VERSION, body["metadata"]["namespace"], plural, body
+        )
+    except ApiException as exc:
+        if exc.status == 409:
+            return None
+        raise
+
+
+def read_configmap_data(*, namespace: str, name: str) -> dict[str, str] | None:
+    """A ConfigMap's binaryData, or None if it does not exist."""
+    try:
+        cm = client.CoreV1Api(_client()).read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return dict(cm.binary_data or {})
+
+
+def write_configmap(*, body: dict[str, Any]) -> None:
+    """Create a ConfigMap, or replace it if it exists."""
+    core = client.CoreV1Api(_client())
+    meta = body["metadata"]
+    try:
+        core.create_namespaced_config_map(meta["namespace"], body)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
+
+
+def read_secret_value(*, namespace: str, name: str, key: str) -> str:
+    """One key of a Secret, decoded."""
+    import base64
+
+    secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace)
+    return base64.b64decode((secret.data or {})[key]).decode()

@@ -6,10 +6,13 @@ conventions (``_total`` for counters, units in names).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import Counter, Enum, Gauge, start_http_server
 
 __all__ = [
     "DARK_REPLICAS",
+    "DETECTIONS",
+    "SIZINGS",
+    "VERDICTS",
     "GATE_WRITES",
     "RECONCILIATIONS",
     "SHADOW_WRITES",
@@ -35,6 +38,23 @@ DARK_REPLICAS = Gauge(
     "regionshift_dark_replicas",
     "Dark replicas of a DarkCluster, by state (desired, warm, serving).",
     ["namespace", "darkcluster", "state"],
+)
+
+DETECTIONS = Counter(
+    "regionshift_detections_total",
+    "Detection runs, by outcome (SignalRead, PrometheusUnavailable, QueryRejected, ...).",
+    ["outcome"],
+)
+VERDICTS = Enum(
+    "regionshift_region_verdict",
+    "The current verdict on each region of a failover domain.",
+    ["namespace", "regionfailover", "region"],
+    states=["Healthy", "Unhealthy", "HeldBack", "Unknown"],
+)
+SIZINGS = Counter(
+    "regionshift_sizings_total",
+    "Dark-capacity sizing runs, by outcome (Sized, NoHistory, ...).",
+    ["outcome"],
 )
 
 

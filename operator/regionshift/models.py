@@ -287,8 +287,16 @@ class SignalSource(Model):
         min_length=1,
         description="PromQL for one region's signal, with {region} where the region name goes.",
     )
-    step_seconds: int = Field(default=60, ge=1, le=3600, description="Seconds between samples.")
+    step_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Seconds between detection samples (and between detection runs)."
+    )
     history_days: int = Field(default=14, ge=1, le=90, description="Days of history the forecast fits.")
+    history_step_seconds: int = Field(
+        default=60, ge=1, le=3600, description="Resolution of the history the forecast and the sizing fit."
+    )
+    refit_interval_seconds: int = Field(
+        default=3600, ge=10, description="Seconds between refits of the forecast and the sizing model."
+    )
     timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Per-query timeout.")
     bearer_token_secret: str | None = Field(
         default=None, description="Secret (same namespace, key 'token') with a bearer token."
@@ -343,6 +351,12 @@ class DarkCapacityPolicy(Model):
     horizon_seconds: int = Field(
         default=3600, ge=60, description="How far ahead the forecast peak is taken."
     )
+    replicas_query: str = Field(
+        default='kube_deployment_spec_replicas{namespace="{namespace}",deployment="{deployment}"}',
+        min_length=1,
+        description="PromQL for a Deployment's replica history in this region, with {namespace} and"
+        " {deployment} (and optionally {region}) placeholders; the sizing model regresses it on the signal.",
+    )
 
 
 class TrafficProvider(Model):
@@ -371,7 +385,7 @@ class RegionFailoverSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.evacuate.all(r, r == self.region || self.peers.exists(p, p.name == r))",
+                    "!has(self.evacuate) || self.evacuate.all(r, r == self.region || self.peers.exists(p, p.name == r))",
                     "every name in evacuate must be this region or one of the peers",
                     ".evacuate",
                 ),
@@ -421,6 +435,9 @@ class RegionSignalStatus(Model):
     ratio: float | None = Field(default=None, description="actual / expected.")
     verdict: Verdict = Field(default=Verdict.UNKNOWN, description="Healthy, Unhealthy, HeldBack, Unknown.")
     unhealthy_since: str | None = Field(default=None, description="When the verdict turned Unhealthy.")
+    drop_started_at: str | None = Field(
+        default=None, description="First sample of the current run under the threshold, while a drop lasts."
+    )
     held_back_by: str | None = Field(default=None, description="The guard holding an evacuation back.")
     sampled_at: str | None = Field(default=None, description="Time of the latest sample.")
 
@@ -441,9 +458,13 @@ class RegionFailoverStatus(Model):
     observed_generation: int | None = Field(default=None, description="Last spec generation acted on.")
     phase: str | None = Field(default=None, description="Steady, Evacuating, Evacuated, FailingBack.")
     regions: list[RegionSignalStatus] = Field(default_factory=list, description="Per-region signal.")
+    unhealthy: list[str] = Field(default_factory=list, description="Regions whose verdict is Unhealthy.")
+    held_back: list[str] = Field(
+        default_factory=list, description="Regions that look unhealthy but a guard holds the evacuation back."
+    )
     weights: dict[str, int] = Field(default_factory=dict, description="Current traffic weight per region.")
     timeline: EvacuationTimeline | None = Field(default=None, description="The last evacuation.")
-    conditions: list[Condition] = Field(default_factory=list, description="Ready, Detecting, Evacuating.")
+    conditions: list[Condition] = Field(default_factory=list, description="Detecting, Sizing.")
 
 
 class RegionFailover(Model):
