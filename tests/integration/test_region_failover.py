@@ -79,6 +79,14 @@ def region_failover(prometheus_url: str, scenario: str, **spec: Any) -> dict[str
     return body
 
 
+def participant(name: str, *, replicas: int) -> dict[str, Any]:
+    """A Deployment the RegionFailover's selector (tier: web) picks up."""
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"tier": "web"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}},
+                                  "spec": {"containers": [{"name": name, "image": f"registry.example/{name}:1"}]}}}}
+
+
 def regions(kube: Kube) -> dict[str, dict[str, Any]]:
     status = kube.get_custom("regionfailovers", "domain").get("status") or {}
     return {item["name"]: item for item in status.get("regions") or []}
@@ -128,10 +136,7 @@ def test_drop_right_after_a_rollout_is_held_back(kube: Kube, prometheus: Prometh
     live(prometheus, "rollout")
     kube.apply(region_failover(prometheus.url, "rollout"))
     eventually(lambda: verdicts(kube) == ALL_HEALTHY, timeout_seconds=60, what="every region healthy")
-    kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "labels": {"tier": "web"}},
-                "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                         "template": {"metadata": {"labels": {"app": "web"}},
-                                      "spec": {"containers": [{"name": "web", "image": "registry.example/web:2"}]}}}})
+    kube.apply(participant("web", replicas=1))
     eventually(lambda: kube.apps.list_namespaced_replica_set(kube.namespace).items, what="the rollout's ReplicaSet")
     live(prometheus, "rollout", east=0.3)
     eventually(lambda: verdicts(kube).get("east") == "HeldBack", timeout_seconds=20, what="east held back")
@@ -151,10 +156,7 @@ def test_data_gap_is_never_an_evacuation(kube: Kube, prometheus: PrometheusServe
 
 def test_dark_cluster_size_follows_the_traffic(kube: Kube, prometheus: PrometheusServer) -> None:
     live(prometheus, "sizing")
-    kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "labels": {"tier": "web"}},
-                "spec": {"replicas": 12, "selector": {"matchLabels": {"app": "api"}},
-                         "template": {"metadata": {"labels": {"app": "api"}},
-                                      "spec": {"containers": [{"name": "api", "image": "registry.example/api:1"}]}}}})
+    kube.apply(participant("api", replicas=12))
     kube.apply(region_failover(
         prometheus.url, "sizing",
         signal={"prometheusUrl": prometheus.url, "query": 'sps_sizing{region="{region}"}', "stepSeconds": 1,
@@ -184,10 +186,7 @@ def test_dark_cluster_size_follows_the_traffic(kube: Kube, prometheus: Prometheu
 
 def test_prometheus_down_pauses_detection_and_sizing_goes_on_from_the_cache(kube: Kube, prometheus: PrometheusServer) -> None:
     live(prometheus, "fallback")
-    kube.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "api", "labels": {"tier": "web"}},
-                "spec": {"replicas": 12, "selector": {"matchLabels": {"app": "api"}},
-                         "template": {"metadata": {"labels": {"app": "api"}},
-                                      "spec": {"containers": [{"name": "api", "image": "registry.example/api:1"}]}}}})
+    kube.apply(participant("api", replicas=12))
     good = {"prometheusUrl": prometheus.url, "query": 'sps_fallback{region="{region}"}', "stepSeconds": 1,
             "historyDays": 14, "historyStepSeconds": 60, "refitIntervalSeconds": 10}
     kube.apply(region_failover(prometheus.url, "fallback", signal=good, darkCapacity={
