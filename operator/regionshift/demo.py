@@ -84,6 +84,7 @@ def run_demo(*, region: str) -> int:
             )
             _until(lambda: ready_endpoints() == main_ready + wanted, timeout_seconds=30, what="dark pods in endpoints")
             ungated = time.monotonic() - started
+            _until(lambda: status().get("readyReplicas") == wanted, timeout_seconds=30, what="status counts them")
             show("get", "darkclusters")
             print(f"\nungated: {wanted} dark pods joined Service api's endpoints in {ungated:.2f} s, no restart.")
 
@@ -91,6 +92,7 @@ def run_demo(*, region: str) -> int:
                 "regionshift.io", "v1alpha1", NAMESPACE, "darkclusters", name, {"spec": {"gate": "closed"}}
             )
             _until(lambda: ready_endpoints() == main_ready, timeout_seconds=30, what="dark pods out of endpoints")
+            _until(lambda: status().get("readyReplicas") == 0, timeout_seconds=30, what="status counts none serving")
             show("get", "darkclusters")
             show("describe", "darkcluster", name)
             print(f"\ngate closed again: Service api back to {main_ready} ready endpoints. Stopping region {region}.")
