@@ -5,6 +5,7 @@
     regionshift cluster build       build (or find cached) the local control plane
     regionshift cluster up/down     start or stop a local region on loopback
     regionshift demo                one local region, the operator, a DarkCluster, gate closed then open
+    regionshift backtest            replay synthetic history with injected faults through detection
 """
 
 from __future__ import annotations
@@ -86,6 +87,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(region=args.region)
 
 
+def _cmd_backtest(args: argparse.Namespace) -> int:
+    from .backtest import format_report, run_backtest
+
+    report = run_backtest(days=args.days, seed=args.seed, step_seconds=args.step_seconds)
+    print(format_report(report))
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="regionshift", description="Evacuate a failing region in seconds.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -119,6 +128,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a local region with the operator at work on a sample DarkCluster")
     demo.add_argument("--region", default="us-east")
     demo.set_defaults(func=_cmd_demo)
+
+    backtest = sub.add_parser("backtest", help="replay synthetic history with faults; report delays and false alarms")
+    backtest.add_argument("--days", type=float, default=28.0, help="days replayed after two weeks of warm-up")
+    backtest.add_argument("--seed", type=int, default=7)
+    backtest.add_argument("--step-seconds", type=int, default=60)
+    backtest.set_defaults(func=_cmd_backtest)
     return parser
 
 

@@ -167,7 +167,10 @@ def _observe(
     points = [
         _Point(at=s.at, actual=s.actual, expected=s.expected * share)
         for s in ordered
-        if s.actual is not None and s.expected is not None and math.isfinite(s.actual) and math.isfinite(s.expected)
+        if s.actual is not None
+        and s.expected is not None
+        and math.isfinite(s.actual)
+        and math.isfinite(s.expected)
     ]
     if not points:
         if all(s.actual is None or not math.isfinite(s.actual) for s in ordered):
@@ -287,7 +290,7 @@ def _judge(
         message="",
         actual=latest.actual,
         expected=latest.expected,
-        ratio=latest.ratio,
+        ratio=latest.ratio if math.isfinite(latest.ratio) else None,
         sampled_at=latest.at,
     )
     if len(obs.run) < policy.consecutive_samples:
@@ -307,7 +310,9 @@ def _judge(
     reasons: list[str] = []
     if global_drop:
         guards.append(Guard.GLOBAL_DROP)
-        reasons.append(f"{len(dropping)} of {regions} regions are under the threshold together ({', '.join(dropping)})")
+        reasons.append(
+            f"{len(dropping)} of {regions} regions are under the threshold together ({', '.join(dropping)})"
+        )
     window = timedelta(seconds=policy.rollout_guard_seconds)
     if last_rollout is not None and drop_started - window <= last_rollout <= drop_started:
         guards.append(Guard.RECENT_ROLLOUT)

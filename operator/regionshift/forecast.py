@@ -20,9 +20,14 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
   the weekend keeps its own daily shape, with no time zone or calendar needed (each
   region's local week falls out of the data). Slots are smoothed over ±20 minutes.
 * **Robust**: Tukey-biweight re-weighting (``statsmodels.robust``) down-weights outages
-  and odd days in the history; NaN samples (gaps) simply carry no weight. Growth is a
-  weighted least-squares slope (``statsmodels`` ``WLS``) of the daily level within each
-  slot of the week, so a weekly pattern cannot pass for a trend.
+  and odd days in the history; NaN samples (gaps) simply carry no weight. Two weeks give
+  each time-of-week slot only two observations, too few for a median, so when they
+  disagree by more than ~28 % the one further from the time-of-day mean is dropped (last
+  week's holiday does not make this week's Thursday afternoon expect a Sunday crowd).
+  Growth is a weighted least-squares slope (``statsmodels`` ``WLS``) of the daily level
+  within each slot of the week, so a weekly pattern cannot pass for a trend.
+* **Day-of-week level**: half of it is forecast (``weekday_level_weight``), the rest left
+  to re-levelling: two weeks cannot tell a weekly pattern from two busy Sundays.
 * **Re-levelled**: the forecast is shifted by the median residual of the last
   ``level_window_seconds`` (3 h) of history at the native step. A median ignores outages
   shorter than half the window; the operator also feeds the forecast only samples taken
@@ -31,19 +36,21 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Analogue day**: a holiday runs like a Sunday, not like the Thursday it falls on. The
   last 6 h are compared with each weekday's shape; another weekday's shape is used when
   it fits markedly better (``analogue_margin``).
-* **Interval**: the robust spread (MAD) of the native-step residuals in the level window,
-  as a normal interval in log space: the noise of one sample around the expected value,
-  which is what a detection threshold is compared with.
+* **Interval**: the robust spread (MAD) of the native-step residuals over the last 6 h
+  around the level, as a normal interval in log space: one sample's noise plus how far
+  the shape strayed lately, which is what a detection threshold is compared with.
 * **Fast**: two weeks of one-minute history aggregate to 2,016 buckets; the fit is a few
   bincounts and convolutions, about 3-4 ms per series.
 
-Rejected after measuring on the synthetic history (:mod:`regionshift.synthetic`): a
-regression on Fourier terms of the day and week (cannot follow the weekend's different
-shape without hundreds of terms); statsmodels ``MSTL`` (drops the weekly period unless
-the history holds more than two weeks, and decomposes rather than forecasts);
-``UnobservedComponents`` and ``ExponentialSmoothing`` (a Kalman filter or optimiser over
-20,160 points per series, one seasonal period only for the latter). The seasonal-naive
-forecast (same minute last week) is the benchmark's baseline.
+Rejected after trying them on the synthetic history (:mod:`regionshift.synthetic`): a
+robust regression on Fourier terms of the day and week (errors up to ±18 % even on
+noise-free history: the weekend's different shape needs far more terms than two weeks
+support); statsmodels ``MSTL`` (drops the weekly period unless the history holds more
+than two weekly cycles, and decomposes rather than forecasts); ``UnobservedComponents``
+with two trigonometric seasonals (about 3 s per series even on 10-minute means, a
+thousand times the cost); ``ExponentialSmoothing`` (one seasonal period only).
+``tests/benchmarks/bench_forecast.py --alternatives N`` times the statsmodels ones. The
+seasonal-naive forecast (same minute last week) is the benchmark's baseline.
 
 History: fetch the signal's ``historyDays`` plus half a day. The first and last half day
 of any history have no complete one-day window, so they do not shape the profile.
@@ -79,6 +86,9 @@ profile. The first and last half day fall short, so the shape next to the end of
 history comes from the same weeks on both sides: no seam where "this week" stops counting."""
 GAP_COVERAGE = 0.5
 """Share of its one-day window that must hold data for a bucket to shape the profile."""
+SLOT_DISAGREEMENT = 0.25
+"""Log-space distance (about 28 %) at which one week's observation of a time-of-week slot
+no longer agrees with the other weeks'."""
 MIN_ANALOGUE_GAIN = 0.02
 """Another weekday's shape must also cut the mean absolute residual by this much (log
 space, about 2 %) before it replaces today's: a near-perfect fit never switches on noise."""
@@ -120,6 +130,8 @@ class ForecastConfig:
             raise ValueError(f"fit_step_seconds must divide a day, got {self.fit_step_seconds}")
         if not 0 < self.level_window_seconds <= self.analogue_window_seconds:
             raise ValueError("level_window_seconds must be positive and not exceed analogue_window_seconds")
+        if not 0.0 <= self.analogue_margin <= 1.0:
+            raise ValueError(f"analogue_margin must lie in 0..1, got {self.analogue_margin}")
         if not 0.0 <= self.weekday_level_weight <= 1.0:
             raise ValueError(f"weekday_level_weight must lie in 0..1, got {self.weekday_level_weight}")
         if self.smoothing_seconds < 0 or self.robust_iterations < 0:
@@ -184,6 +196,7 @@ def _seasonal_profile(
     residual: np.ndarray,
     weights: np.ndarray,
     *,
+    spanned: np.ndarray,
     tod: np.ndarray,
     tow: np.ndarray,
     per_day: int,
@@ -194,14 +207,41 @@ def _seasonal_profile(
     Each time-of-week slot is the weighted mean of the history at that time of week; where
     the history holds no data for a time of week (less than a week of history, or a long
     gap), the time-of-day mean stands in.
+
+    Two weeks of history give each slot two observations, too few for a median. When one
+    of them strays from the others by more than ``SLOT_DISAGREEMENT`` and lies further from
+    the time-of-day mean than they do, it is left out: a holiday Thursday, shaped like a
+    Sunday, does not teach next Thursday's afternoon to expect a Sunday crowd. A lone
+    observation that far from the time-of-day mean, in a slot whose other weeks are
+    missing (``spanned``: buckets whose one-day window lies within the history), counts
+    only half its deviation.
     """
     per_week = 7 * per_day
-    day_num = _smooth_circular(np.bincount(tod, weights=weights * residual, minlength=per_day), half_width=half_width)
-    day_den = _smooth_circular(np.bincount(tod, weights=weights, minlength=per_day), half_width=half_width)
+
+    def smoothed(slots: np.ndarray, values: np.ndarray, size: int) -> np.ndarray:
+        return _smooth_circular(np.bincount(slots, weights=values, minlength=size), half_width=half_width)
+
+    day_num = smoothed(tod, weights * residual, per_day)
+    day_den = smoothed(tod, weights, per_day)
     known = day_den > 1e-12
     daily = np.tile(_fill_circular(np.where(known, day_num / np.where(known, day_den, 1.0), 0.0), known), 7)
-    week_num = _smooth_circular(np.bincount(tow, weights=weights * residual, minlength=per_week), half_width=half_width)
-    week_den = _smooth_circular(np.bincount(tow, weights=weights, minlength=per_week), half_width=half_width)
+
+    deviation = residual - daily[tow]
+    slot_sum = np.bincount(tow, weights=weights * deviation, minlength=per_week)[tow]
+    slot_weight = np.bincount(tow, weights=weights, minlength=per_week)[tow]
+    others_weight = slot_weight - weights
+    has_others = others_weight > 0.5
+    others = np.where(has_others, (slot_sum - weights * deviation) / np.where(has_others, others_weight, 1.0), 0.0)
+    stray = has_others & (np.abs(deviation - others) > SLOT_DISAGREEMENT) & (np.abs(deviation) > np.abs(others))
+    kept = np.where(stray, 0.0, weights)
+    # A lone observation far from the time-of-day mean, where the history spans other
+    # weeks whose data are missing, cannot be checked against them: it counts half.
+    weeks_spanned = np.bincount(tow, weights=spanned, minlength=per_week)[tow]
+    lonely = ~has_others & (weeks_spanned > 1.5) & (np.abs(deviation) > SLOT_DISAGREEMENT)
+    value = residual - np.where(lonely, 0.5 * deviation, 0.0)
+
+    week_num = smoothed(tow, kept * value, per_week)
+    week_den = smoothed(tow, kept, per_week)
     seen = week_den > 1e-12
     return np.where(seen, week_num / np.where(seen, week_den, 1.0), daily)
 
@@ -226,6 +266,30 @@ def _day_level(
     return np.where(known, numerator / np.where(known, denominator, 1.0), 0.0) + profile_level[tow]
 
 
+@dataclass(frozen=True, kw_only=True)
+class _Shape:
+    """The fitted weekly profile (log space) and growth, evaluable at any instant."""
+
+    profile: np.ndarray
+    """One value per time-of-week bucket, at bucket centres."""
+    bucket_seconds: float
+    step_seconds: float
+    slope_per_second: float
+    anchor: float
+
+    def log_centre(self, timestamps: np.ndarray, *, shift_days: int) -> np.ndarray:
+        """The log forecast of the samples stamped ``timestamps``, before re-levelling,
+        reading the weekly profile ``shift_days`` ahead."""
+        midpoint = timestamps - self.step_seconds / 2.0 + shift_days * DAY_SECONDS
+        size = self.profile.size
+        position = np.mod(midpoint, WEEK_SECONDS) / self.bucket_seconds - 0.5
+        below = np.floor(position)
+        fraction = position - below
+        index = below.astype(np.int64) % size
+        shape = self.profile[index] * (1.0 - fraction) + self.profile[(index + 1) % size] * fraction
+        return shape + self.slope_per_second * (timestamps - self.anchor)
+
+
 class SeasonalForecast:
     """A fitted forecast of one series. Build it with :meth:`fit`; it is immutable after."""
 
@@ -233,34 +297,29 @@ class SeasonalForecast:
         self,
         *,
         config: ForecastConfig,
-        profile: np.ndarray,
+        shape: _Shape,
+        shift_days: int,
         level: float,
-        level_anchor: float,
-        slope_per_second: float,
-        offset: float,
         sigma: float,
-        step_seconds: float,
-        history_end: float,
+        offset: float,
         samples: int,
     ) -> None:
         self.config = config
-        self._profile = profile
-        self._anchor = level_anchor
-        self._slope = slope_per_second
+        self._shape = shape
         self._offset = offset
         self._z = NormalDist().inv_cdf(0.5 + config.interval / 2.0)
-        self.shift_days = 0
-        """Days the weekly shape is read ahead: 0 for today's own weekday, 3 for a Thursday
-        that runs like a Sunday."""
+        self.shift_days = shift_days
+        """Days the weekly shape is read ahead: 0 for today's own weekday, 2 for a Thursday
+        that runs like a Saturday."""
         self.level = level
         """Log of the level the most recent history runs at; the profile carries the shape."""
-        self.growth_per_day = math.expm1(slope_per_second * DAY_SECONDS)
+        self.growth_per_day = math.expm1(shape.slope_per_second * DAY_SECONDS)
         """Slow growth of the daily level over the history (0.01: +1 % a day)."""
         self.sigma = sigma
         """Spread of a single sample around the forecast, in log space."""
-        self.step_seconds = step_seconds
+        self.step_seconds = shape.step_seconds
         """The history's sample step; a forecast at ``t`` is for the step ending at ``t``."""
-        self.history_end = history_end
+        self.history_end = shape.anchor
         """Timestamp of the last finite history sample the fit saw."""
         self.samples = samples
         """Finite samples in the history."""
@@ -331,18 +390,24 @@ class SeasonalForecast:
         kernel = _day_kernel(per_day)
         span = np.convolve(np.ones(z.size), kernel, mode="same")
         coverage = np.convolve(present.astype(np.float64), kernel, mode="same")
-        defined = (span >= COVERAGE * per_day) & (coverage >= GAP_COVERAGE * per_day)
+        spanned = span >= COVERAGE * per_day
+        defined = spanned & (coverage >= GAP_COVERAGE * per_day)
         usable = present & defined
         if not usable.any():
             raise NoData("less than a day of history: no daily level to fit")
         for _ in range(1 + config.robust_iterations):
             for _ in range(2):  # backfitting: the level of each day, then the shape around it
-                level = _day_level(z, weights, profile, tow=tow, per_day=per_day)
+                day_level = _day_level(z, weights, profile, tow=tow, per_day=per_day)
                 profile = _seasonal_profile(
-                    z - level, weights * defined, tod=tod, tow=tow, per_day=per_day,
+                    z - day_level,
+                    weights * defined,
+                    spanned=spanned.astype(np.float64),
+                    tod=tod,
+                    tow=tow,
+                    per_day=per_day,
                     half_width=half_width,
                 )
-            resid = z - level - profile[tow]
+            resid = z - day_level - profile[tow]
             scale = max(float(sm.robust.scale.mad(resid[usable])), MIN_SCALE)
             weights = np.where(present, norm.weights(resid / scale), 0.0)
         use = weights * defined
@@ -362,71 +427,51 @@ class SeasonalForecast:
         slope = 0.0
         centred_time = seconds - slot_mean(seconds)[tow]
         if float(np.sum(use * centred_time**2)) > (DAY_SECONDS**2) * float(np.sum(use)) * 1e-3:
-            slope = float(sm.WLS(level - slot_mean(level)[tow], centred_time, weights=use).fit().params[0])
-        detrended = level - slope * seconds
+            slope = float(sm.WLS(day_level - slot_mean(day_level)[tow], centred_time, weights=use).fit().params[0])
+        detrended = day_level - slope * seconds
         mean_level = float(np.average(detrended, weights=use))
         level_num = np.bincount(tow, weights=use * (detrended - mean_level), minlength=per_week)
         day_of_week = np.where(occupied, level_num / np.where(occupied, slot_weight, 1.0), 0.0)
         profile = profile + config.weekday_level_weight * day_of_week
 
-        history_end = float(ts[-1])
-        forecast = cls(
-            config=config,
-            profile=profile,
-            level=0.0,
-            level_anchor=history_end,
-            slope_per_second=slope,
-            offset=offset,
-            sigma=0.0,
-            step_seconds=step,
-            history_end=history_end,
-            samples=int(ts.size),
+        shape = _Shape(
+            profile=profile, bucket_seconds=bucket, step_seconds=step, slope_per_second=slope, anchor=float(ts[-1])
         )
         # Pick the weekday whose shape today follows, then re-level on the recent history.
-        analogue = ts >= history_end - config.analogue_window_seconds
+        analogue = ts >= shape.anchor - config.analogue_window_seconds
         logs = np.log(ys[analogue] + offset)
         slots = ((ts[analogue] - ts[analogue][0]) // bucket).astype(np.int64)
         per_slot = np.bincount(slots)
         spreads = []
         for shift in range(7):
-            forecast.shift_days = shift
-            resid = np.bincount(slots, weights=logs - forecast._log_centre(ts[analogue])) / np.maximum(per_slot, 1)
-            resid = resid[per_slot > 0]
+            resid = np.bincount(slots, weights=logs - shape.log_centre(ts[analogue], shift_days=shift))
+            resid = (resid / np.maximum(per_slot, 1))[per_slot > 0]
             spreads.append(float(np.mean(np.abs(resid - np.median(resid)))))
         best = int(np.argmin(spreads))
-        better = spreads[0] - spreads[best]
-        if better > MIN_ANALOGUE_GAIN and spreads[best] < (1.0 - config.analogue_margin) * spreads[0]:
-            forecast.shift_days = best
-        else:
-            forecast.shift_days = 0
-        native = logs - forecast._log_centre(ts[analogue])
-        recent = ts[analogue] >= history_end - config.level_window_seconds
-        forecast.level = float(np.median(native[recent]))
+        switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN
+        shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
+        native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
+        level = float(np.median(native[ts[analogue] >= shape.anchor - config.level_window_seconds]))
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.
-        spread = native - forecast.level
+        spread = native - level
         sigma = float(sm.robust.scale.mad(spread, center=0.0))
-        forecast.sigma = sigma if sigma > 0 else float(np.std(spread))
-        return forecast
+        return cls(
+            config=config,
+            shape=shape,
+            shift_days=shift_days,
+            level=level,
+            sigma=sigma if sigma > 0 else float(np.std(spread)),
+            offset=offset,
+            samples=int(ts.size),
+        )
 
     # ------------------------------------------------------------------ queries
-
-    def _log_centre(self, timestamps: np.ndarray) -> np.ndarray:
-        """The log forecast of the samples at ``timestamps``, before re-levelling."""
-        midpoint = timestamps - self.step_seconds / 2.0 + self.shift_days * DAY_SECONDS
-        bucket = float(self.config.fit_step_seconds)
-        size = self._profile.size
-        position = np.mod(midpoint, WEEK_SECONDS) / bucket - 0.5
-        below = np.floor(position)
-        fraction = position - below
-        index = below.astype(np.int64) % size
-        shape = self._profile[index] * (1.0 - fraction) + self._profile[(index + 1) % size] * fraction
-        return shape + self._slope * (timestamps - self._anchor)
 
     def predict_at(self, *, timestamps: np.ndarray | list[float]) -> Prediction:
         """The forecast for the samples stamped ``timestamps`` (unix seconds)."""
         ts = np.asarray(timestamps, dtype=np.float64)
-        centre = self._log_centre(ts) + self.level
+        centre = self._shape.log_centre(ts, shift_days=self.shift_days) + self.level
         width = self._z * self.sigma
         return Prediction(
             timestamps=ts,

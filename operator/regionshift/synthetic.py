@@ -4,11 +4,12 @@ Detection can only be tuned, and its false-alarm rate only measured, against wee
 history with the awkward parts of real traffic in it. Real SPS is not a clean sine: it
 has a daily shape in each region's local time (a trough before dawn, a lunch bump, an
 evening peak), a weekly shape (weekends busier and later), days that run 15 % above or
-below the day before for no reason anyone can name, holidays shaped like weekends, slow
-growth, minute-to-minute jitter, and Poisson counting noise that is relatively larger
-when traffic is low. This module generates such history, deterministically from a seed,
-and injects the faults the operator must tell apart: a regional drop (evacuate), a global
-drop and a drop right after a rollout (hold back), and a gap in the data (never act).
+below the day before for no reason anyone can name (the new level takes over overnight,
+around the trough), holidays shaped like weekends, slow growth, minute-to-minute jitter,
+and Poisson counting noise that is relatively larger when traffic is low. This module
+generates such history, deterministically from a seed, and injects the faults the
+operator must tell apart: a regional drop (evacuate), a global drop and a drop right
+after a rollout (hold back), and a gap in the data (never act).
 
 A sample at time ``t`` is the mean rate over the step that ends at ``t``, the way a
 Prometheus ``rate(...[step])`` evaluated at ``t`` looks back. A fault over
@@ -195,7 +196,7 @@ def _blend_days(per_day: np.ndarray, local_days: np.ndarray, *, ramp_days: float
     """Piecewise-constant daily values, blended smoothly across local midnight.
 
     ``per_day[d]`` holds for local day ``d``; within ``ramp_days`` of a midnight the value
-    moves smoothly (smoothstep) to the neighbour's, meeting half-way at midnight, so
+    moves smoothly (smoothstep) to the neighbour's, meeting half-way at the boundary, so
     neither the shape nor the level jumps from one minute to the next.
     """
     day = np.floor(local_days).astype(np.int64)

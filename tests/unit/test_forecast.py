@@ -134,14 +134,15 @@ def test_a_holiday_is_forecast_like_a_weekend_day() -> None:
     # Thursday 2026-01-22 is a holiday in the region (local day index 18 from Sunday the 4th).
     history = generate_history(start=START, days=19, seed=1, regions=ONE, config=CLEAN, holidays=(18,))
     local_evening = int((17 + 0.75 + 5 / 24) * 1440)  # Thursday 18:00 local, 23:00 UTC
+    truth = history.rates["r"][local_evening : local_evening + 120]
+    probe = history.timestamps[local_evening : local_evening + 120]
     forecast = fit_until(history, "r", local_evening)
-    assert forecast.shift_days != 0
-    prediction = forecast.predict_at(timestamps=history.timestamps[local_evening : local_evening + 120])
-    analogue_error = np.max(np.abs(prediction.mean / history.rates["r"][local_evening : local_evening + 120] - 1))
-    forecast.shift_days = 0
-    own = forecast.predict_at(timestamps=history.timestamps[local_evening : local_evening + 120])
-    own_error = np.max(np.abs(own.mean / history.rates["r"][local_evening : local_evening + 120] - 1))
-    assert analogue_error < own_error
+    assert forecast.shift_days == 2  # Saturday's shape
+    analogue_error = np.max(np.abs(forecast.predict_at(timestamps=probe).mean / truth - 1))
+    never = fit_until(history, "r", local_evening, config=ForecastConfig(analogue_margin=1.0))
+    assert never.shift_days == 0
+    own_error = np.max(np.abs(never.predict_at(timestamps=probe).mean / truth - 1))
+    assert analogue_error < 0.06 < own_error
 
 
 def test_less_than_a_week_of_history_falls_back_to_the_daily_shape() -> None:
@@ -180,6 +181,10 @@ def test_bad_input_is_rejected() -> None:
         ForecastConfig(fit_step_seconds=7000)
     with pytest.raises(ValueError, match="level_window_seconds"):
         ForecastConfig(level_window_seconds=10 * 3600.0)
+    with pytest.raises(ValueError, match="analogue_margin"):
+        ForecastConfig(analogue_margin=1.5)
+    with pytest.raises(ValueError, match="weekday_level_weight"):
+        ForecastConfig(weekday_level_weight=-0.1)
 
 
 def test_zeros_and_negative_values_forecast_zero() -> None:

@@ -1,0 +1,533 @@
+"""Backtest: replay weeks of synthetic history through forecast and detection.
+
+Thresholds are only as good as the history they were tried on. This module generates
+history with realistic noise (:mod:`regionshift.synthetic`), injects faults, and replays
+it sample by sample exactly as the operator runs: at each step the forecast is refitted
+when the cache says it is due, on the past only (never the sample being judged), and the
+detection policy judges every region from its recent samples. Like the operator, the
+replay feeds the forecast only samples taken while a region was judged healthy: once a
+drop is confirmed its samples (from the first one under the threshold) are masked out of
+later fits, so an outage is never learnt as the new normal.
+
+It reports, per fault, what detection concluded and how fast (samples and seconds from
+the fault's start to the first matching verdict), every false evacuation (an Unhealthy
+verdict that no regional drop explains), and every missed fault (a regional drop deeper
+than the policy's sensitivity, ``1 - ratioThreshold``, never called Unhealthy).
+
+The target for the defaults: no false evacuation in 28 simulated days, and every regional
+drop of 40 % or more detected within 3 samples. ``python -m regionshift.backtest`` (the
+command, :func:`main`) and ``tests/benchmarks/bench_backtest.py`` print the figures;
+docs/benchmarks.md records them.
+"""
+
+from __future__ import annotations
+
+import bisect
+import enum
+import math
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+import numpy as np
+
+from .detection import Guard, RegionVerdict, Sample, evaluate
+from .errors import NoData
+from .forecast import ForecastCache, ForecastConfig, SeasonalForecast
+from .models import DetectionPolicy, Verdict
+from .synthetic import (
+    DAY_SECONDS,
+    DEFAULT_REGIONS,
+    Fault,
+    FaultKind,
+    RegionProfile,
+    SyntheticConfig,
+    generate_history,
+)
+
+__all__ = [
+    "DEFAULT_START",
+    "BacktestReport",
+    "FalseEvacuation",
+    "FaultOutcome",
+    "Outcome",
+    "default_faults",
+    "format_report",
+    "main",
+    "run_backtest",
+]
+
+DEFAULT_START = 1_767_571_200.0
+"""Monday 2026-01-05 00:00 UTC: where the replayed history begins by default."""
+
+TARGET_DEPTH = 0.4
+"""Regional drops at least this deep must be detected within TARGET_SAMPLES samples."""
+TARGET_SAMPLES = 3
+
+_VERDICT_CODES = {Verdict.HEALTHY: 0, Verdict.UNHEALTHY: 1, Verdict.HELD_BACK: 2, Verdict.UNKNOWN: 3}
+_GUARD_CODES: dict[Guard | None, int] = {None: 0, **{guard: n + 1 for n, guard in enumerate(Guard)}}
+
+
+class Outcome(str, enum.Enum):
+    """How detection handled one fault."""
+
+    DETECTED = "Detected"
+    """A regional drop called Unhealthy, or a guard holding back as it should."""
+    MISSED = "Missed"
+    """A regional drop deeper than the policy's sensitivity never called Unhealthy."""
+    BELOW_SENSITIVITY = "BelowSensitivity"
+    """A regional drop shallower than ``1 - ratioThreshold``: not expected to be called."""
+    FALSE_EVACUATION = "FalseEvacuation"
+    """A global drop, rollout drop or gap called Unhealthy somewhere: it would have evacuated."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultOutcome:
+    """What detection concluded about one injected fault."""
+
+    fault: Fault
+    outcome: Outcome
+    expected: str
+    """The verdict the fault should produce, e.g. ``Unhealthy`` or ``HeldBack/GlobalDrop``."""
+    delay_samples: int | None
+    """Samples from the fault's start to the first expected verdict, counting that one."""
+    delay_seconds: float | None
+    """Seconds from the fault's start to the time of that sample."""
+    first_ratios: tuple[float, ...] = ()
+    """For a regional drop: actual/expected of its first ``consecutiveSamples`` samples,
+    how far under the threshold detection found it."""
+
+    @property
+    def in_target(self) -> bool:
+        """Whether this is a regional drop the target covers (depth ≥ 40 %)."""
+        return self.fault.kind is FaultKind.REGIONAL_DROP and self.fault.depth >= TARGET_DEPTH - 1e-9
+
+
+@dataclass(frozen=True, kw_only=True)
+class FalseEvacuation:
+    """An Unhealthy verdict that no regional drop explains."""
+
+    region: str
+    at: float
+    """Unix seconds of the sample that turned the verdict Unhealthy."""
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class BacktestReport:
+    """The figures of one replay."""
+
+    days: float
+    regions: tuple[str, ...]
+    seed: int
+    step_seconds: int
+    refit_interval_seconds: float
+    policy: DetectionPolicy
+    evaluations: int
+    """Detection rounds replayed (one per step, every region judged in each)."""
+    fits: int
+    """Forecast fits performed."""
+    outcomes: tuple[FaultOutcome, ...]
+    false_evacuations: tuple[FalseEvacuation, ...]
+    lowest_quiet_ratio: float
+    """Lowest actual/expected held for ``consecutiveSamples`` samples outside every fault
+    (and an hour either side): the margin a false alarm would have to cross."""
+    holidays: tuple[int, ...] = field(default=())
+
+    @property
+    def missed(self) -> tuple[FaultOutcome, ...]:
+        """Regional drops deeper than the policy's sensitivity that were never detected."""
+        return tuple(o for o in self.outcomes if o.outcome is Outcome.MISSED)
+
+    @property
+    def target_met(self) -> bool:
+        """No false evacuation, and every regional drop of 40 % or more caught within 3 samples."""
+        if self.false_evacuations or any(o.outcome is Outcome.FALSE_EVACUATION for o in self.outcomes):
+            return False
+        return all(
+            o.outcome is Outcome.DETECTED and o.delay_samples is not None and o.delay_samples <= TARGET_SAMPLES
+            for o in self.outcomes
+            if o.in_target
+        )
+
+
+def default_faults(
+    *, start: float, days: float, regions: Sequence[str], seed: int, step_seconds: int = 60
+) -> tuple[Fault, ...]:
+    """The fault schedule the backtest replays: spread evenly, at varied times of day.
+
+    Regional drops of 20 % to 90 % lasting 5 minutes, 20 minutes and 2 hours, rotated over
+    the regions; one global drop; one drop two minutes after a rollout; one 45-minute gap.
+    Each fault starts on a sample boundary and the faults never overlap.
+    """
+    specs: list[tuple[FaultKind, float, float]] = []
+    depths = (0.2, 0.3, 0.4, 0.5, 0.6, 0.75, 0.9)
+    durations = (300.0, 1200.0, 7200.0)
+    for n, depth in enumerate(depths):
+        for m in range(len(durations)):
+            specs.append((FaultKind.REGIONAL_DROP, depth, durations[(n + m) % len(durations)]))
+    specs.insert(7, (FaultKind.GLOBAL_DROP, 0.5, 1800.0))
+    specs.insert(14, (FaultKind.ROLLOUT_DROP, 0.6, 1800.0))
+    specs.insert(19, (FaultKind.GAP, 0.0, 2700.0))
+    slot = days * DAY_SECONDS / len(specs)
+    if slot < 4 * 3600.0:
+        raise ValueError(f"{days} days is too short for {len(specs)} faults at least 4 hours apart")
+    rng = np.random.default_rng(seed)
+    faults: list[Fault] = []
+    for n, (kind, depth, duration) in enumerate(specs):
+        # Start somewhere in the first part of the slot, so the fault ends well before the
+        # next one and the regions have time to settle.
+        offset = rng.uniform(0.1, max(0.1, 0.9 - duration / slot)) * slot
+        begin = start + n * slot + offset
+        begin -= begin % step_seconds
+        region = regions[n % len(regions)]
+        faults.append(
+            Fault(
+                kind=kind,
+                start=begin,
+                duration_seconds=duration,
+                regions=() if kind is FaultKind.GLOBAL_DROP else (region,),
+                depth=depth,
+            )
+        )
+    return tuple(faults)
+
+
+def run_backtest(
+    *,
+    days: float = 28.0,
+    regions: Sequence[RegionProfile] = DEFAULT_REGIONS,
+    seed: int = 7,
+    step_seconds: int = 60,
+    policy: DetectionPolicy = DetectionPolicy(),
+    forecast_config: ForecastConfig = ForecastConfig(),
+    refit_interval_seconds: float = 1800.0,
+    history_days: float = 14.5,
+    faults: Sequence[Fault] | None = None,
+    holidays: Sequence[int] | None = None,
+    synthetic: SyntheticConfig = SyntheticConfig(),
+    start: float = DEFAULT_START,
+) -> BacktestReport:
+    """Replay ``days`` of synthetic history after ``history_days`` of warm-up.
+
+    ``faults`` defaults to :func:`default_faults` over the replayed days; ``holidays`` (day
+    indexes of the whole generated history, warm-up included) defaults to one holiday a
+    third of the way into the replay, on a day no fault touches when one exists.
+    """
+    names = tuple(r.name for r in regions)
+    replay_start = start + history_days * DAY_SECONDS
+    if faults is None:
+        faults = default_faults(start=replay_start, days=days, regions=names, seed=seed, step_seconds=step_seconds)
+    if holidays is None:
+        holidays = (_quiet_day(start=start, replay_start=replay_start, days=days, faults=faults),)
+    history = generate_history(
+        start=start,
+        days=history_days + days,
+        seed=seed,
+        step_seconds=step_seconds,
+        regions=regions,
+        faults=faults,
+        holidays=holidays,
+        config=synthetic,
+    )
+    ts = history.timestamps
+    count = ts.size
+    first = int(np.searchsorted(ts, replay_start, side="right"))
+    history_samples = int(round(history_days * DAY_SECONDS / step_seconds))
+    refit_samples = max(1, int(math.ceil(refit_interval_seconds / step_seconds)))
+    window = max(policy.consecutive_samples, int(math.ceil(policy.stale_after_seconds / step_seconds)) + 1)
+    moments = [datetime.fromtimestamp(float(t), tz=timezone.utc) for t in ts]
+
+    fitted = {name: history.values[name].copy() for name in names}  # healthy samples only
+    expected = {name: np.full(count, np.nan) for name in names}
+    verdict_code = {name: np.zeros(count, dtype=np.int8) for name in names}
+    guard_code = {name: np.zeros(count, dtype=np.int8) for name in names}
+    turned_unhealthy: dict[str, list[tuple[int, str]]] = {name: [] for name in names}
+    recent: dict[str, deque[Sample]] = {name: deque(maxlen=window) for name in names}
+    rollouts = {
+        name: [datetime.fromtimestamp(t, tz=timezone.utc) for t in history.rollouts[name]] for name in names
+    }
+    cache = ForecastCache(refit_interval_seconds=refit_interval_seconds)
+    previous: dict[str, RegionVerdict] = {}
+    fits = 0
+
+    for i in range(first - window, count):
+        now = float(ts[i])
+        for name in names:
+            if i >= first and cache.due(key=name, now=now):
+                lo = max(0, i - history_samples)
+                try:
+                    forecast = SeasonalForecast.fit(
+                        timestamps=ts[lo:i],
+                        values=fitted[name][lo:i],
+                        step_seconds=step_seconds,
+                        config=forecast_config,
+                    )
+                except NoData:
+                    continue
+                fits += 1
+                cache.put(key=name, forecast=forecast, now=now)
+                hi = min(count, i + refit_samples)
+                expected[name][i:hi] = forecast.predict_at(timestamps=ts[i:hi]).mean
+            value = float(history.values[name][i])
+            recent[name].append(
+                Sample(
+                    at=moments[i],
+                    actual=value if math.isfinite(value) else None,
+                    expected=float(expected[name][i]) if math.isfinite(expected[name][i]) else None,
+                )
+            )
+        if i < first:
+            continue
+        last_rollouts = {}
+        for name in names:
+            k = bisect.bisect_right(rollouts[name], moments[i])
+            last_rollouts[name] = rollouts[name][k - 1] if k else None
+        verdicts = evaluate(
+            samples={name: tuple(recent[name]) for name in names},
+            policy=policy,
+            now=moments[i],
+            last_rollouts=last_rollouts,
+            previous=previous,
+        )
+        for name, verdict in verdicts.items():
+            verdict_code[name][i] = _VERDICT_CODES[verdict.verdict]
+            guard_code[name][i] = _GUARD_CODES[verdict.held_back_by]
+            if verdict.verdict is Verdict.UNHEALTHY and (
+                name not in previous or previous[name].verdict is not Verdict.UNHEALTHY
+            ):
+                turned_unhealthy[name].append((i, verdict.message))
+            if verdict.verdict in (Verdict.UNHEALTHY, Verdict.HELD_BACK) and verdict.drop_started_at is not None:
+                began = int(np.searchsorted(ts, verdict.drop_started_at.timestamp()))
+                fitted[name][began : i + 1] = np.nan
+        previous = verdicts
+
+    return _report(
+        days=days,
+        names=names,
+        seed=seed,
+        step_seconds=step_seconds,
+        refit_interval_seconds=refit_interval_seconds,
+        policy=policy,
+        ts=ts,
+        first=first,
+        values=history.values,
+        expected=expected,
+        verdict_code=verdict_code,
+        guard_code=guard_code,
+        turned_unhealthy=turned_unhealthy,
+        faults=tuple(faults),
+        fits=fits,
+        holidays=tuple(holidays),
+    )
+
+
+def _quiet_day(*, start: float, replay_start: float, days: float, faults: Sequence[Fault]) -> int:
+    """A day index (from ``start``) a third into the replay, free of faults if possible."""
+    first_day = int((replay_start - start) // DAY_SECONDS) + 1
+    last_day = int((replay_start - start) // DAY_SECONDS + days) - 1
+    candidates = list(range(first_day + max(0, int(days // 3) - 1), last_day)) + list(range(first_day, last_day))
+    for day in candidates:
+        # A holiday reaches from noon the day before (level ramp) into the next morning.
+        lo = start + (day - 1) * DAY_SECONDS
+        hi = start + (day + 2) * DAY_SECONDS
+        if not any(f.start < hi and f.end > lo for f in faults):
+            return day
+    return first_day + int(days // 3)
+
+
+def _report(
+    *,
+    days: float,
+    names: tuple[str, ...],
+    seed: int,
+    step_seconds: int,
+    refit_interval_seconds: float,
+    policy: DetectionPolicy,
+    ts: np.ndarray,
+    first: int,
+    values: Mapping[str, np.ndarray],
+    expected: dict[str, np.ndarray],
+    verdict_code: dict[str, np.ndarray],
+    guard_code: dict[str, np.ndarray],
+    turned_unhealthy: dict[str, list[tuple[int, str]]],
+    faults: tuple[Fault, ...],
+    fits: int,
+    holidays: tuple[int, ...],
+) -> BacktestReport:
+    """Score the recorded verdicts against the injected faults."""
+    unhealthy = _VERDICT_CODES[Verdict.UNHEALTHY]
+    held = _VERDICT_CODES[Verdict.HELD_BACK]
+    unknown = _VERDICT_CODES[Verdict.UNKNOWN]
+    sensitivity = 1.0 - policy.ratio_threshold
+    outcomes: list[FaultOutcome] = []
+    explained: dict[str, list[tuple[int, int]]] = {name: [] for name in names}
+    quiet = {name: np.ones(ts.size, dtype=bool) for name in names}
+    for fault in faults:
+        lo = int(np.searchsorted(ts, fault.start, side="right"))
+        hi = int(np.searchsorted(ts, fault.end, side="right"))
+        hit = [name for name in names if fault.hits(name)]
+        for name in hit:
+            # Around every fault the signal is not quiet: a settling margin either side.
+            quiet[name][max(0, lo - 60) : min(ts.size, hi + 60)] = False
+        first_ratios: tuple[float, ...] = ()
+        if fault.kind is FaultKind.REGIONAL_DROP:
+            name = hit[0]
+            explained[name].append((lo, hi + policy.consecutive_samples))
+            head = slice(lo, min(hi, lo + policy.consecutive_samples))
+            first_ratios = tuple(float(v) for v in values[name][head] / expected[name][head])
+            matches = np.flatnonzero(verdict_code[name][lo:hi] == unhealthy)
+            label = "Unhealthy"
+            if matches.size:
+                outcome = Outcome.DETECTED
+            elif fault.depth > sensitivity + 1e-9:
+                outcome = Outcome.MISSED
+            else:
+                outcome = Outcome.BELOW_SENSITIVITY
+        else:
+            evacuated = any(np.any(verdict_code[name][lo:hi] == unhealthy) for name in hit)
+            if fault.kind is FaultKind.GAP:
+                label = "Unknown/NoData|StaleData"
+                missing = (_GUARD_CODES[Guard.NO_DATA], _GUARD_CODES[Guard.STALE_DATA])
+                wanted = [
+                    np.flatnonzero((verdict_code[name][lo:hi] == unknown) & np.isin(guard_code[name][lo:hi], missing))
+                    for name in hit
+                ]
+            else:
+                guard = Guard.GLOBAL_DROP if fault.kind is FaultKind.GLOBAL_DROP else Guard.RECENT_ROLLOUT
+                label = f"HeldBack/{guard.value}"
+                code = _GUARD_CODES[guard]
+                wanted = [
+                    np.flatnonzero((verdict_code[name][lo:hi] == held) & (guard_code[name][lo:hi] == code))
+                    for name in hit
+                ]
+            found = [w for w in wanted if w.size]
+            matches = np.array([min(int(w[0]) for w in found)]) if found else np.array([], dtype=np.int64)
+            if evacuated:
+                outcome = Outcome.FALSE_EVACUATION
+            elif matches.size:
+                outcome = Outcome.DETECTED
+            else:
+                outcome = Outcome.MISSED
+        delay = int(matches[0]) + 1 if matches.size else None
+        outcomes.append(
+            FaultOutcome(
+                fault=fault,
+                outcome=outcome,
+                expected=label,
+                delay_samples=delay,
+                delay_seconds=float(ts[lo + delay - 1] - fault.start) if delay is not None else None,
+                first_ratios=first_ratios,
+            )
+        )
+
+    false_evacuations: list[FalseEvacuation] = []
+    for name in names:
+        for index, message in turned_unhealthy[name]:
+            if not any(lo <= index < hi for lo, hi in explained[name]):
+                false_evacuations.append(FalseEvacuation(region=name, at=float(ts[index]), message=message))
+
+    # The lowest ratio held for consecutiveSamples in a row outside every fault: what a
+    # false alarm would need to get under.
+    lowest = math.inf
+    run = policy.consecutive_samples
+    for name in names:
+        series = values[name][first:]
+        forecast = expected[name][first:]
+        usable = quiet[name][first:] & np.isfinite(series) & np.isfinite(forecast)
+        usable &= forecast >= policy.minimum_expected
+        ratios = np.where(usable, series / np.where(usable, forecast, 1.0), np.inf)
+        if ratios.size >= run:
+            held = np.max(np.lib.stride_tricks.sliding_window_view(ratios, run), axis=1)
+            lowest = min(lowest, float(np.min(held)))
+    return BacktestReport(
+        days=days,
+        regions=names,
+        seed=seed,
+        step_seconds=step_seconds,
+        refit_interval_seconds=refit_interval_seconds,
+        policy=policy,
+        evaluations=ts.size - first,
+        fits=fits,
+        outcomes=tuple(outcomes),
+        false_evacuations=tuple(sorted(false_evacuations, key=lambda f: f.at)),
+        lowest_quiet_ratio=lowest,
+        holidays=holidays,
+    )
+
+
+def format_report(report: BacktestReport) -> str:
+    """The report as a plain-text table for terminals and docs."""
+    policy = report.policy
+    lines = [
+        f"backtest: {report.days:g} days x {len(report.regions)} regions ({', '.join(report.regions)}),"
+        f" step {report.step_seconds} s, seed {report.seed}",
+        f"policy: ratio < {policy.ratio_threshold:g} for {policy.consecutive_samples} samples,"
+        f" minimum expected {policy.minimum_expected:g}, stale after {policy.stale_after_seconds} s,"
+        f" rollout guard {policy.rollout_guard_seconds} s, global drop >= {policy.global_drop_fraction:g}",
+        f"forecast refit every {report.refit_interval_seconds:g} s: {report.fits} fits,"
+        f" {report.evaluations} detection rounds;"
+        f" holiday on day(s) {', '.join(map(str, report.holidays)) or 'none'}",
+        "",
+        f"{'fault':<13} {'region':<10} {'depth':>5} {'length':>7}  {'expected':<24} {'outcome':<17} {'delay':>13}",
+    ]
+    for o in report.outcomes:
+        f = o.fault
+        region = ",".join(f.regions) if f.regions else "all"
+        depth = f"{f.depth:.0%}" if f.kind is not FaultKind.GAP else "-"
+        delay = f"{o.delay_samples} / {o.delay_seconds:.0f} s" if o.delay_samples is not None else "-"
+        lines.append(
+            f"{f.kind.value:<13} {region:<10} {depth:>5} {f.duration_seconds / 60:>5.0f} m  {o.expected:<24}"
+            f" {o.outcome.value:<17} {delay:>13}"
+        )
+    in_target = [o for o in report.outcomes if o.in_target]
+    caught = [o for o in in_target if o.delay_samples is not None and o.delay_samples <= TARGET_SAMPLES]
+    delays = [o.delay_samples for o in in_target if o.delay_samples is not None]
+    highest = max((max(o.first_ratios) for o in in_target if o.first_ratios), default=math.nan)
+    lines += [
+        "",
+        f"regional drops >= {TARGET_DEPTH:.0%}: {len(caught)}/{len(in_target)} detected within"
+        f" {TARGET_SAMPLES} samples (max delay {max(delays) if delays else '-'} samples);"
+        f" highest actual/expected in their first {policy.consecutive_samples} samples: {highest:.3f}",
+        f"missed faults: {len(report.missed)}",
+        f"false evacuations: {len(report.false_evacuations)}"
+        + "".join(
+            f"\n  {datetime.fromtimestamp(e.at, tz=timezone.utc):%Y-%m-%d %H:%M} {e.region}: {e.message}"
+            for e in report.false_evacuations
+        ),
+        f"lowest actual/expected outside faults: {report.lowest_quiet_ratio:.3f}"
+        f" (threshold {policy.ratio_threshold:g})",
+        f"target (no false evacuation, every drop >= {TARGET_DEPTH:.0%} within {TARGET_SAMPLES} samples):"
+        f" {'MET' if report.target_met else 'NOT MET'}",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m regionshift.backtest``: run a backtest and print its report.
+
+    Exits 0 when the target holds, 1 when it does not.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="regionshift backtest", description=__doc__.split("\n")[0])
+    parser.add_argument("--days", type=float, default=28.0, help="days to replay (default 28)")
+    parser.add_argument("--seed", type=int, default=7, help="seed of the synthetic history (default 7)")
+    parser.add_argument("--step-seconds", type=int, default=60, help="sample step (default 60)")
+    parser.add_argument(
+        "--refit-interval-seconds", type=float, default=1800.0, help="forecast refit interval (default 1800)"
+    )
+    args = parser.parse_args(argv)
+    report = run_backtest(
+        days=args.days,
+        seed=args.seed,
+        step_seconds=args.step_seconds,
+        refit_interval_seconds=args.refit_interval_seconds,
+    )
+    print(format_report(report))
+    return 0 if report.target_met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,104 @@
+"""A short backtest meets the detection target, and the scoring catches what it should."""
+
+from __future__ import annotations
+
+import pytest
+
+from regionshift.backtest import (
+    DEFAULT_START,
+    BacktestReport,
+    Outcome,
+    default_faults,
+    format_report,
+    main,
+    run_backtest,
+)
+from regionshift.models import DetectionPolicy
+from regionshift.synthetic import DAY_SECONDS, Fault, FaultKind
+
+REGIONS = ("us-east", "us-west", "eu-west", "ap-south")
+
+
+@pytest.fixture(scope="module")
+def report() -> BacktestReport:
+    return run_backtest(days=10, seed=7)
+
+
+def test_no_false_evacuation(report: BacktestReport) -> None:
+    assert report.false_evacuations == ()
+    assert not [o for o in report.outcomes if o.outcome is Outcome.FALSE_EVACUATION]
+
+
+def test_every_drop_of_forty_percent_or_more_is_caught_within_three_samples(report: BacktestReport) -> None:
+    target = [o for o in report.outcomes if o.in_target]
+    assert len(target) == 15
+    for outcome in target:
+        assert outcome.outcome is Outcome.DETECTED, outcome
+        assert outcome.delay_samples is not None and outcome.delay_samples <= 3
+        assert outcome.delay_seconds == pytest.approx(outcome.delay_samples * 60)
+        assert max(outcome.first_ratios) < report.policy.ratio_threshold
+    assert report.missed == ()
+    assert report.target_met
+
+
+def test_guards_hold_back_what_follows_the_traffic(report: BacktestReport) -> None:
+    by_kind = {o.fault.kind: o for o in report.outcomes if o.fault.kind is not FaultKind.REGIONAL_DROP}
+    assert by_kind[FaultKind.GLOBAL_DROP].outcome is Outcome.DETECTED
+    assert by_kind[FaultKind.GLOBAL_DROP].expected == "HeldBack/GlobalDrop"
+    assert by_kind[FaultKind.ROLLOUT_DROP].outcome is Outcome.DETECTED
+    assert by_kind[FaultKind.ROLLOUT_DROP].expected == "HeldBack/RecentRollout"
+    gap = by_kind[FaultKind.GAP]
+    assert gap.outcome is Outcome.DETECTED
+    # Unknown from the sixth missing sample: the last value is then more than
+    # staleAfterSeconds (300 s) old and the replay's six-sample window holds none.
+    assert gap.delay_samples == 6
+    assert gap.expected == "Unknown/NoData|StaleData"
+
+
+def test_shallow_drops_are_reported_not_counted_as_missed(report: BacktestReport) -> None:
+    shallow = [o for o in report.outcomes if o.fault.kind is FaultKind.REGIONAL_DROP and o.fault.depth <= 0.3]
+    assert shallow
+    assert all(o.outcome in (Outcome.BELOW_SENSITIVITY, Outcome.DETECTED) for o in shallow)
+
+
+def test_report_text(report: BacktestReport) -> None:
+    text = format_report(report)
+    assert "10 days x 4 regions" in text
+    assert "regional drops >= 40%: 15/15 detected within 3 samples" in text
+    assert "false evacuations: 0" in text
+    assert text.rstrip().endswith("MET")
+    assert report.evaluations == 10 * 1440
+    assert report.fits > 0
+    assert report.lowest_quiet_ratio > report.policy.ratio_threshold
+
+
+def test_an_oversensitive_policy_shows_false_evacuations() -> None:
+    start = DEFAULT_START + 14.5 * DAY_SECONDS
+    fault = Fault(kind=FaultKind.REGIONAL_DROP, start=start + 86_400, duration_seconds=600, regions=("us-east",), depth=0.5)
+    jumpy = DetectionPolicy(ratio_threshold=0.97, consecutive_samples=1)
+    report = run_backtest(days=2, seed=3, policy=jumpy, faults=(fault,), holidays=())
+    assert report.false_evacuations
+    assert not report.target_met
+    assert "NOT MET" in format_report(report)
+
+
+def test_default_faults_are_spread_aligned_and_disjoint() -> None:
+    start = DEFAULT_START + 14.5 * DAY_SECONDS
+    faults = default_faults(start=start, days=28, regions=REGIONS, seed=1)
+    assert len(faults) == 24
+    kinds = [f.kind for f in faults]
+    assert kinds.count(FaultKind.GLOBAL_DROP) == kinds.count(FaultKind.ROLLOUT_DROP) == kinds.count(FaultKind.GAP) == 1
+    depths = {f.depth for f in faults if f.kind is FaultKind.REGIONAL_DROP}
+    assert min(depths) == 0.2 and max(depths) == 0.9
+    for earlier, later in zip(faults, faults[1:]):
+        assert earlier.end < later.start
+    assert all(f.start % 60 == 0 for f in faults)
+    assert all(start <= f.start and f.end <= start + 28 * DAY_SECONDS for f in faults)
+    assert default_faults(start=start, days=28, regions=REGIONS, seed=1) == faults
+    with pytest.raises(ValueError, match="too short"):
+        default_faults(start=start, days=3, regions=REGIONS, seed=1)
+
+
+def test_command_exit_code_follows_the_target(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--days", "4.5", "--seed", "7"]) in (0, 1)
+    assert "target" in capsys.readouterr().out
