@@ -111,20 +111,34 @@ def _dense(samples: tuple[tuple[float, float], ...] | list[tuple[float, float]],
 
 
 async def _history(prom: PrometheusClient, query: str, *, now: float, days: int, step: float) -> History:
-    series = await prom.range(query, start=_utc(now - days * 86400), end=_utc(now), step_seconds=step)
+    # Half a day more than asked: the time-of-week slots next to "now" then rest on every week.
+    series = await prom.range(query, start=_utc(now - (days + 0.5) * 86400), end=_utc(now), step_seconds=step)
     if len(series) != 1:
         raise QueryRejected(f"the query {query!r} yields {len(series)} series; aggregate it to one")
     return _dense(series[0].samples, step=step)
 
 
-def _fit(histories: dict[str, History], regions: list[str]) -> dict[str, SeasonalForecast]:
+def _fit(
+    histories: dict[str, History], regions: list[str], masked_from: dict[str, float]
+) -> dict[str, SeasonalForecast]:
+    """Fit every region's forecast, leaving out the samples of a drop under way (not normal)."""
     out = {}
     for region in regions:
         history = histories.get(f"signal/{region}")
-        if history is not None:
-            out[region] = SeasonalForecast.fit(
-                timestamps=history.timestamps(), values=list(history.values), step_seconds=history.step_seconds
-            )
+        if history is None:
+            continue
+        timestamps = history.timestamps()
+        values = [math.nan if t >= masked_from.get(region, math.inf) else v for t, v in zip(timestamps, history.values)]
+        out[region] = SeasonalForecast.fit(timestamps=timestamps, values=values, step_seconds=history.step_seconds)
+    return out
+
+
+def _drops_under_way(status: dict[str, Any]) -> dict[str, float]:
+    """Start of each region's current drop, from status: samples since then are not learnt."""
+    out = {}
+    for item in status.get("regions") or []:
+        if item.get("dropStartedAt") and item.get("verdict") != Verdict.HEALTHY.value:
+            out[item["name"]] = dt.datetime.fromisoformat(item["dropStartedAt"].replace("Z", "+00:00")).timestamp()
     return out
 
 
@@ -163,7 +177,7 @@ async def _refresh(
         if not histories:
             raise
         source = f"cache saved {_utc(saved_at or 0).strftime('%Y-%m-%dT%H:%M:%SZ')}"
-    forecasts = await asyncio.to_thread(_fit, histories, regions)
+    forecasts = await asyncio.to_thread(_fit, histories, regions, _drops_under_way(body.get("status") or {}))
     domain.forecasts, domain.histories, domain.fitted_at, domain.source = forecasts, histories, now, source
     if source == "prometheus":
         await asyncio.to_thread(_save_histories, body=body, histories=histories, now=now)
@@ -229,16 +243,18 @@ def _warm_capacity(*, namespace: str, name: str) -> WarmCapacity | None:
 
 def domain_status(
     *, verdicts: dict[str, RegionVerdict], old_status: dict[str, Any], detecting: dict[str, Any],
-    generation: int | None, regions: list[str],
+    generation: int | None, regions: list[str], intervals: dict[str, dict[str, float | None]] | None = None,
 ) -> dict[str, Any]:
-    """The RegionFailover status for a set of verdicts (pure)."""
+    """The RegionFailover status for a set of verdicts (pure); ``intervals`` adds the forecast's bounds."""
     entries = []
     for region in regions:
         verdict = verdicts[region]
         entry = verdict.to_status().wire()
+        entry["message"] = verdict.message
+        entry.update({k: v for k, v in (intervals or {}).get(region, {}).items() if v is not None})
         if verdict.drop_started_at is not None:
             entry["dropStartedAt"] = verdict.drop_started_at.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        for key in ("actual", "expected", "ratio"):
+        for key in ("actual", "expected", "expectedLower", "expectedUpper", "ratio"):
             if key in entry:
                 entry[key] = round(entry[key], 4)
         entries.append(entry)
@@ -300,8 +316,14 @@ async def detect(*, body: dict[str, Any]) -> tuple[dict[str, RegionVerdict], dic
         samples=samples, policy=spec.detection, now=_utc(now), last_rollouts={spec.region: rollout},
         capacity={spec.region: capacity} if capacity is not None else {}, previous=_previous(old_status),
     )
+    intervals = {}
+    for region, verdict in verdicts.items():
+        forecast = domain.forecasts.get(region)
+        if forecast is not None and verdict.sampled_at is not None:
+            expectation = forecast.expected(at=verdict.sampled_at.timestamp())
+            intervals[region] = {"expectedLower": expectation.lower, "expectedUpper": expectation.upper}
     status = domain_status(verdicts=verdicts, old_status=old_status, detecting=detecting,
-                           generation=meta.get("generation"), regions=regions)
+                           generation=meta.get("generation"), regions=regions, intervals=intervals)
     DETECTIONS.labels(detecting["reason"]).inc()
     before = {item["name"]: item.get("verdict") for item in old_status.get("regions") or []}
     for region, verdict in verdicts.items():

@@ -198,6 +198,10 @@ class ModelFit(Model):
     r_squared: float = Field(description="Coefficient of determination of the fit, 0..1.")
     samples: int = Field(ge=0, description="History samples the fit used.")
     fitted_at: str = Field(description="RFC 3339 time of the fit.")
+    method: str | None = Field(
+        default=None,
+        description="OrdinaryLeastSquares, or Proportional when replicas do not grow with traffic in the history.",
+    )
 
 
 class DarkClusterStatus(Model):
@@ -432,7 +436,10 @@ class RegionSignalStatus(Model):
     name: str = Field(description="Region name.")
     actual: float | None = Field(default=None, description="Latest signal sample.")
     expected: float | None = Field(default=None, description="Forecast for that sample's time.")
+    expected_lower: float | None = Field(default=None, description="Lower bound of the prediction interval.")
+    expected_upper: float | None = Field(default=None, description="Upper bound of the prediction interval.")
     ratio: float | None = Field(default=None, description="actual / expected.")
+    message: str | None = Field(default=None, description="Why the verdict is what it is, in one sentence.")
     verdict: Verdict = Field(default=Verdict.UNKNOWN, description="Healthy, Unhealthy, HeldBack, Unknown.")
     unhealthy_since: str | None = Field(default=None, description="When the verdict turned Unhealthy.")
     drop_started_at: str | None = Field(

@@ -81,6 +81,7 @@ class ScalingFit:
             r_squared=self.r_squared,
             samples=self.samples,
             fitted_at=self.fitted_at.isoformat().replace("+00:00", "Z"),
+            method=self.method.value,
         )
 
 

@@ -175,7 +175,8 @@ def test_dark_cluster_size_follows_the_traffic(kube: Kube, prometheus: Prometheu
     assert fit["rSquared"] > 0.9 and fit["samples"] > 1000
     assert abs(fit["slopeReplicasPerUnit"] - 0.01) < 0.002
     assert first["forecastReplicas"] > 0
-    assert kube.deployment("api-dark")["spec"]["replicas"] == first["desiredReplicas"] == first["forecastReplicas"]
+    eventually(lambda: kube.deployment("api-dark")["spec"]["replicas"] == first["forecastReplicas"]
+               == sized()["desiredReplicas"], what="the shadow runs the forecast size")
 
     live(prometheus, "sizing", west=3.0)  # the largest peer's traffic triples
     later = eventually(lambda: (s := sized()) and s["forecastReplicas"] > first["forecastReplicas"] and s,

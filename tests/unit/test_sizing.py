@@ -44,6 +44,7 @@ def test_fit_as_dark_cluster_status() -> None:
         "rSquared": 0.99,
         "samples": 100,
         "fittedAt": "2026-01-05T12:00:00Z",
+        "method": "OrdinaryLeastSquares",
     }
 
 
