@@ -143,7 +143,7 @@ def _build(*, go: str, pins_: Pins, target: Path, log: Callable[[str], None]) ->
     log("control plane: a cold build takes several minutes on 2 cores; later runs reuse the cache")
     started = time.monotonic()
     staging = Path(tempfile.mkdtemp(prefix="build-", dir=target.parent))
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "CGO_ENABLED": "0"}
+    env = {**os.environ, "GOFLAGS": "-mod=mod -buildvcs=false", "CGO_ENABLED": "0"}
     cmd = [go, "build", "-v", "-trimpath", "-ldflags", _ldflags(pins_), "-o", str(staging / "rs-k8s"), "."]
     proc = subprocess.Popen(cmd, cwd=SOURCE_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     assert proc.stdout is not None
