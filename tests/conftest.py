@@ -8,7 +8,7 @@ import pytest
 
 from regionshift.cluster import LocalCluster
 from regionshift.runner import OperatorThread
-from tests.support.cluster import Kube, kube, kube_cluster
+from tests.support.cluster import kube, kube_cluster
 from tests.support.prometheus_server import prometheus_server
 
 __all__ = ["kube", "kube_cluster", "prometheus_server", "running_operator"]

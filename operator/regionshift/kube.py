@@ -8,6 +8,7 @@ decisions stay pure functions over plain data.
 
 from __future__ import annotations
 
+import base64
 import threading
 from pathlib import Path
 from typing import Any
@@ -193,7 +194,5 @@ def write_configmap(*, body: dict[str, Any]) -> None:
 
 def read_secret_value(*, namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded."""
-    import base64
-
     secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace)
     return base64.b64decode((secret.data or {})[key]).decode()

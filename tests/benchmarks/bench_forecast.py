@@ -108,7 +108,7 @@ def _alternatives(series: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndar
     from statsmodels.tsa.seasonal import MSTL
     from statsmodels.tsa.statespace.structural import UnobservedComponents
 
-    for ts, values, _, _ in series:
+    for _, values, _, _ in series:
         tenmin = np.log(values[:HISTORY].reshape(-1, 10).mean(axis=1) + 1.0)
         began = time.perf_counter()
         with warnings.catch_warnings():
