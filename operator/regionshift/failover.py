@@ -325,6 +325,12 @@ async def detect(*, body: dict[str, Any]) -> tuple[dict[str, RegionVerdict], dic
     status = domain_status(verdicts=verdicts, old_status=old_status, detecting=detecting,
                            generation=meta.get("generation"), regions=regions, intervals=intervals)
     DETECTIONS.labels(detecting["reason"]).inc()
+    was = next((c for c in old_status.get("conditions") or [] if c.get("type") == "Detecting"), {})
+    if (was.get("status"), was.get("reason")) != (detecting["status"], detecting["reason"]):
+        paused = detecting["status"] == "False"
+        kopf.event(body, type="Warning" if paused else "Normal",
+                   reason=f"Detection{'Paused' if paused else 'Running'}",
+                   message=f"{detecting['reason']}: {detecting['message']}"[:1000])
     before = {item["name"]: item.get("verdict") for item in old_status.get("regions") or []}
     for region, verdict in verdicts.items():
         VERDICTS.labels(meta["namespace"], meta["name"], region).state(verdict.verdict.value)

@@ -240,3 +240,25 @@ def test_api_server_rejects_bad_region_failovers_naming_the_field(
     assert err.value.status == 422
     text = json.loads(err.value.body)["message"]
     assert f"{field}:" in text and message in text, text
+
+
+def test_a_rejected_query_is_reported_and_other_domains_keep_working(kube: Kube, prometheus: PrometheusServer) -> None:
+    live(prometheus, "regional")
+    broken = region_failover(prometheus.url, "regional")
+    broken["metadata"]["name"] = "broken"
+    broken["spec"]["signal"]["query"] = 'sum(sps_regional{region="{region}"}'  # unclosed parenthesis
+    kube.apply(broken)
+    kube.apply(region_failover(prometheus.url, "regional"))
+
+    def detecting(name: str) -> dict[str, Any]:
+        status = kube.get_custom("regionfailovers", name).get("status") or {}
+        return next((c for c in status.get("conditions") or [] if c["type"] == "Detecting"), {})
+
+    eventually(lambda: detecting("broken").get("reason") == "QueryRejected", timeout_seconds=30,
+               what="the bad query reported in a condition")
+    assert detecting("broken")["status"] == "False"
+    assert "parse error" in detecting("broken")["message"]
+    eventually(lambda: any(e.reason == "DetectionPaused" and e.type == "Warning" for e in kube.events("broken")),
+               what="a Warning Event for the paused detection")
+    assert kube.get_custom("regionfailovers", "broken")["spec"]["signal"]["query"] == broken["spec"]["signal"]["query"]
+    eventually(lambda: verdicts(kube) == ALL_HEALTHY, timeout_seconds=60, what="the other domain keeps working")
