@@ -262,3 +262,27 @@ def test_a_rejected_query_is_reported_and_other_domains_keep_working(kube: Kube,
                what="a Warning Event for the paused detection")
     assert kube.get_custom("regionfailovers", "broken")["spec"]["signal"]["query"] == broken["spec"]["signal"]["query"]
     eventually(lambda: verdicts(kube) == ALL_HEALTHY, timeout_seconds=60, what="the other domain keeps working")
+
+
+def test_deleting_the_region_failover_collects_its_dark_clusters_shadows_and_cache(
+    kube: Kube, prometheus: PrometheusServer
+) -> None:
+    live(prometheus, "sizing")
+    kube.apply(participant("api", replicas=12))
+    kube.apply(region_failover(prometheus.url, "sizing", darkCapacity={
+        "replicasQuery": 'replicas_sizing{deployment="{deployment}"}'}))
+    eventually(lambda: kube.deployment("api-dark"), timeout_seconds=60, what="DarkCluster and shadow created")
+    eventually(lambda: kube.core.list_namespaced_config_map(kube.namespace, label_selector=
+                                                            "regionshift.io/regionfailover=domain").items,
+               what="history cache written")
+    dc = kube.get_custom("darkclusters", "api")
+    assert dc["metadata"]["ownerReferences"][0]["kind"] == "RegionFailover"
+
+    kube.delete_custom("regionfailovers", "domain")
+    # kube-controller-manager's garbage collector removes each generation of dependents.
+    eventually(lambda: not kube.custom.list_namespaced_custom_object(
+        "regionshift.io", "v1alpha1", kube.namespace, "darkclusters")["items"], timeout_seconds=60, what="DarkCluster gone")
+    eventually(lambda: kube.deployment("api-dark") is None, timeout_seconds=60, what="shadow gone")
+    eventually(lambda: not kube.core.list_namespaced_config_map(
+        kube.namespace, label_selector="regionshift.io/regionfailover=domain").items, timeout_seconds=60, what="cache gone")
+    assert kube.deployment("api") is not None
