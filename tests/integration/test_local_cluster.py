@@ -91,3 +91,21 @@ def test_cluster_cli_up_list_down(tmp_path: Path) -> None:
     assert down.returncode == 0, down.stderr
     assert not [pid for pid in pids if _alive(pid)]
     assert not state.exists()
+
+
+def test_every_component_reports_its_pinned_version() -> None:
+    from regionshift.cluster import build_control_plane, pins
+
+    binaries, pinned = build_control_plane(log=lambda _: None), pins()
+
+    def version(component: str, *args: str) -> str:
+        answer = subprocess.run([str(binaries.path(component)), *args], capture_output=True, text=True, timeout=30)
+        return answer.stdout + answer.stderr
+
+    assert pinned.kubernetes in version("kube-apiserver", "--version")
+    assert pinned.kubernetes in version("kube-controller-manager", "--version")
+    assert pinned.kubernetes in version("kube-scheduler", "--version")
+    assert pinned.kubernetes in version("kubectl", "version", "--client")
+    assert pinned.etcd.lstrip("v") in version("etcd", "--version")
+    assert pinned.kwok in version("kwok", "--version")
+    assert pinned.helm in version("helm", "version", "--short")
