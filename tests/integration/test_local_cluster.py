@@ -109,3 +109,16 @@ def test_every_component_reports_its_pinned_version() -> None:
     assert pinned.etcd.lstrip("v") in version("etcd", "--version")
     assert pinned.kwok in version("kwok", "--version")
     assert pinned.helm in version("helm", "version", "--short")
+
+
+def test_simulated_start_delays_a_pod(kube: Kube) -> None:
+    for name, annotations in (("slow", {"regionshift.io/simulated-start": "4s"}), ("fast", {})):
+        kube.apply({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "annotations": annotations},
+                    "spec": {"containers": [{"name": "c", "image": "registry.example/c:1"}]}})
+
+    def phase(name: str) -> str:
+        return kube.core.read_namespaced_pod(name, kube.namespace).status.phase
+
+    eventually(lambda: phase("fast") == "Running", what="the plain pod runs at once")
+    assert phase("slow") == "Pending"
+    eventually(lambda: phase("slow") == "Running", timeout_seconds=30, what="the slow pod runs after its delay")

@@ -87,6 +87,12 @@ def participant(name: str, *, replicas: int) -> dict[str, Any]:
                                   "spec": {"containers": [{"name": name, "image": f"registry.example/{name}:1"}]}}}}
 
 
+def dark_status(kube: Kube) -> dict[str, Any]:
+    """Status of the one DarkCluster the RegionFailover created ({} until it exists)."""
+    items = kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", kube.namespace, "darkclusters")
+    return (items["items"][0].get("status") or {}) if items["items"] else {}
+
+
 def regions(kube: Kube) -> dict[str, dict[str, Any]]:
     status = kube.get_custom("regionfailovers", "domain").get("status") or {}
     return {item["name"]: item for item in status.get("regions") or []}
@@ -166,8 +172,7 @@ def test_dark_cluster_size_follows_the_traffic(kube: Kube, prometheus: Prometheu
     ))
 
     def sized() -> dict[str, Any] | None:
-        dc = kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", kube.namespace, "darkclusters")["items"]
-        status = dc[0].get("status", {}) if dc else {}
+        status = dark_status(kube)
         return status if status.get("forecastReplicas") is not None and status.get("modelFit") else None
 
     first = eventually(sized, timeout_seconds=60, what="the DarkCluster sized from history")
@@ -286,3 +291,20 @@ def test_deleting_the_region_failover_collects_its_dark_clusters_shadows_and_cac
     eventually(lambda: not kube.core.list_namespaced_config_map(
         kube.namespace, label_selector="regionshift.io/regionfailover=domain").items, timeout_seconds=60, what="cache gone")
     assert kube.deployment("api") is not None
+
+
+def test_a_peer_drop_is_held_back_while_this_savior_is_not_warm(kube: Kube, prometheus: PrometheusServer) -> None:
+    live(prometheus, "sizing")
+    slow = participant("api", replicas=12)
+    slow["spec"]["template"]["metadata"]["annotations"] = {"regionshift.io/simulated-start": "300s"}
+    kube.apply(slow)
+    kube.apply(region_failover(prometheus.url, "sizing", darkCapacity={
+        "headroomRatio": 1.0, "replicasQuery": 'replicas_sizing{deployment="{deployment}"}'}))
+    eventually(lambda: dark_status(kube).get("desiredReplicas", 0) > 0, timeout_seconds=60,
+               what="dark capacity sized, its pods still starting")
+    assert dark_status(kube)["warmReplicas"] == 0
+    eventually(lambda: verdicts(kube) == ALL_HEALTHY, timeout_seconds=60, what="every region healthy")
+
+    live(prometheus, "sizing", west=0.3)
+    eventually(lambda: verdicts(kube).get("west") == "HeldBack", timeout_seconds=20, what="west held back")
+    assert regions(kube)["west"]["heldBackBy"] == "SaviorsNotWarm"
