@@ -10,10 +10,11 @@ differs, and status only when it changed.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Iterator
 
 import kopf
 
@@ -73,25 +74,17 @@ def reconcile_dark_cluster(*, body: dict[str, Any]) -> str:
 
     target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
     if target is None:
-        previous = find_condition(old_status.get("conditions"), "Ready")
-        if not previous or previous.get("reason") != "TargetNotFound":
-            _event(body, type_="Warning", reason="TargetNotFound",
-                   message=f"Deployment {spec.target_deployment!r} not found; waiting for it to appear")
-        _write_status(body, target_missing_status(spec=spec, generation=generation, old_status=old_status, now=now))
-        RECONCILIATIONS.labels("DarkCluster", "TargetNotFound").inc()
-        return "TargetNotFound"
+        return _blocked(body, reason="TargetNotFound",
+                        message=f"Deployment {spec.target_deployment!r} not found; waiting for it to appear",
+                        status=target_missing_status(spec=spec, generation=generation, old_status=old_status, now=now))
 
     replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
     desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
     current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
     if current is not None and (current["metadata"].get("labels") or {}).get(DARK_CLUSTER_LABEL) != name:
-        previous = find_condition(old_status.get("conditions"), "Ready")
-        if not previous or previous.get("reason") != "ShadowConflict":
-            _event(body, type_="Warning", reason="ShadowConflict",
-                   message=f"Deployment {desired['metadata']['name']!r} exists and is not ours; left untouched")
-        _write_status(body, conflict_status(spec=spec, generation=generation, old_status=old_status, now=now))
-        RECONCILIATIONS.labels("DarkCluster", "ShadowConflict").inc()
-        return "ShadowConflict"
+        return _blocked(body, reason="ShadowConflict",
+                        message=f"Deployment {desired['metadata']['name']!r} exists and is not ours; left untouched",
+                        status=conflict_status(spec=spec, generation=generation, old_status=old_status, now=now))
 
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
     # shadow's own update (its rollout strategy follows the gate, see darkcapacity).
@@ -112,15 +105,32 @@ def reconcile_dark_cluster(*, body: dict[str, Any]) -> str:
     return "Reconciled"
 
 
+def _blocked(body: dict[str, Any], *, reason: str, message: str, status: dict[str, Any]) -> str:
+    """Report a DarkCluster that cannot be acted on: a Warning Event when the reason is new, status, metric."""
+    previous = find_condition((body.get("status") or {}).get("conditions"), "Ready")
+    if not previous or previous.get("reason") != reason:
+        _event(body, type_="Warning", reason=reason, message=message)
+    _write_status(body, status)
+    RECONCILIATIONS.labels("DarkCluster", reason).inc()
+    return reason
+
+
+@contextlib.contextmanager
+def _retry_on_conflict(what: str) -> Iterator[None]:
+    """A 409 means someone else wrote the shadow meanwhile: let kopf retry with a fresh read."""
+    try:
+        yield
+    except kube.ApiException as exc:
+        if exc.status != 409:
+            raise
+        raise kopf.TemporaryError(f"{what}; retrying", delay=1) from exc
+
+
 def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desired: dict[str, Any]) -> None:
     shadow = desired["metadata"]["name"]
     if current is None:
-        try:
+        with _retry_on_conflict(f"{shadow} appeared while being created"):
             kube.create_deployment(body=desired)
-        except kube.ApiException as exc:
-            if exc.status != 409:
-                raise
-            raise kopf.TemporaryError(f"{shadow} appeared while being created; retrying", delay=1) from exc
         SHADOW_WRITES.labels("create").inc()
         _event(body, type_="Normal", reason="ShadowCreated",
                message=f"created {shadow} with {desired['spec']['replicas']} gated replica(s)")
@@ -131,12 +141,8 @@ def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desir
         "status": current.get("status") or {},
     }
     replacement["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}), **desired["metadata"]["labels"]}
-    try:
+    with _retry_on_conflict(f"{shadow} changed while being updated"):
         kube.replace_deployment(body=replacement)
-    except kube.ApiException as exc:
-        if exc.status != 409:
-            raise
-        raise kopf.TemporaryError(f"{shadow} changed while being updated; retrying", delay=1) from exc
     SHADOW_WRITES.labels("replace").inc()
     _event(body, type_="Normal", reason="ShadowUpdated",
            message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template, gate-dependent rollout strategy")
