@@ -403,16 +403,22 @@ def stop_recorded(*, workdir: Path, grace_seconds: float = 10.0) -> bool:
         if _alive(pid):
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
+    # SIGKILL is asynchronous: return only once every process has really gone.
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and any(_alive(pid) for pid in pids):
+        time.sleep(0.05)
     state_file.unlink()
     return True
 
 
 def _alive(pid: int) -> bool:
+    """Whether a process runs (a zombie waiting for its parent to reap it has ended)."""
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (ProcessLookupError, FileNotFoundError):
         return False
-    return True
 
 
 @contextlib.contextmanager
