@@ -9,6 +9,7 @@ decisions stay pure functions over plain data.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import threading
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,7 @@ __all__ = [
     "write_configmap",
     "patch_custom_status",
     "patch_pod_status",
+    "post_event",
     "read_custom",
     "read_deployment",
     "replace_deployment",
@@ -196,3 +198,23 @@ def read_secret_value(*, namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded."""
     secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace)
     return base64.b64decode((secret.data or {})[key]).decode()
+
+
+def post_event(*, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
+    """Post a core/v1 Event about an object, from any thread (not only inside a kopf handler)."""
+    meta = involved["metadata"]
+    now = dt.datetime.now(dt.timezone.utc)
+    client.CoreV1Api(_client()).create_namespaced_event(meta["namespace"], {
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
+                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+        "type": type_,
+        "reason": reason,
+        "message": message[:1024],
+        "source": {"component": "regionshift"},
+        "reportingComponent": "regionshift.io/operator",
+        "reportingInstance": "regionshift",
+        "firstTimestamp": now.isoformat(),
+        "lastTimestamp": now.isoformat(),
+        "count": 1,
+    })

@@ -47,10 +47,11 @@ def _selector(name: str) -> str:
 
 
 def _event(body: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
+    """Post an Event straight to the API: reconciles also run outside kopf's handlers (the refresher)."""
     try:
-        kopf.event(body, type=type_, reason=reason, message=message)
-    except LookupError:  # outside the operator's context (no event queue): log only
-        log.info("%s %s: %s", type_, reason, message)
+        kube.post_event(involved=body, type_=type_, reason=reason, message=message)
+    except kube.ApiException as exc:  # an Event is worth a log line, never a failed reconcile
+        log.warning("could not post Event %s %s: %s", reason, message, exc.reason)
 
 
 def _write_status(body: dict[str, Any], status: dict[str, Any]) -> None:

@@ -116,7 +116,7 @@ def test_gated_pods_run_but_stay_out_of_endpoints_until_the_gate_opens(kube: Kub
     status = eventually(lambda: (s := kube.get_custom("darkclusters", "api")["status"]).get("readyReplicas") == 3 and s,
                         what="status counts 3 serving replicas")
     assert status["gated"] is False
-    assert any(e.reason == "GateOpened" for e in kube.events("api"))
+    eventually(lambda: any(e.reason == "GateOpened" for e in kube.events("api")), what="a GateOpened Event")
 
     # Close it again: out of the endpoints, still running.
     kube.patch_custom("darkclusters", "api", {"spec": {"gate": "closed"}})
