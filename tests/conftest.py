@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from regionshift.cluster import LocalCluster
+from regionshift.local.cluster import LocalCluster
 from regionshift.runner import OperatorThread
 from tests.support.cluster import kube, kube_cluster
 from tests.support.prometheus_server import prometheus_server

@@ -9,7 +9,7 @@ The public names are re-exported here; the modules hold one responsibility each.
 
 from __future__ import annotations
 
-from .errors import (
+from regionshift.errors import (
     BuildError,
     ClusterError,
     NoData,
@@ -22,7 +22,7 @@ from .errors import (
     StartupError,
     TargetNotFound,
 )
-from .models import (
+from regionshift.api.models import (
     API_GROUP,
     API_VERSION,
     DarkCluster,
@@ -35,7 +35,7 @@ from .models import (
     RegionFailoverStatus,
     Verdict,
 )
-from .prometheus import PrometheusClient, Series
+from regionshift.adapters.prometheus import PrometheusClient, Series
 
 __all__ = [
     "API_GROUP",

@@ -19,7 +19,7 @@ __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_operator
+    from regionshift.runner import run_operator
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_operator(kubeconfig=args.kubeconfig, namespaces=args.namespace or [], metrics_port=args.metrics_port)
@@ -27,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
-    from .crdgen import render_crds, write_crds
+    from regionshift.api.crdgen import render_crds, write_crds
 
     if args.check:
         stale = [name for name, text in render_crds().items() if not (args.output_dir / name).exists()
@@ -41,14 +41,14 @@ def _cmd_crds(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster_build(args: argparse.Namespace) -> int:
-    from .cluster import build_control_plane
+    from regionshift.local.cluster import build_control_plane
 
     print(build_control_plane(force=args.force).bin_dir)
     return 0
 
 
 def _cmd_cluster_up(args: argparse.Namespace) -> int:
-    from .cluster import LocalCluster, state_root
+    from regionshift.local.cluster import LocalCluster, state_root
 
     workdir = state_root() / args.name
     if (workdir / "state.json").exists():
@@ -61,7 +61,7 @@ def _cmd_cluster_up(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster_down(args: argparse.Namespace) -> int:
-    from .cluster import state_root, stop_recorded
+    from regionshift.local.cluster import state_root, stop_recorded
 
     if not stop_recorded(workdir=state_root() / args.name):
         print(f"no cluster {args.name} is up", file=sys.stderr)
@@ -73,7 +73,7 @@ def _cmd_cluster_down(args: argparse.Namespace) -> int:
 def _cmd_cluster_list(args: argparse.Namespace) -> int:
     import json
 
-    from .cluster import state_root
+    from regionshift.local.cluster import state_root
 
     for state in sorted(state_root().glob("*/state.json")):
         data = json.loads(state.read_text())
@@ -82,13 +82,13 @@ def _cmd_cluster_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from regionshift.local.demo import run_demo
 
     return run_demo(region=args.region)
 
 
 def _cmd_backtest(args: argparse.Namespace) -> int:
-    from .backtest import format_report, run_backtest
+    from regionshift.local.backtest import format_report, run_backtest
 
     report = run_backtest(days=args.days, seed=args.seed, step_seconds=args.step_seconds)
     print(format_report(report))

@@ -14,45 +14,13 @@ from typing import Any
 
 import kopf
 
-from . import kube
-from .metrics import serve_metrics
-from .models import API_GROUP
+from regionshift.adapters import kube
+from regionshift.controllers import registry  # noqa: F401  (importing it registers the handlers)
+from regionshift.metrics import serve_metrics
 
-__all__ = ["OperatorThread", "configure_settings", "connection_info", "run_operator"]
+__all__ = ["OperatorThread", "run_operator"]
 
 log = logging.getLogger(__name__)
-
-
-def configure_settings(settings: kopf.OperatorSettings) -> None:
-    """kopf settings for regionshift.
-
-    Handler progress and the diff base go into annotations: the CRDs' structural schemas
-    would prune unknown status fields, and kopf would re-run handlers forever.
-    """
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
-    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 300
-    settings.watching.client_timeout = 330
-    settings.networking.request_timeout = 30
-    settings.execution.max_workers = 16
-
-
-def connection_info() -> kopf.ConnectionInfo:
-    """kopf's credentials, from the configuration :mod:`regionshift.kube` uses."""
-    configuration = kube.configure_once()
-    api_key = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
-    scheme, token = (api_key.split(" ", 1) + [""])[:2] if api_key else (None, None)
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-        scheme=scheme,
-        token=token or None,
-    )
 
 
 async def _operate(
@@ -61,8 +29,6 @@ async def _operate(
     ready_flag: threading.Event | None,
     stop_flag: threading.Event | None,
 ) -> None:
-    from . import handlers  # noqa: F401  (registers the handlers)
-
     await kopf.operator(
         standalone=True,
         clusterwide=not namespaces,

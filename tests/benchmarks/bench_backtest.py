@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from regionshift.backtest import format_report, run_backtest
+from regionshift.local.backtest import format_report, run_backtest
 
 __all__ = ["main"]
 

@@ -5,9 +5,9 @@ Run: ``PYTHONPATH=operator python tests/benchmarks/bench_forecast.py [--series 5
 For each series (one Deployment's traffic, each with its own size, time zone and noise)
 it times, in one process:
 
-* the seasonal forecast (:class:`regionshift.forecast.SeasonalForecast`): fit on 14 days
+* the seasonal forecast (:class:`regionshift.decide.forecast.SeasonalForecast`): fit on 14 days
   at one-minute steps (20,160 samples) and forecast the next hour;
-* the scaling model (:func:`regionshift.sizing.fit_scaling`): OLS of replicas on traffic
+* the scaling model (:func:`regionshift.decide.sizing.fit_scaling`): OLS of replicas on traffic
   over the same 14 days;
 * a seasonal-naive baseline: the same minute a week earlier.
 
@@ -29,9 +29,9 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from regionshift.forecast import SeasonalForecast
-from regionshift.sizing import fit_scaling
-from regionshift.synthetic import RegionProfile, generate_history
+from regionshift.decide.forecast import SeasonalForecast
+from regionshift.decide.sizing import fit_scaling
+from regionshift.local.synthetic import RegionProfile, generate_history
 
 __all__ = ["main"]
 

@@ -18,8 +18,8 @@ from typing import Any
 
 from kubernetes import client
 
-from regionshift.cluster import LocalCluster
-from regionshift.crdgen import crd_manifests
+from regionshift.local.cluster import LocalCluster
+from regionshift.api.crdgen import crd_manifests
 from regionshift.runner import OperatorThread
 
 

@@ -12,8 +12,8 @@ import json
 import pytest
 from kubernetes import client
 
-from regionshift.darkcapacity import DARK_CLUSTER_LABEL
-from regionshift.gate import GATE_CONDITION
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+from regionshift.decide.gate import GATE_CONDITION
 from tests.support.cluster import Kube, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_operator")]

@@ -11,7 +11,7 @@ import pytest
 import urllib3
 from kubernetes import client
 
-from regionshift.cluster import local_clusters
+from regionshift.local.cluster import local_clusters
 from tests.support.cluster import Kube, eventually
 
 pytestmark = pytest.mark.integration
@@ -94,7 +94,7 @@ def test_cluster_cli_up_list_down(tmp_path: Path) -> None:
 
 
 def test_every_component_reports_its_pinned_version() -> None:
-    from regionshift.cluster import build_control_plane, pins
+    from regionshift.local.cluster import build_control_plane, pins
 
     binaries, pinned = build_control_plane(log=lambda _: None), pins()
 

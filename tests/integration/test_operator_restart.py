@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regionshift.cluster import LocalCluster
+from regionshift.local.cluster import LocalCluster
 from regionshift.runner import OperatorThread
 from tests.integration.test_dark_cluster import APP, dark_cluster, dark_pods, running
 from tests.support.cluster import eventually, namespace_in

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
-from regionshift.prometheus import MAX_POINTS_PER_SERIES, PrometheusClient
+from regionshift.adapters.prometheus import MAX_POINTS_PER_SERIES, PrometheusClient
 from tests.support.prometheus_server import REFERENCE_REGIONS, Metric, PrometheusServer
 
 DAY = dt.timedelta(days=1)

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from regionshift import failover
-from regionshift.cluster import free_port
+from regionshift.controllers import regionfailover as failover
+from regionshift.local.cluster import free_port
 from tests.support.cluster import Kube, eventually
 from tests.support.prometheus_server import Metric, PrometheusServer
 

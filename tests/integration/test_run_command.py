@@ -10,7 +10,7 @@ import sys
 import httpx
 import pytest
 
-from regionshift.cluster import LocalCluster, free_port
+from regionshift.local.cluster import LocalCluster, free_port
 from tests.integration.test_dark_cluster import APP, dark_cluster
 from tests.support.cluster import eventually, namespace_in
 

@@ -2,7 +2,7 @@
 
 Integration tests talk to a real kube-apiserver, with kube-controller-manager (garbage
 collection, Deployments, EndpointSlices), kube-scheduler and kwok nodes behind it, started
-by :class:`regionshift.cluster.LocalCluster` from the cached build. Nothing here mocks the
+by :class:`regionshift.local.cluster.LocalCluster` from the cached build. Nothing here mocks the
 API: when a test needs a behaviour it waits for the real component to produce it.
 """
 
@@ -20,8 +20,8 @@ import pytest
 import yaml
 from kubernetes import client, utils
 
-from regionshift.cluster import LocalCluster
-from regionshift.crdgen import crd_manifests
+from regionshift.local.cluster import LocalCluster
+from regionshift.api.crdgen import crd_manifests
 
 __all__ = ["Kube", "eventually", "kube", "kube_cluster", "namespace_in"]
 

@@ -102,7 +102,7 @@ def reference_history(
     """A plain daily wave per region of :data:`REFERENCE_REGIONS`, sampled up to ``end``.
 
     Enough to check that what goes into Prometheus comes out of it; realistic traffic
-    (noise, weekly shape, faults) comes from :mod:`regionshift.synthetic`.
+    (noise, weekly shape, faults) comes from :mod:`regionshift.local.synthetic`.
     """
     first = int(end) - days * 86_400
     return {

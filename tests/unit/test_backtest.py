@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from regionshift.backtest import (
+from regionshift.local.backtest import (
     DEFAULT_START,
     BacktestReport,
     Outcome,
@@ -13,8 +13,8 @@ from regionshift.backtest import (
     main,
     run_backtest,
 )
-from regionshift.models import DetectionPolicy
-from regionshift.synthetic import DAY_SECONDS, Fault, FaultKind
+from regionshift.api.models import DetectionPolicy
+from regionshift.local.synthetic import DAY_SECONDS, Fault, FaultKind
 
 REGIONS = ("us-east", "us-west", "eu-west", "ap-south")
 

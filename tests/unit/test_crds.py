@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from regionshift.cli import main
-from regionshift.crdgen import crd_manifests, render_crds
+from regionshift.api.crdgen import crd_manifests, render_crds
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 

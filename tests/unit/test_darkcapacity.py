@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from regionshift.darkcapacity import (
+from regionshift.decide.darkcapacity import (
     DARK_CLUSTER_LABEL,
     count_pods,
     dark_status,
@@ -16,8 +16,8 @@ from regionshift.darkcapacity import (
     shadow_needs_write,
     target_missing_status,
 )
-from regionshift.gate import GATE_CONDITION
-from regionshift.models import DarkClusterSpec
+from regionshift.decide.gate import GATE_CONDITION
+from regionshift.api.models import DarkClusterSpec
 
 TARGET: dict[str, Any] = {
     "metadata": {"name": "api", "namespace": "ns", "labels": {"app": "api", "team": "x"}},

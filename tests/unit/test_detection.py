@@ -7,8 +7,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from regionshift.detection import Guard, RegionVerdict, Sample, WarmCapacity, evaluate
-from regionshift.models import DetectionPolicy, RegionSignalStatus, Verdict
+from regionshift.decide.detection import Guard, RegionVerdict, Sample, WarmCapacity, evaluate
+from regionshift.api.models import DetectionPolicy, RegionSignalStatus, Verdict
 
 NOW = datetime(2026, 1, 5, 20, 0, tzinfo=timezone.utc)
 POLICY = DetectionPolicy()  # 0.7, 3 samples, floor 1.0, global 0.5, rollout 900 s, stale 300 s

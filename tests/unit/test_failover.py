@@ -5,10 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import math
 
-from regionshift.detection import RegionVerdict
-from regionshift.failover import _align, _dense, _previous, domain_status, expand
-from regionshift.history_cache import STORE_STEP_SECONDS, History, decode, encode
-from regionshift.models import Verdict
+from regionshift.decide.detection import RegionVerdict
+from regionshift.controllers.regionfailover import _align, _dense, _previous, domain_status, expand
+from regionshift.adapters.history_store import STORE_STEP_SECONDS, History, decode, encode
+from regionshift.api.models import Verdict
 
 T0 = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from regionshift.errors import NoData
-from regionshift.forecast import ForecastCache, ForecastConfig, SeasonalForecast
-from regionshift.synthetic import DAY_SECONDS, RegionProfile, SyntheticConfig, generate_history
+from regionshift.decide.forecast import ForecastCache, ForecastConfig, SeasonalForecast
+from regionshift.local.synthetic import DAY_SECONDS, RegionProfile, SyntheticConfig, generate_history
 
 START = 1_767_571_200.0  # Monday 2026-01-05 00:00 UTC
 HISTORY = int(14.5 * 1440)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from regionshift.gate import GATE_CONDITION, gate_condition, pods_needing_gate_write
+from regionshift.decide.gate import GATE_CONDITION, gate_condition, pods_needing_gate_write
 
 
 def pod(name: str, status: str | None, *, deleting: bool = False) -> dict[str, Any]:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from regionshift.errors import NoData
-from regionshift.models import DarkCapacityPolicy, ModelFit
-from regionshift.sizing import DarkSizing, FitMethod, ScalingFit, dark_replicas, fit_scaling
+from regionshift.api.models import DarkCapacityPolicy, ModelFit
+from regionshift.decide.sizing import DarkSizing, FitMethod, ScalingFit, dark_replicas, fit_scaling
 
 AT = datetime(2026, 1, 5, 12, 0, tzinfo=timezone.utc)
 

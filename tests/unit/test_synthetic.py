@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from regionshift.synthetic import (
+from regionshift.local.synthetic import (
     DAY_SECONDS,
     DEFAULT_REGIONS,
     Fault,

@@ -42,7 +42,7 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Fast**: two weeks of one-minute history aggregate to 2,016 buckets; the fit is a few
   bincounts and convolutions, about 3-4 ms per series.
 
-Rejected after trying them on the synthetic history (:mod:`regionshift.synthetic`): a
+Rejected after trying them on the synthetic history (:mod:`regionshift.local.synthetic`): a
 robust regression on Fourier terms of the day and week (errors up to ±18 % even on
 noise-free history: the weekend's different shape needs far more terms than two weeks
 support); statsmodels ``MSTL`` (drops the weekly period unless the history holds more
@@ -68,7 +68,7 @@ from statistics import NormalDist
 import numpy as np
 import statsmodels.api as sm
 
-from .errors import NoData
+from regionshift.errors import NoData
 
 __all__ = [
     "Expectation",

@@ -1,8 +1,9 @@
 """The kopf handlers: registration only, each a docstring and one call.
 
-Importing this module registers the handlers on kopf's default registry. The work is
-done in :mod:`regionshift.reconciler`; the settings and the login in
-:mod:`regionshift.runner`.
+Importing this module registers the handlers on kopf's default registry. The work is done
+in :mod:`regionshift.controllers.darkcluster` and
+:mod:`regionshift.controllers.regionfailover`; the settings and the login in
+:mod:`regionshift.controllers.settings`.
 """
 
 from __future__ import annotations
@@ -11,26 +12,26 @@ from typing import Any
 
 import kopf
 
-from . import failover, reconciler, runner
-from .darkcapacity import DARK_CLUSTER_LABEL
-from .models import API_GROUP, API_VERSION
+from regionshift.api.models import API_GROUP, API_VERSION
+from regionshift.controllers import darkcluster, operator_settings, regionfailover
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
 
 DARKCLUSTER_RESOURCE = (API_GROUP, API_VERSION, "darkclusters")
 REGIONFAILOVER_RESOURCE = (API_GROUP, API_VERSION, "regionfailovers")
 RESYNC_SECONDS = 15.0
-_refresher = reconciler.StatusRefresher()
+_refresher = darkcluster.StatusRefresher()
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations and post only our own Events."""
-    runner.configure_settings(settings)
+    operator_settings.configure_settings(settings)
 
 
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
-    """Log in with the same credentials as the API client of :mod:`regionshift.kube`."""
-    return runner.connection_info()
+    """Log in with the same credentials as the API client of :mod:`regionshift.adapters.kube`."""
+    return operator_settings.connection_info()
 
 
 @kopf.index(*DARKCLUSTER_RESOURCE)
@@ -50,13 +51,13 @@ def darkcluster_gates(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> d
 @kopf.on.update(*DARKCLUSTER_RESOURCE, field="spec")
 def dark_cluster_changed(body: kopf.Body, **_: Any) -> None:
     """A DarkCluster appeared or its spec changed: shadow, gates and status follow."""
-    reconciler.reconcile_dark_cluster(body=dict(body))
+    darkcluster.reconcile_dark_cluster(body=dict(body))
 
 
 @kopf.timer(*DARKCLUSTER_RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
 def dark_cluster_resync(body: kopf.Body, **_: Any) -> None:
     """Periodic resync: repairs drift and anything an event did not bring."""
-    reconciler.reconcile_dark_cluster(body=dict(body))
+    darkcluster.reconcile_dark_cluster(body=dict(body))
 
 
 @kopf.on.event("apps", "v1", "deployments")
@@ -68,7 +69,7 @@ def deployment_changed(
         _refresher.request(namespace=namespace, name=labels[DARK_CLUSTER_LABEL])
         return
     for dark_cluster in darkclusters_by_target.get((namespace, name), []):
-        reconciler.reconcile_dark_cluster_named(namespace=namespace, name=dark_cluster)
+        darkcluster.reconcile_dark_cluster_named(namespace=namespace, name=dark_cluster)
 
 
 @kopf.on.event("", "v1", "pods", labels={DARK_CLUSTER_LABEL: kopf.PRESENT})
@@ -78,7 +79,7 @@ def dark_pod_changed(
     """A dark pod appeared or changed: give it its DarkCluster's gate, then refresh the counts."""
     owner = labels[DARK_CLUSTER_LABEL]
     for gate in darkcluster_gates.get((namespace, owner), []):
-        reconciler.sync_pod_gate(pod=dict(body), gate=gate)
+        darkcluster.sync_pod_gate(pod=dict(body), gate=gate)
     _refresher.request(namespace=namespace, name=owner)
 
 
@@ -87,7 +88,7 @@ async def region_failover_periodic(body: kopf.Body, stopped: kopf.DaemonStopped,
     """Every signal.stepSeconds: detect (and size when due); status says what was found."""
     while not stopped:
         try:
-            await failover.tick(body=dict(body))
+            await regionfailover.tick(body=dict(body))
         except Exception:  # one bad run must not stop the loop; the next run retries
             logger.exception("periodic run of the RegionFailover failed")
         await stopped.wait(float(body.get("spec", {}).get("signal", {}).get("stepSeconds", 60)))
@@ -96,4 +97,4 @@ async def region_failover_periodic(body: kopf.Body, stopped: kopf.DaemonStopped,
 @kopf.on.delete(*REGIONFAILOVER_RESOURCE, optional=True)
 def region_failover_deleted(uid: str, **_: Any) -> None:
     """Forget the cached forecasts; the DarkClusters and the history go by garbage collection."""
-    failover.forget(uid=uid)
+    regionfailover.forget(uid=uid)

@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import yaml
 
-from .cluster import LocalCluster
-from .crdgen import crd_manifests
-from .runner import OperatorThread
+from regionshift.local.cluster import LocalCluster
+from regionshift.api.crdgen import crd_manifests
+from regionshift.runner import OperatorThread
 
 __all__ = ["run_demo"]
 

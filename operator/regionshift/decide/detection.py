@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from .models import DetectionPolicy, RegionSignalStatus, Verdict
+from regionshift.api.models import DetectionPolicy, RegionSignalStatus, Verdict
 
 __all__ = [
     "Guard",

@@ -17,7 +17,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from .models import API_GROUP, API_VERSION
+from regionshift.api.models import API_GROUP, API_VERSION
 
 __all__ = [
     "ApiException",

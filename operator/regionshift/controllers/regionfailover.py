@@ -3,18 +3,18 @@
 Two periodic tasks per RegionFailover, as in the talk:
 
 * :func:`detect` (every ``signal.stepSeconds``): the recent signal of every region of the
-  domain against its seasonal forecast, through :func:`regionshift.detection.evaluate`,
+  domain against its seasonal forecast, through :func:`regionshift.decide.detection.evaluate`,
   with this region's rollouts and warm dark capacity as guards; the verdicts go to status,
   a changed verdict to an Event. It writes nothing else (acting on a verdict is a later
   step of the flow).
 * :func:`size` (every ``signal.refitIntervalSeconds``): one DarkCluster per participating
   Deployment (created if missing, owned by the RegionFailover), each sized by
-  :func:`regionshift.sizing.dark_replicas` from the scaling fit and the forecast peaks; the
+  :func:`regionshift.decide.sizing.dark_replicas` from the scaling fit and the forecast peaks; the
   size and the fit go to the DarkCluster's status and the DarkCluster is reconciled.
 
 Forecasts are refitted from Prometheus when ``refitIntervalSeconds`` have passed and kept in
 memory as a cache; the history behind them is saved to a ConfigMap
-(:mod:`regionshift.history_cache`) so that with Prometheus down sizing goes on from the last
+(:mod:`regionshift.adapters.history_store`) so that with Prometheus down sizing goes on from the last
 good history while detection pauses with a condition, and both recover by themselves.
 Everything the next run needs to resume lives in the resource's status or that ConfigMap.
 """
@@ -31,18 +31,18 @@ from typing import Any
 
 import kopf
 
-from . import kube
-from .conditions import condition, now_rfc3339, set_condition
-from .darkcapacity import DARK_CLUSTER_LABEL
-from .detection import RegionVerdict, Sample, WarmCapacity, evaluate
-from .errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected, SignalError
-from .forecast import SeasonalForecast
-from .history_cache import History, configmap_name, decode, encode
-from .metrics import DETECTIONS, SIZINGS, VERDICTS
-from .models import API_GROUP, API_VERSION, DarkCapacityPolicy, RegionFailoverSpec, Verdict
-from .prometheus import PrometheusClient
-from .reconciler import DARKCLUSTERS, reconcile_dark_cluster_named
-from .sizing import dark_replicas, fit_scaling
+from regionshift.adapters import kube
+from regionshift.api.conditions import condition, now_rfc3339, set_condition
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+from regionshift.decide.detection import RegionVerdict, Sample, WarmCapacity, evaluate
+from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected, SignalError
+from regionshift.decide.forecast import SeasonalForecast
+from regionshift.adapters.history_store import History, configmap_name, decode, encode
+from regionshift.metrics import DETECTIONS, SIZINGS, VERDICTS
+from regionshift.api.models import API_GROUP, API_VERSION, DarkCapacityPolicy, RegionFailoverSpec, Verdict
+from regionshift.adapters.prometheus import PrometheusClient
+from regionshift.controllers.darkcluster import DARKCLUSTERS, reconcile_dark_cluster_named
+from regionshift.decide.sizing import dark_replicas, fit_scaling
 
 __all__ = ["REGIONFAILOVER_LABEL", "detect", "domain_status", "expand", "forget", "size", "tick"]
 

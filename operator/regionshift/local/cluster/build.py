@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from ..errors import BuildError
+from regionshift.errors import BuildError
 
 __all__ = ["COMPONENTS", "ControlPlaneBinaries", "Pins", "build_control_plane", "cache_root", "pins", "say"]
 

@@ -1,7 +1,7 @@
 """Backtest: replay weeks of synthetic history through forecast and detection.
 
 Thresholds are only as good as the history they were tried on. This module generates
-history with realistic noise (:mod:`regionshift.synthetic`), injects faults, and replays
+history with realistic noise (:mod:`regionshift.local.synthetic`), injects faults, and replays
 it sample by sample exactly as the operator runs: at each step the forecast is refitted
 when the cache says it is due, on the past only (never the sample being judged), and the
 detection policy judges every region from its recent samples. Like the operator, the
@@ -15,7 +15,7 @@ verdict that no regional drop explains), and every missed fault (a regional drop
 than the policy's sensitivity, ``1 - ratioThreshold``, never called Unhealthy).
 
 The target for the defaults: no false evacuation in 28 simulated days, and every regional
-drop of 40 % or more detected within 3 samples. ``python -m regionshift.backtest`` (the
+drop of 40 % or more detected within 3 samples. ``python -m regionshift.local.backtest`` (the
 command, :func:`main`) and ``tests/benchmarks/bench_backtest.py`` print the figures;
 docs/benchmarks.md records them.
 """
@@ -32,11 +32,11 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .detection import Guard, RegionVerdict, Sample, evaluate
-from .errors import NoData
-from .forecast import ForecastCache, ForecastConfig, SeasonalForecast
-from .models import DetectionPolicy, Verdict
-from .synthetic import (
+from regionshift.decide.detection import Guard, RegionVerdict, Sample, evaluate
+from regionshift.errors import NoData
+from regionshift.decide.forecast import ForecastCache, ForecastConfig, SeasonalForecast
+from regionshift.api.models import DetectionPolicy, Verdict
+from regionshift.local.synthetic import (
     DAY_SECONDS,
     DEFAULT_REGIONS,
     Fault,
@@ -505,7 +505,7 @@ def format_report(report: BacktestReport) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m regionshift.backtest``: run a backtest and print its report.
+    """``python -m regionshift.local.backtest``: run a backtest and print its report.
 
     Exits 0 when the target holds, 1 when it does not.
     """

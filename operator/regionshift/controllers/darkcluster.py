@@ -1,8 +1,8 @@
 """Reconcile a DarkCluster: read, decide, write.
 
-The handlers in :mod:`regionshift.handlers` call these functions; each reads what it
-needs from the API server, asks the pure modules (:mod:`regionshift.darkcapacity`,
-:mod:`regionshift.gate`) what to do, and writes only the difference. Running any of them
+The handlers in :mod:`regionshift.controllers.registry` call these functions; each reads what it
+needs from the API server, asks the pure modules (:mod:`regionshift.decide.darkcapacity`,
+:mod:`regionshift.decide.gate`) what to do, and writes only the difference. Running any of them
 twice, or after a crash halfway, converges to the same state: the shadow Deployment is
 replaced only when its decided parts differ, a pod's gate condition is written only when it
 differs, and status only when it changed.
@@ -18,9 +18,9 @@ from typing import Any, Iterator
 
 import kopf
 
-from . import kube
-from .conditions import find_condition, now_rfc3339
-from .darkcapacity import (
+from regionshift.adapters import kube
+from regionshift.api.conditions import find_condition, now_rfc3339
+from regionshift.decide.darkcapacity import (
     DARK_CLUSTER_LABEL,
     conflict_status,
     dark_status,
@@ -30,9 +30,9 @@ from .darkcapacity import (
     shadow_needs_write,
     target_missing_status,
 )
-from .gate import gate_condition, pods_needing_gate_write
-from .metrics import DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
-from .models import DarkClusterSpec, Gate
+from regionshift.decide.gate import gate_condition, pods_needing_gate_write
+from regionshift.metrics import DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
+from regionshift.api.models import DarkClusterSpec, Gate
 
 __all__ = ["DARKCLUSTERS", "StatusRefresher", "reconcile_dark_cluster", "reconcile_dark_cluster_named", "sync_pod_gate"]
 

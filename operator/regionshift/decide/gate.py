@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from .models import Gate
+from regionshift.api.models import Gate
 
 __all__ = ["GATE_CONDITION", "current_gate_status", "gate_condition", "gate_status", "pods_needing_gate_write"]
 

@@ -37,8 +37,8 @@ from datetime import datetime
 import numpy as np
 import statsmodels.api as sm
 
-from .errors import NoData
-from .models import DarkCapacityPolicy, ModelFit
+from regionshift.errors import NoData
+from regionshift.api.models import DarkCapacityPolicy, ModelFit
 
 __all__ = [
     "DarkSizing",
@@ -172,7 +172,7 @@ def dark_replicas(
     """Size one Deployment's dark capacity.
 
     ``own_peak`` and ``peer_peaks`` are forecast peaks of the signal over the policy's
-    horizon (e.g. :meth:`regionshift.forecast.Prediction.peak`), in the units the fit was
+    horizon (e.g. :meth:`regionshift.decide.forecast.Prediction.peak`), in the units the fit was
     made in; ``share`` is the part of a failing peer's traffic this region takes (0..1);
     ``current_replicas`` is what the main Deployment runs now.
     """

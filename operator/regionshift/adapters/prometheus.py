@@ -35,7 +35,7 @@ from typing import Any, Self
 
 import httpx
 
-from .errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
+from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
 
 __all__ = ["MAX_POINTS_PER_SERIES", "PrometheusClient", "Sample", "Series"]
 

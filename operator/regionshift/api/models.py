@@ -1,7 +1,7 @@
 """The custom resources of regionshift, as pydantic models.
 
 These models are the single source of truth for the API: ``regionshift crds`` turns them
-into the CRD YAML in ``crds/`` (see :mod:`regionshift.crdgen`), and the operator parses
+into the CRD YAML in ``crds/`` (see :mod:`regionshift.api.crdgen`), and the operator parses
 every object it reads through them. Cross-field rules that a JSON schema cannot express
 sit next to the fields they constrain as CEL rules (``x-kubernetes-validations``), so the
 API server rejects bad input with a message naming the field before the operator ever sees

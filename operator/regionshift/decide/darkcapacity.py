@@ -7,7 +7,7 @@ unit-tested without a cluster.
 
 The shadow (Nimble's ``nimble_API``) runs the target's pod template unchanged except for
 one label that tells its pods apart and one readiness gate whose condition the operator
-owns (:mod:`regionshift.gate`), so its pods match the target's Services but stay out of
+owns (:mod:`regionshift.decide.gate`), so its pods match the target's Services but stay out of
 their endpoints until the gate opens.
 """
 
@@ -18,9 +18,9 @@ import hashlib
 import json
 from typing import Any
 
-from .conditions import condition, set_condition
-from .gate import GATE_CONDITION
-from .models import DarkClusterSpec, Gate, ReplicaSource
+from regionshift.api.conditions import condition, set_condition
+from regionshift.decide.gate import GATE_CONDITION
+from regionshift.api.models import DarkClusterSpec, Gate, ReplicaSource
 
 __all__ = [
     "DARK_CLUSTER_LABEL",

@@ -2,7 +2,7 @@
 
 A :class:`LocalCluster` runs etcd, kube-apiserver, kube-controller-manager,
 kube-scheduler and kwok (fake nodes and pod lifecycles) from the cached build of
-:mod:`regionshift.cluster.build`, each on free 127.0.0.1 ports, with the region's own
+:mod:`regionshift.local.cluster.build`, each on free 127.0.0.1 ports, with the region's own
 certificates, service-account keys and kubeconfig. Several clusters run side by side, one
 per region. Stopping one ends every process it started (and the PID file lets
 ``regionshift cluster down`` do the same from another process); when the cluster is tied
@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import yaml
 
-from ..errors import StartupError
+from regionshift.errors import StartupError
 from .build import ControlPlaneBinaries, build_control_plane, say
 from .pki import ClusterPKI, write_pki
 
