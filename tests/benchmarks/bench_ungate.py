@@ -1,4 +1,4 @@
-"""Benchmark: seconds from `gate: open` until every dark pod is a ready endpoint.
+"""Benchmark: seconds from `gate: Open` until every dark pod is a ready endpoint.
 
 The baseline, run in the same process against the same local region, is what a system
 without dark capacity does at failover time: scale a Deployment from zero and wait for the
@@ -68,7 +68,7 @@ def main() -> None:
             core.create_namespaced_service(ns, _service(name))
         custom.create_namespaced_custom_object("regionshift.io", "v1alpha1", ns, "darkclusters", {
             "apiVersion": "regionshift.io/v1alpha1", "kind": "DarkCluster", "metadata": {"name": "svc"},
-            "spec": {"targetDeployment": "svc", "replicas": {"fixedReplicas": n, "maxReplicas": n}, "gate": "closed"}})
+            "spec": {"targetDeployment": "svc", "replicas": {"fixedReplicas": n, "maxReplicas": n}, "gate": "Closed"}})
 
         def gate(value: str) -> None:
             custom.patch_namespaced_custom_object("regionshift.io", "v1alpha1", ns, "darkclusters", "svc", {"spec": {"gate": value}})
@@ -82,10 +82,10 @@ def main() -> None:
         ungate, scale = [], []
         for _ in range(args.rounds):
             started = time.monotonic()
-            gate("open")
+            gate("Open")
             _wait(lambda: _ready(discovery, ns, "svc") == n + 1)
             ungate.append(time.monotonic() - started)
-            gate("closed")
+            gate("Closed")
             _wait(lambda: _ready(discovery, ns, "svc") == 1)
 
             started = time.monotonic()

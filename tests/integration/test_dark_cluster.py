@@ -44,7 +44,7 @@ spec:
 """
 
 
-def dark_cluster(name: str = "api", *, target: str = "api", replicas: int = 3, gate: str = "closed") -> dict:
+def dark_cluster(name: str = "api", *, target: str = "api", replicas: int = 3, gate: str = "Closed") -> dict:
     return {
         "apiVersion": "regionshift.io/v1alpha1",
         "kind": "DarkCluster",
@@ -106,7 +106,7 @@ def test_gated_pods_run_but_stay_out_of_endpoints_until_the_gate_opens(kube: Kub
     uids_before = {p["metadata"]["uid"] for p in pods}
 
     # Ungate: the same pods (no restart) become Ready and join the EndpointSlice.
-    kube.patch_custom("darkclusters", "api", {"spec": {"gate": "open"}})
+    kube.patch_custom("darkclusters", "api", {"spec": {"gate": "Open"}})
     dark_names = {p["metadata"]["name"] for p in pods}
     eventually(lambda: kube.ready_endpoint_pods("api") == main | dark_names, timeout_seconds=10,
                what="dark pods ready in the EndpointSlice")
@@ -119,7 +119,7 @@ def test_gated_pods_run_but_stay_out_of_endpoints_until_the_gate_opens(kube: Kub
     eventually(lambda: any(e.reason == "GateOpened" for e in kube.events("api")), what="a GateOpened Event")
 
     # Close it again: out of the endpoints, still running.
-    kube.patch_custom("darkclusters", "api", {"spec": {"gate": "closed"}})
+    kube.patch_custom("darkclusters", "api", {"spec": {"gate": "Closed"}})
     eventually(lambda: kube.ready_endpoint_pods("api") == main, timeout_seconds=10, what="dark pods leave the EndpointSlice")
     assert {p["metadata"]["uid"] for p in dark_pods(kube)} == uids_before
 
@@ -174,12 +174,12 @@ def test_missing_target_is_reported_and_reconciled_when_it_appears(kube: Kube) -
 @pytest.mark.parametrize(
     ("spec", "field", "message"),
     [
-        ({"gate": "closed"}, "spec.targetDeployment", "Required value"),
+        ({"gate": "Closed"}, "spec.targetDeployment", "Required value"),
         ({"targetDeployment": "api", "replicas": {"minReplicas": -1, "maxReplicas": 2}}, "spec.replicas.minReplicas",
          "should be greater than or equal to 0"),
         ({"targetDeployment": "api", "replicas": {"source": "Forecast", "minReplicas": 5, "maxReplicas": 2}},
          "spec.replicas.minReplicas", "minReplicas must be less than or equal to maxReplicas"),
-        ({"targetDeployment": "api", "gate": "ajar"}, "spec.gate", 'supported values: "closed", "open"'),
+        ({"targetDeployment": "api", "gate": "ajar"}, "spec.gate", 'supported values: "Closed", "Open"'),
     ],
     ids=["no-target", "negative-min", "inverted-min-max", "unknown-gate"],
 )

@@ -23,7 +23,7 @@ def test_changes_made_while_the_operator_is_down_converge_after_restart(kube_clu
                        what="status written")
 
         # Operator down: the gate opens, the target's image changes, nothing acts yet.
-        kube.patch_custom("darkclusters", "api", {"spec": {"gate": "open", "replicas": {"fixedReplicas": 3}}})
+        kube.patch_custom("darkclusters", "api", {"spec": {"gate": "Open", "replicas": {"fixedReplicas": 3}}})
         kube.apps.patch_namespaced_deployment("api", kube.namespace, {"spec": {"template": {"spec": {"containers": [
             {"name": "api", "image": "registry.example/api:2"}]}}}})
         assert kube.deployment("api-dark")["spec"]["replicas"] == 2

@@ -75,8 +75,8 @@ def test_shadow_copies_template_adds_gate_label_and_owner() -> None:
 
 
 def test_strategy_replaces_all_at_once_while_gated_and_follows_target_when_open() -> None:
-    closed = shadow_deployment(dark_cluster=dark(gate="closed"), target=TARGET, replicas=1)
-    opened = shadow_deployment(dark_cluster=dark(gate="open"), target=TARGET, replicas=1)
+    closed = shadow_deployment(dark_cluster=dark(gate="Closed"), target=TARGET, replicas=1)
+    opened = shadow_deployment(dark_cluster=dark(gate="Open"), target=TARGET, replicas=1)
     assert closed["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "100%", "maxUnavailable": "100%"}
     assert opened["spec"]["strategy"] == TARGET["spec"]["strategy"]
 

@@ -17,15 +17,15 @@ def pod(name: str, status: str | None, *, deleting: bool = False) -> dict[str, A
 
 def test_new_pods_get_a_write_either_way() -> None:
     pods = [pod("a", None), pod("b", "False"), pod("c", "True")]
-    assert pods_needing_gate_write(pods=pods, gate="closed") == ["a", "c"]
-    assert pods_needing_gate_write(pods=pods, gate="open") == ["a", "b"]
+    assert pods_needing_gate_write(pods=pods, gate="Closed") == ["a", "c"]
+    assert pods_needing_gate_write(pods=pods, gate="Open") == ["a", "b"]
 
 
 def test_deleting_pods_are_left_alone() -> None:
-    assert pods_needing_gate_write(pods=[pod("a", None, deleting=True)], gate="open") == []
+    assert pods_needing_gate_write(pods=[pod("a", None, deleting=True)], gate="Open") == []
 
 
 def test_condition_written() -> None:
-    opened = gate_condition(gate="open", now="t")
+    opened = gate_condition(gate="Open", now="t")
     assert (opened["type"], opened["status"], opened["reason"], opened["lastTransitionTime"]) == (GATE_CONDITION, "True", "GateOpen", "t")
-    assert gate_condition(gate="closed", now="t")["status"] == "False"
+    assert gate_condition(gate="Closed", now="t")["status"] == "False"

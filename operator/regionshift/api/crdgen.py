@@ -99,6 +99,7 @@ _COLUMNS = {
         {"name": "Held-Back", "type": "string", "jsonPath": ".status.heldBack"},
         {"name": "Detecting", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Detecting\")].status"},
         {"name": "Reason", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Detecting\")].reason"},
+        {"name": "Evaluated", "type": "date", "jsonPath": ".status.lastEvaluatedAt"},
         {"name": "Evacuate", "type": "string", "jsonPath": ".spec.evacuate", "priority": 1},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
@@ -117,7 +118,7 @@ _COLUMNS = {
 
 _MODELS = {
     "RegionFailover": (RegionFailoverSpec, RegionFailoverStatus, "regionfailovers", ["rf", "rfo"]),
-    "DarkCluster": (DarkClusterSpec, DarkClusterStatus, "darkclusters", ["dc", "dark"]),
+    "DarkCluster": (DarkClusterSpec, DarkClusterStatus, "darkclusters", ["dark"]),
 }
 
 

@@ -121,8 +121,8 @@ class LabelSelector(Model):
 class Gate(str, enum.Enum):
     """Whether dark pods may take traffic."""
 
-    CLOSED = "closed"
-    OPEN = "open"
+    CLOSED = "Closed"
+    OPEN = "Open"
 
 
 class ReplicaSource(str, enum.Enum):
@@ -185,8 +185,8 @@ class DarkClusterSpec(Model):
     )
     gate: Gate = Field(
         default=Gate.CLOSED,
-        description="closed: dark pods run but stay out of every Service's endpoints."
-        " open: the operator sets their readiness gate True and they take traffic.",
+        description="Closed: dark pods run but stay out of every Service's endpoints."
+        " Open: the operator sets their readiness gate True and they take traffic.",
     )
 
 
@@ -418,7 +418,7 @@ class RegionFailoverSpec(Model):
         default_factory=list, max_length=8, description="Traffic providers and the routes they own."
     )
     mode: Mode = Field(
-        default=Mode.AUTOMATIC,
+        default=Mode.DRY_RUN,
         description="Automatic: act on detection. Manual: act only on evacuate. DryRun: decide,"
         " report, never act.",
     )
@@ -463,6 +463,10 @@ class RegionFailoverStatus(Model):
     """What the operator observed and decided for one failover domain."""
 
     observed_generation: int | None = Field(default=None, description="Last spec generation acted on.")
+    last_evaluated_at: str | None = Field(
+        default=None,
+        description="RFC 3339 time of the last detection run, whatever its outcome: an old time means a stale status.",
+    )
     phase: str | None = Field(default=None, description="Steady, Evacuating, Evacuated, FailingBack.")
     regions: list[RegionSignalStatus] = Field(default_factory=list, description="Per-region signal.")
     unhealthy: list[str] = Field(default_factory=list, description="Regions whose verdict is Unhealthy.")

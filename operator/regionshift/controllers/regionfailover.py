@@ -39,7 +39,7 @@ from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryR
 from regionshift.decide.forecast import SeasonalForecast
 from regionshift.adapters.history_store import History, configmap_name, decode, encode
 from regionshift.metrics import DETECTIONS, SIZINGS, VERDICTS
-from regionshift.api.models import API_GROUP, API_VERSION, DarkCapacityPolicy, RegionFailoverSpec, Verdict
+from regionshift.api.models import API_GROUP, API_VERSION, DarkCapacityPolicy, Gate, RegionFailoverSpec, Verdict
 from regionshift.adapters.prometheus import PrometheusClient
 from regionshift.controllers.darkcluster import DARKCLUSTERS, reconcile_dark_cluster_named
 from regionshift.decide.sizing import dark_replicas, fit_scaling
@@ -365,7 +365,7 @@ def _ensure_dark_cluster(*, body: dict[str, Any], deployment: str, policy: DarkC
         "spec": {
             "targetDeployment": deployment,
             "replicas": {"source": "Forecast", "minReplicas": policy.min_replicas, "maxReplicas": policy.max_replicas},
-            "gate": "closed",
+            "gate": Gate.CLOSED.value,
         },
     })
 
@@ -454,6 +454,7 @@ async def tick(*, body: dict[str, Any]) -> dict[str, Any]:
         except SignalError as exc:
             sizing = _sizing_condition(body=body, ok=False, reason=type(exc).__name__, message=str(exc))
         status["conditions"] = set_condition(status["conditions"], sizing)
+    status["lastEvaluatedAt"] = now_rfc3339()
     await asyncio.to_thread(
         kube.patch_custom_status, plural=REGIONFAILOVERS, namespace=meta["namespace"], name=meta["name"], status=status
     )

@@ -12,7 +12,7 @@ from typing import Any
 
 import kopf
 
-from regionshift.api.models import API_GROUP, API_VERSION
+from regionshift.api.models import API_GROUP, API_VERSION, Gate
 from regionshift.controllers import darkcluster, operator_settings, regionfailover
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
 
@@ -43,7 +43,7 @@ def darkclusters_by_target(namespace: str, name: str, spec: kopf.Spec, **_: Any)
 @kopf.index(*DARKCLUSTER_RESOURCE)
 def darkcluster_gates(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
     """The gate of every DarkCluster, to gate a new dark pod the moment it appears."""
-    return {(namespace, name): spec.get("gate", "closed")}
+    return {(namespace, name): spec.get("gate", Gate.CLOSED.value)}
 
 
 @kopf.on.resume(*DARKCLUSTER_RESOURCE)

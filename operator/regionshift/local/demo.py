@@ -77,10 +77,10 @@ def run_demo(*, region: str) -> int:
             show("get", "pods", "-o", "wide")
             print(f"\nService api has {ready_endpoints()} ready endpoints: the {wanted} dark pods are warm and gated.")
 
-            print("\nopening the gate (spec.gate: open) ...", flush=True)
+            print("\nopening the gate (spec.gate: Open) ...", flush=True)
             started = time.monotonic()
             custom.patch_namespaced_custom_object(
-                "regionshift.io", "v1alpha1", NAMESPACE, "darkclusters", name, {"spec": {"gate": "open"}}
+                "regionshift.io", "v1alpha1", NAMESPACE, "darkclusters", name, {"spec": {"gate": "Open"}}
             )
             _until(lambda: ready_endpoints() == main_ready + wanted, timeout_seconds=30, what="dark pods in endpoints")
             ungated = time.monotonic() - started
@@ -89,7 +89,7 @@ def run_demo(*, region: str) -> int:
             print(f"\nungated: {wanted} dark pods joined Service api's endpoints in {ungated:.2f} s, no restart.")
 
             custom.patch_namespaced_custom_object(
-                "regionshift.io", "v1alpha1", NAMESPACE, "darkclusters", name, {"spec": {"gate": "closed"}}
+                "regionshift.io", "v1alpha1", NAMESPACE, "darkclusters", name, {"spec": {"gate": "Closed"}}
             )
             _until(lambda: ready_endpoints() == main_ready, timeout_seconds=30, what="dark pods out of endpoints")
             _until(lambda: status().get("readyReplicas") == 0, timeout_seconds=30, what="status counts none serving")
