@@ -6,12 +6,14 @@ conventions (``_total`` for counters, units in names).
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Enum, Gauge, start_http_server
+from prometheus_client import Counter, Enum, Gauge, Histogram, start_http_server
 
 __all__ = [
     "DARK_REPLICAS",
     "DETECTIONS",
     "SIZINGS",
+    "SIZING_SECONDS",
+    "EVENT_LOOP_LAG_SECONDS",
     "VERDICTS",
     "GATE_WRITES",
     "RECONCILIATIONS",
@@ -55,6 +57,16 @@ SIZINGS = Counter(
     "regionshift_sizings_total",
     "Dark-capacity sizing runs, by outcome (Sized, NoHistory, ...).",
     ["outcome"],
+)
+
+SIZING_SECONDS = Histogram(
+    "regionshift_sizing_duration_seconds",
+    "Wall-clock seconds of one dark-capacity sizing run of a RegionFailover (all its Deployments).",
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+EVENT_LOOP_LAG_SECONDS = Gauge(
+    "regionshift_event_loop_lag_max_seconds",
+    "Longest stall of the operator's event loop seen since start (a timer's lateness).",
 )
 
 

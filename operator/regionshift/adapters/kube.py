@@ -21,6 +21,8 @@ from regionshift.api.models import API_GROUP, API_VERSION
 
 __all__ = [
     "ApiException",
+    "api_client",
+    "apply_custom_status",
     "configure",
     "configure_once",
     "create_custom",
@@ -34,7 +36,6 @@ __all__ = [
     "write_configmap",
     "patch_custom_status",
     "patch_pod_status",
-    "post_event",
     "read_custom",
     "read_deployment",
     "replace_deployment",
@@ -74,6 +75,11 @@ def configure_once() -> client.Configuration:
         configure()
     assert _configuration is not None
     return _configuration
+
+
+def api_client() -> client.ApiClient:
+    """The shared API client (configured on first use)."""
+    return _client()
 
 
 def _client() -> client.ApiClient:
@@ -141,6 +147,24 @@ def patch_custom_status(*, plural: str, namespace: str, name: str, status: dict[
     )
 
 
+def apply_custom_status(
+    *, plural: str, kind: str, namespace: str, name: str, status: dict[str, Any], field_manager: str
+) -> dict[str, Any]:
+    """Server-side apply of the status subresource under one field manager.
+
+    Each writer of a resource's status owns its own fields (and its own conditions, since
+    ``conditions`` is a list map keyed by ``type``): two writers never overwrite each
+    other, and there is no read-modify-write to lose an update. ``force`` takes over fields
+    an older version of the operator wrote with a merge patch.
+    """
+    body = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": kind,
+            "metadata": {"name": name, "namespace": namespace}, "status": status}
+    return client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(  # type: ignore[no-any-return]
+        API_GROUP, API_VERSION, namespace, plural, name, body,
+        field_manager=field_manager, force=True, _content_type="application/apply-patch+yaml",
+    )
+
+
 def list_deployments(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
     """Deployments of a namespace matching a label selector."""
     items = client.AppsV1Api(_client()).list_namespaced_deployment(namespace, label_selector=label_selector).items
@@ -198,23 +222,3 @@ def read_secret_value(*, namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded."""
     secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace)
     return base64.b64decode((secret.data or {})[key]).decode()
-
-
-def post_event(*, involved: dict[str, Any], type_: str, reason: str, message: str) -> None:
-    """Post a core/v1 Event about an object, from any thread (not only inside a kopf handler)."""
-    meta = involved["metadata"]
-    now = dt.datetime.now(dt.timezone.utc)
-    client.CoreV1Api(_client()).create_namespaced_event(meta["namespace"], {
-        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-        "involvedObject": {"apiVersion": involved.get("apiVersion"), "kind": involved.get("kind"),
-                           "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
-        "type": type_,
-        "reason": reason,
-        "message": message[:1024],
-        "source": {"component": "regionshift"},
-        "reportingComponent": "regionshift.io/operator",
-        "reportingInstance": "regionshift",
-        "firstTimestamp": now.isoformat(),
-        "lastTimestamp": now.isoformat(),
-        "count": 1,
-    })

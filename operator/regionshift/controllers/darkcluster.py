@@ -18,7 +18,7 @@ from typing import Any, Iterator
 
 import kopf
 
-from regionshift.adapters import kube
+from regionshift.adapters import events, kube
 from regionshift.api.conditions import find_condition, now_rfc3339
 from regionshift.decide.darkcapacity import (
     DARK_CLUSTER_LABEL,
@@ -47,11 +47,7 @@ def _selector(name: str) -> str:
 
 
 def _event(body: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
-    """Post an Event straight to the API: reconciles also run outside kopf's handlers (the refresher)."""
-    try:
-        kube.post_event(involved=body, type_=type_, reason=reason, message=message)
-    except kube.ApiException as exc:  # an Event is worth a log line, never a failed reconcile
-        log.warning("could not post Event %s %s: %s", reason, message, exc.reason)
+    events.post_event(involved=body, type_=type_, reason=reason, message=message)
 
 
 def _write_status(body: dict[str, Any], status: dict[str, Any]) -> None:
