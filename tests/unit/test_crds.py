@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from regionshift.cli import main
 from regionshift.api.crdgen import crd_manifests, render_crds
+from regionshift.api.models import DarkClusterSpec, RegionFailoverSpec
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
 
@@ -49,12 +52,70 @@ def test_schema_is_structural(kind: str) -> None:
             pytest.fail(f"{path}: exclusiveMinimum must be boolean in OpenAPI v3.0")
 
 
-def test_every_spec_field_is_documented() -> None:
-    for kind, manifest in crd_manifests().items():
-        spec = manifest["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
-        for path, node in _walk(spec):
-            if path.count("/properties/") and path.rsplit("/", 2)[-2] == "properties":
-                assert node.get("description"), f"{kind} spec{path} has no description"
+def _schema(kind: str) -> dict[str, Any]:
+    return crd_manifests()[kind]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("kind", ["RegionFailover", "DarkCluster"])
+def test_every_kind_and_every_field_is_documented(kind: str) -> None:
+    schema = _schema(kind)
+    assert schema.get("description"), f"{kind} has no top-level description (the resource model's docstring)"
+    undocumented = [
+        path for path, node in _walk(schema)
+        if path.rsplit("/", 2)[-2:-1] == ["properties"] and not node.get("description")
+    ]
+    assert not undocumented, f"{kind}: properties without a description: {undocumented}"
+
+
+@pytest.mark.parametrize("kind", ["RegionFailover", "DarkCluster"])
+def test_every_enum_value_is_pascal_case(kind: str) -> None:
+    for path, node in _walk(_schema(kind)):
+        for value in node.get("enum", []):
+            assert re.fullmatch(r"[A-Z][A-Za-z0-9]*", value), f"{kind}{path}: enum value {value!r} is not PascalCase"
+
+
+def test_lists_keyed_by_name_and_sets_reject_duplicates() -> None:
+    spec = _schema("RegionFailover")["properties"]["spec"]["properties"]
+    assert spec["peers"]["x-kubernetes-list-type"] == "map"
+    assert spec["peers"]["x-kubernetes-list-map-keys"] == ["name"]
+    assert "name" in spec["peers"]["items"]["required"], "a list-map key must be required"
+    assert spec["evacuate"]["x-kubernetes-list-type"] == "set"
+    assert spec["traffic"]["items"]["properties"]["routes"]["x-kubernetes-list-type"] == "set"
+
+
+@pytest.mark.parametrize(("kind", "field"), [("RegionFailover", "region"), ("DarkCluster", "targetDeployment")])
+def test_identity_fields_are_immutable(kind: str, field: str) -> None:
+    node = _schema(kind)["properties"]["spec"]["properties"][field]
+    assert any(r["rule"] == "self == oldSelf" and field in r["message"] for r in node["x-kubernetes-validations"])
+    assert field in _schema(kind)["properties"]["spec"]["required"], "a transition rule on an optional field can be dodged"
+
+
+def test_selector_is_required_and_never_empty() -> None:
+    spec = _schema("RegionFailover")["properties"]["spec"]
+    assert "selector" in spec["required"]
+    selector = spec["properties"]["selector"]
+    assert selector["required"] == ["matchLabels"]
+    assert any("size(self.matchLabels) > 0" == r["rule"] for r in selector["x-kubernetes-validations"])
+    with pytest.raises(ValidationError):
+        RegionFailoverSpec.model_validate({"region": "east", "peers": [{"name": "west"}],
+                                           "signal": {"prometheusUrl": "http://p", "query": "q{region}"}})
+
+
+@pytest.mark.parametrize(
+    ("name", "valid"),
+    [("a" * 63, True), ("api.v2.example", True), ("a" * 64, False), ("api.", False), ("Api", False),
+     ("api_v2", False), ("-api", False)],
+)
+def test_target_deployment_is_a_dns_subdomain_of_at_most_63_characters(name: str, valid: bool) -> None:
+    node = _schema("DarkCluster")["properties"]["spec"]["properties"]["targetDeployment"]
+    by_schema = len(name) <= node["maxLength"] and re.fullmatch(node["pattern"].strip("^$"), name) is not None
+    assert by_schema is valid
+    try:
+        DarkClusterSpec.model_validate({"targetDeployment": name})
+    except ValidationError:
+        assert not valid
+    else:
+        assert valid
 
 
 def test_cross_field_rules_are_cel() -> None:

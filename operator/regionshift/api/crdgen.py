@@ -4,27 +4,38 @@ The models in :mod:`regionshift.api.models` are the one source of truth; this mo
 their JSON schema into what Kubernetes calls a *structural* OpenAPI v3 schema: every
 ``$ref`` inlined, ``anyOf: [X, null]`` turned into an optional field, no ``title``,
 ``exclusiveMinimum`` in its OpenAPI 3.0 (boolean) form, maps as ``additionalProperties``,
-and the models' CEL rules kept where they stand. ``regionshift crds`` writes the result to
-``crds/``; a unit test fails when the files there drift from the models.
+and the models' CEL rules kept where they stand. Schema extras a model declares (list
+types, map keys, transition rules) pass through unchanged, so the YAML is never edited by
+hand. Every description comes from the models: a field's ``description``, or a model's
+docstring (the resource model's docstring is the CRD's top-level description).
+``regionshift crds`` writes the result to ``crds/``; a unit test fails when the files there
+drift from the models.
 """
 
 from __future__ import annotations
 
 import copy
+import inspect
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel
 
-from regionshift.api.models import API_GROUP, API_VERSION, DarkClusterSpec, DarkClusterStatus, RegionFailoverSpec, RegionFailoverStatus
+from regionshift.api.models import API_GROUP, API_VERSION, DarkCluster, RegionFailover
 
-__all__ = ["CRD_FILES", "crd_manifests", "render_crds", "structural_schema", "write_crds"]
+__all__ = ["CRD_FILES", "crd_manifests", "render_crds", "resource_schema", "structural_schema", "write_crds"]
 
 CRD_FILES = {"regionfailovers.yaml": "RegionFailover", "darkclusters.yaml": "DarkCluster"}
 """File name in ``crds/`` for each kind."""
 
 _DROP = {"title", "$defs", "discriminator"}
+
+
+def _prose(text: str) -> str:
+    """A docstring as a description: each paragraph on one line, paragraphs apart."""
+    paragraphs = inspect.cleandoc(text).split("\n\n")
+    return "\n\n".join(" ".join(p.split()) for p in paragraphs if p.strip())
 
 
 def _resolve(node: Any, defs: dict[str, Any]) -> Any:
@@ -56,6 +67,8 @@ def _resolve(node: Any, defs: dict[str, Any]) -> Any:
             bound = "minimum" if key == "exclusiveMinimum" else "maximum"
             out[bound] = value
             out[key] = True
+        elif key == "description" and isinstance(value, str):
+            out[key] = _prose(value)
         elif key == "additionalProperties" and isinstance(value, bool):
             if value:
                 out["x-kubernetes-preserve-unknown-fields"] = True
@@ -116,20 +129,49 @@ _COLUMNS = {
     ],
 }
 
-_MODELS = {
-    "RegionFailover": (RegionFailoverSpec, RegionFailoverStatus, "regionfailovers", ["rf", "rfo"]),
-    "DarkCluster": (DarkClusterSpec, DarkClusterStatus, "darkclusters", ["dark"]),
+_MODELS: dict[str, tuple[type[BaseModel], str, list[str]]] = {
+    "RegionFailover": (RegionFailover, "regionfailovers", ["rf", "rfo"]),
+    "DarkCluster": (DarkCluster, "darkclusters", ["dark"]),
 }
+
+
+def _field_model(resource: type[BaseModel], field: str) -> type[BaseModel]:
+    annotation = resource.model_fields[field].annotation
+    assert isinstance(annotation, type) and issubclass(annotation, BaseModel), (resource, field)
+    return annotation
+
+
+def _description(resource: type[BaseModel], field: str) -> str:
+    description = resource.model_fields[field].description
+    if not description:
+        raise ValueError(f"{resource.__name__}.{field} needs a description: it becomes the CRD's")
+    return description
+
+
+def resource_schema(resource: type[BaseModel]) -> dict[str, Any]:
+    """The openAPIV3Schema of one resource model: apiVersion, kind, metadata, spec, status."""
+    spec = structural_schema(_field_model(resource, "spec"))
+    spec["description"] = _description(resource, "spec")
+    status = _status_schema(_field_model(resource, "status"))
+    status["description"] = _description(resource, "status")
+    return {
+        "type": "object",
+        "description": _prose(resource.__doc__ or ""),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": _description(resource, "api_version")},
+            "kind": {"type": "string", "description": _description(resource, "kind")},
+            "metadata": {"type": "object", "description": _description(resource, "metadata")},
+            "spec": spec,
+            "status": status,
+        },
+    }
 
 
 def crd_manifests() -> dict[str, dict[str, Any]]:
     """Every CRD of regionshift as a Kubernetes object, by kind."""
     out: dict[str, dict[str, Any]] = {}
-    for kind, (spec_model, status_model, plural, short) in _MODELS.items():
-        spec = structural_schema(spec_model)
-        spec["description"] = (spec_model.__doc__ or "").strip().splitlines()[0]
-        status = _status_schema(status_model)
-        status["description"] = (status_model.__doc__ or "").strip().splitlines()[0]
+    for kind, (resource, plural, short) in _MODELS.items():
         out[kind] = {
             "apiVersion": "apiextensions.k8s.io/v1",
             "kind": "CustomResourceDefinition",
@@ -152,19 +194,7 @@ def crd_manifests() -> dict[str, dict[str, Any]]:
                         "storage": True,
                         "subresources": {"status": {}},
                         "additionalPrinterColumns": _COLUMNS[kind],
-                        "schema": {
-                            "openAPIV3Schema": {
-                                "type": "object",
-                                "required": ["spec"],
-                                "properties": {
-                                    "apiVersion": {"type": "string"},
-                                    "kind": {"type": "string"},
-                                    "metadata": {"type": "object"},
-                                    "spec": spec,
-                                    "status": status,
-                                },
-                            }
-                        },
+                        "schema": {"openAPIV3Schema": resource_schema(resource)},
                     }
                 ],
             },

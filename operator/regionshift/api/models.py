@@ -52,7 +52,16 @@ API_GROUP = "regionshift.io"
 API_VERSION = "v1alpha1"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-"""An RFC 1123 label: what Kubernetes accepts as a Deployment or region name."""
+"""An RFC 1123 label: what regionshift accepts as a region name."""
+
+DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+"""An RFC 1123 subdomain: what Kubernetes accepts as a Deployment name (dots allowed)."""
+
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+"""What Kubernetes accepts as a label value (at most 63 characters)."""
+
+HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}$"
+"""host:port, with an IPv6 host in brackets; no scheme, no path."""
 
 
 def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str]:
@@ -61,6 +70,22 @@ def cel(rule: str, message: str, field_path: str | None = None) -> dict[str, str
     if field_path:
         out["fieldPath"] = field_path
     return out
+
+
+def immutable(field: str) -> dict[str, Any]:
+    """Schema extras making a field immutable once created (a CEL transition rule)."""
+    return {
+        "x-kubernetes-validations": [
+            cel("self == oldSelf", f"{field} is immutable: delete and recreate the object to change it")
+        ]
+    }
+
+
+LIST_MAP_BY_NAME: dict[str, Any] = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}
+"""Schema extras for a list of objects keyed by ``name``: the API server rejects duplicate names."""
+
+LIST_SET: dict[str, Any] = {"x-kubernetes-list-type": "set"}
+"""Schema extras for a list of distinct scalars: the API server rejects duplicates."""
 
 
 class Model(BaseModel):
@@ -99,19 +124,37 @@ class Condition(Model):
 class ObjectMeta(Model):
     """The part of metadata the operator reads; the rest stays with the API server."""
 
-    name: str
-    namespace: str | None = None
-    uid: str | None = None
-    generation: int | None = None
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    name: str = Field(description="Name of the object, unique in its namespace.")
+    namespace: str | None = Field(default=None, description="Namespace of the object.")
+    uid: str | None = Field(default=None, description="Unique id the API server gave the object.")
+    generation: int | None = Field(default=None, description="Incremented by the API server on every spec change.")
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the object.")
+    annotations: dict[str, str] = Field(default_factory=dict, description="Annotations of the object.")
 
 
 class LabelSelector(Model):
-    """Selects the Deployments that take part in a failover domain."""
+    """Selects the Deployments that take part in a failover domain.
 
-    match_labels: dict[str, str] = Field(
-        default_factory=dict, description="Labels a Deployment must carry, all of them."
+    At least one label is required: an empty selector would take every Deployment of the
+    namespace, which is never what a failover domain means.
+    """
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "size(self.matchLabels) > 0",
+                    "selector.matchLabels must name at least one label: an empty selector"
+                    " would take every Deployment of the namespace",
+                    ".matchLabels",
+                ),
+            ]
+        }
+    )
+
+    match_labels: dict[str, Annotated[str, Field(max_length=63, pattern=LABEL_VALUE)]] = Field(
+        max_length=32,
+        description="Labels a Deployment must carry, all of them (at least one).",
     )
 
 
@@ -175,10 +218,13 @@ class DarkClusterSpec(Model):
 
     target_deployment: str = Field(
         min_length=1,
-        max_length=58,
-        pattern=DNS_LABEL,
+        max_length=63,
+        pattern=DNS_SUBDOMAIN,
         description="Name of the Deployment (same namespace) whose pods the dark cluster"
-        " shadows. The shadow Deployment is named <targetDeployment>-dark.",
+        " shadows: a DNS-1123 subdomain of at most 63 characters, dots allowed. The shadow"
+        " Deployment is named after it with a -dark suffix. Immutable: to shadow another"
+        " Deployment, create another DarkCluster.",
+        json_schema_extra=immutable("targetDeployment"),
     )
     replicas: DarkReplicaPolicy = Field(
         default_factory=DarkReplicaPolicy, description="How many dark replicas to keep warm."
@@ -225,13 +271,22 @@ class DarkClusterStatus(Model):
 
 
 class DarkCluster(Model):
-    """A DarkCluster resource."""
+    """Warm, gated capacity for one Deployment: a shadow Deployment <target>-dark with the same
+    pod template, whose pods run but take no traffic until the gate opens.
 
-    api_version: str = f"{API_GROUP}/{API_VERSION}"
-    kind: Literal["DarkCluster"] = "DarkCluster"
-    metadata: ObjectMeta
-    spec: DarkClusterSpec
-    status: DarkClusterStatus = Field(default_factory=DarkClusterStatus)
+    Written by hand, or created for each participating Deployment by a RegionFailover (which
+    then owns it). Deleting it removes the shadow through garbage collection.
+    """
+
+    api_version: str = Field(
+        default=f"{API_GROUP}/{API_VERSION}", description="Versioned schema of this object."
+    )
+    kind: Literal["DarkCluster"] = Field(default="DarkCluster", description="The kind: DarkCluster.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: DarkClusterSpec = Field(description="The Deployment to shadow, how many dark replicas, the gate.")
+    status: DarkClusterStatus = Field(
+        default_factory=DarkClusterStatus, description="What the operator observed and decided; written by it only."
+    )
 
 
 # ---------------------------------------------------------------------------- RegionFailover
@@ -268,9 +323,13 @@ class Peer(Model):
     name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Region name.")
     gateway_address: str | None = Field(
         default=None,
-        description="host:port of the peer's gateway, the target when traffic is proxied there.",
+        max_length=261,
+        pattern=HOST_PORT,
+        description="host:port of the peer's gateway (no scheme), the target when traffic is proxied there.",
     )
-    dns_record: str | None = Field(default=None, description="The peer's weighted DNS record name.")
+    dns_record: str | None = Field(
+        default=None, min_length=1, max_length=253, description="The peer's weighted DNS record name."
+    )
 
 
 class SignalSource(Model):
@@ -350,8 +409,8 @@ class DarkCapacityPolicy(Model):
     )
 
     headroom_ratio: float = Field(default=1.2, ge=1, le=10, description="Multiply the need by this.")
-    min_replicas: int = Field(default=0, ge=0, description="Never fewer dark replicas.")
-    max_replicas: int = Field(default=100, ge=0, description="Never more dark replicas.")
+    min_replicas: int = Field(default=0, ge=0, le=10000, description="Never fewer dark replicas.")
+    max_replicas: int = Field(default=100, ge=0, le=10000, description="Never more dark replicas.")
     horizon_seconds: int = Field(
         default=3600, ge=60, description="How far ahead the forecast peak is taken."
     )
@@ -368,7 +427,10 @@ class TrafficProvider(Model):
 
     kind: TrafficProviderKind = Field(description="GatewayAPI, IngressNginx or ExternalDNS.")
     routes: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
-        min_length=1, description="Names of the HTTPRoutes, Ingresses or DNSEndpoints it owns."
+        min_length=1,
+        max_length=64,
+        description="Names of the HTTPRoutes, Ingresses or DNSEndpoints it owns (each name once).",
+        json_schema_extra=LIST_SET,
     )
 
 
@@ -402,14 +464,24 @@ class RegionFailoverSpec(Model):
         }
     )
 
-    region: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="This region's name.")
+    region: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=DNS_LABEL,
+        description="This region's name. Immutable: a RegionFailover belongs to its region.",
+        json_schema_extra=immutable("region"),
+    )
     peers: list[Peer] = Field(
-        min_length=1, max_length=32, description="The other regions of the domain."
+        min_length=1,
+        max_length=32,
+        description="The other regions of the domain, keyed by name (each name once).",
+        json_schema_extra=LIST_MAP_BY_NAME,
     )
     signal: SignalSource = Field(description="The business signal, per region.")
     detection: DetectionPolicy = Field(default_factory=DetectionPolicy, description="Detection policy.")
     selector: LabelSelector = Field(
-        default_factory=LabelSelector, description="Deployments that take part (get a DarkCluster)."
+        description="Deployments of this namespace that take part (each gets a DarkCluster);"
+        " required, with at least one label.",
     )
     dark_capacity: DarkCapacityPolicy = Field(
         default_factory=DarkCapacityPolicy, description="Dark-capacity sizing policy."
@@ -419,13 +491,17 @@ class RegionFailoverSpec(Model):
     )
     mode: Mode = Field(
         default=Mode.DRY_RUN,
-        description="Automatic: act on detection. Manual: act only on evacuate. DryRun: decide,"
-        " report, never act.",
+        description="Who pushes the button. DryRun (the default): decide and report, never act."
+        " Manual: act only on spec.evacuate; an Unhealthy verdict is a recommendation."
+        " Automatic: an Unhealthy verdict evacuates too. Until evacuation is implemented,"
+        " every mode only reports.",
     )
-    evacuate: list[Annotated[str, Field(max_length=63)]] = Field(
+    evacuate: list[Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]] = Field(
         default_factory=list,
         max_length=32,
-        description="Regions to evacuate now, by hand or from a GitOps commit.",
+        description="Regions to evacuate now, by hand or from a GitOps commit (each name once)."
+        " Takes precedence over the verdicts; taking a region out starts its failback.",
+        json_schema_extra=LIST_SET,
     )
     failback: FailbackPolicy = Field(default_factory=FailbackPolicy, description="Failback policy.")
 
@@ -453,10 +529,10 @@ class EvacuationTimeline(Model):
     """Timestamps of the last evacuation, each RFC 3339."""
 
     region: str | None = Field(default=None, description="The region evacuated.")
-    detected_at: str | None = None
-    ungated_at: str | None = None
-    shifted_at: str | None = None
-    settled_at: str | None = None
+    detected_at: str | None = Field(default=None, description="When the evacuation was decided.")
+    ungated_at: str | None = Field(default=None, description="When the saviors' dark pods were all ungated.")
+    shifted_at: str | None = Field(default=None, description="When the traffic weights were shifted.")
+    settled_at: str | None = Field(default=None, description="When the evacuation settled.")
 
 
 class RegionFailoverStatus(Model):
@@ -479,10 +555,22 @@ class RegionFailoverStatus(Model):
 
 
 class RegionFailover(Model):
-    """A RegionFailover resource."""
+    """A failover domain as seen from this cluster's region: the regions, the business signal
+    that tells a failing region, the Deployments that take part, and who pushes the button.
 
-    api_version: str = f"{API_GROUP}/{API_VERSION}"
-    kind: Literal["RegionFailover"] = "RegionFailover"
-    metadata: ObjectMeta
-    spec: RegionFailoverSpec
-    status: RegionFailoverStatus = Field(default_factory=RegionFailoverStatus)
+    The operator compares each region's signal with its forecast and keeps a DarkCluster
+    sized for every participating Deployment. A new RegionFailover only reports (mode
+    DryRun) until its owner changes the mode.
+    """
+
+    api_version: str = Field(
+        default=f"{API_GROUP}/{API_VERSION}", description="Versioned schema of this object."
+    )
+    kind: Literal["RegionFailover"] = Field(default="RegionFailover", description="The kind: RegionFailover.")
+    metadata: ObjectMeta = Field(description="Standard object metadata.")
+    spec: RegionFailoverSpec = Field(
+        description="The regions, the signal, detection, the participating Deployments and the mode."
+    )
+    status: RegionFailoverStatus = Field(
+        default_factory=RegionFailoverStatus, description="What the operator observed and decided; written by it only."
+    )
