@@ -218,35 +218,6 @@ def test_prometheus_down_pauses_detection_and_sizing_goes_on_from_the_cache(kube
     eventually(lambda: verdicts(kube) == ALL_HEALTHY, timeout_seconds=30, what="healthy again")
 
 
-@pytest.mark.parametrize(
-    ("change", "field", "message"),
-    [
-        ({"evacuate": ["mars"]}, "spec.evacuate", "every name in evacuate must be this region or one of the peers"),
-        ({"peers": [{"name": "east"}]}, "spec.peers", "a peer must not have this region's name"),
-        ({"detection": {"ratioThreshold": 1.5}}, "spec.detection.ratioThreshold", "should be less than 1"),
-        ({"signal": {"prometheusUrl": "http://p:9090", "query": "sps"}}, "spec.signal.query",
-         "query must contain the {region} placeholder"),
-        ({"darkCapacity": {"minReplicas": 9, "maxReplicas": 3}}, "spec.darkCapacity.minReplicas",
-         "minReplicas must be less than or equal to maxReplicas"),
-        ({"mode": "Yolo"}, "spec.mode", 'supported values: "Automatic", "Manual", "DryRun"'),
-    ],
-    ids=["evacuate-unknown-region", "peer-is-self", "threshold-above-one", "query-without-region",
-         "inverted-min-max", "unknown-mode"],
-)
-def test_api_server_rejects_bad_region_failovers_naming_the_field(
-    kube: Kube, change: dict[str, Any], field: str, message: str
-) -> None:
-    import json
-
-    from kubernetes import client
-
-    with pytest.raises(client.ApiException) as err:
-        kube.create_custom(region_failover("http://127.0.0.1:9", "regional", **change))
-    assert err.value.status == 422
-    text = json.loads(err.value.body)["message"]
-    assert f"{field}:" in text and message in text, text
-
-
 def test_a_rejected_query_is_reported_and_other_domains_keep_working(kube: Kube, prometheus: PrometheusServer) -> None:
     live(prometheus, "regional")
     broken = region_failover(prometheus.url, "regional")

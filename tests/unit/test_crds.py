@@ -63,6 +63,7 @@ def test_every_kind_and_every_field_is_documented(kind: str) -> None:
     undocumented = [
         path for path, node in _walk(schema)
         if path.rsplit("/", 2)[-2:-1] == ["properties"] and not node.get("description")
+        and path != "/properties/metadata"  # the API server forbids anything on it but its type
     ]
     assert not undocumented, f"{kind}: properties without a description: {undocumented}"
 

@@ -161,7 +161,8 @@ def resource_schema(resource: type[BaseModel]) -> dict[str, Any]:
         "properties": {
             "apiVersion": {"type": "string", "description": _description(resource, "api_version")},
             "kind": {"type": "string", "description": _description(resource, "kind")},
-            "metadata": {"type": "object", "description": _description(resource, "metadata")},
+            # The API server allows nothing on metadata but its type (not even a description).
+            "metadata": {"type": "object"},
             "spec": spec,
             "status": status,
         },
