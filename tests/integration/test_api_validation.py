@@ -75,11 +75,15 @@ def rejection(call: Any) -> str:
          "should match"),
         ({"traffic": [{"kind": "GatewayAPI", "routes": ["web", "web"]}]}, "spec.traffic[0].routes[1]",
          "Duplicate value"),
+        ({"evacuate": ["east", "west", "central"]}, "spec.evacuate",
+         "evacuate must leave at least one region of the domain serving"),
+        ({"darkCapacity": {"replicasQuery": 'kube_deployment_spec_replicas{namespace="{namespace}"}'}},
+         "spec.darkCapacity.replicasQuery", "replicasQuery must contain the {deployment} placeholder"),
     ],
     ids=["evacuate-unknown-region", "peer-is-self", "threshold-above-one", "query-without-region",
          "inverted-min-max", "unknown-mode", "no-selector", "selector-without-labels", "empty-match-labels",
          "bad-label-value", "duplicate-peer", "duplicate-evacuate", "gateway-address-with-scheme",
-         "duplicate-route"],
+         "duplicate-route", "evacuate-every-region", "replicas-query-without-deployment"],
 )
 def test_api_server_rejects_bad_region_failovers_naming_the_field(
     kube: Kube, change: dict[str, Any], field: str, message: str

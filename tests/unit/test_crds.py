@@ -123,6 +123,8 @@ def test_cross_field_rules_are_cel() -> None:
     rf = crd_manifests()["RegionFailover"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     rules = [r["rule"] for r in rf["x-kubernetes-validations"]]
     assert any("self.evacuate.all" in r for r in rules)
+    assert any("size(self.evacuate) <= size(self.peers)" in r for r in rules), "evacuating every region is refused"
+    assert any("contains('{deployment}')" in r["rule"] for r in rf["properties"]["darkCapacity"]["x-kubernetes-validations"])
     assert any("minReplicas <= self.maxReplicas" in r["rule"] for r in rf["properties"]["darkCapacity"]["x-kubernetes-validations"])
     dc = crd_manifests()["DarkCluster"]["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
     assert any("minReplicas <= self.maxReplicas" in r["rule"] for r in dc["properties"]["replicas"]["x-kubernetes-validations"])

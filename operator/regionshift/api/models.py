@@ -404,6 +404,12 @@ class DarkCapacityPolicy(Model):
                     "minReplicas must be less than or equal to maxReplicas",
                     ".minReplicas",
                 ),
+                cel(
+                    "self.replicasQuery.contains('{deployment}')",
+                    "replicasQuery must contain the {deployment} placeholder: without it every"
+                    " Deployment would be sized from the same history",
+                    ".replicasQuery",
+                ),
             ]
         }
     )
@@ -460,6 +466,11 @@ class RegionFailoverSpec(Model):
                     "a peer must not have this region's name",
                     ".peers",
                 ),
+                cel(
+                    "!has(self.evacuate) || size(self.evacuate) <= size(self.peers)",
+                    "evacuate must leave at least one region of the domain serving",
+                    ".evacuate",
+                ),
             ]
         }
     )
@@ -478,13 +489,16 @@ class RegionFailoverSpec(Model):
         json_schema_extra=LIST_MAP_BY_NAME,
     )
     signal: SignalSource = Field(description="The business signal, per region.")
-    detection: DetectionPolicy = Field(default_factory=DetectionPolicy, description="Detection policy.")
+    detection: DetectionPolicy = Field(
+        default_factory=DetectionPolicy,
+        description="When a region counts as failing, and the guards that hold an evacuation back.",
+    )
     selector: LabelSelector = Field(
         description="Deployments of this namespace that take part (each gets a DarkCluster);"
         " required, with at least one label.",
     )
     dark_capacity: DarkCapacityPolicy = Field(
-        default_factory=DarkCapacityPolicy, description="Dark-capacity sizing policy."
+        default_factory=DarkCapacityPolicy, description="How the DarkClusters of the participating Deployments are sized."
     )
     traffic: list[TrafficProvider] = Field(
         default_factory=list, max_length=8, description="Traffic providers and the routes they own."
@@ -503,7 +517,9 @@ class RegionFailoverSpec(Model):
         " Takes precedence over the verdicts; taking a region out starts its failback.",
         json_schema_extra=LIST_SET,
     )
-    failback: FailbackPolicy = Field(default_factory=FailbackPolicy, description="Failback policy.")
+    failback: FailbackPolicy = Field(
+        default_factory=FailbackPolicy, description="How traffic comes back to a healed region, step by step."
+    )
 
 
 class RegionSignalStatus(Model):
