@@ -5,7 +5,9 @@ into the CRD YAML in ``crds/`` (see :mod:`regionshift.api.crdgen`), and the oper
 every object it reads through them. Cross-field rules that a JSON schema cannot express
 sit next to the fields they constrain as CEL rules (``x-kubernetes-validations``), so the
 API server rejects bad input with a message naming the field before the operator ever sees
-it.
+it. What the API server should enforce on a field itself (list types such as a map keyed by
+name or a set, immutability as a CEL transition rule) is declared here as the field's schema
+extras too, never added to the YAML by hand.
 
 Field names are camelCase on the wire (the Kubernetes convention) and snake_case in Python;
 every field carries its unit in its name (``intervalSeconds``, not ``interval``).
@@ -22,6 +24,8 @@ from pydantic.alias_generators import to_camel
 __all__ = [
     "API_GROUP",
     "API_VERSION",
+    "DNS_LABEL",
+    "DNS_SUBDOMAIN",
     "Condition",
     "DarkCluster",
     "DarkClusterSpec",
@@ -222,8 +226,8 @@ class DarkClusterSpec(Model):
         pattern=DNS_SUBDOMAIN,
         description="Name of the Deployment (same namespace) whose pods the dark cluster"
         " shadows: a DNS-1123 subdomain of at most 63 characters, dots allowed. The shadow"
-        " Deployment is named after it with a -dark suffix. Immutable: to shadow another"
-        " Deployment, create another DarkCluster.",
+        " Deployment's name is derived from it (status.shadowDeployment). Immutable: to shadow"
+        " another Deployment, create another DarkCluster.",
         json_schema_extra=immutable("targetDeployment"),
     )
     replicas: DarkReplicaPolicy = Field(
