@@ -167,7 +167,8 @@ def test_missing_target_is_reported_and_reconciled_when_it_appears(kube: Kube) -
     assert kube.deployment("api-dark") is None
 
     kube.apply(APP)
-    eventually(lambda: kube.deployment("api-dark"), timeout_seconds=10, what="shadow created once the target appears")
+    # A new target is not watched (only labelled Deployments are): the DarkCluster looks for it with a backoff.
+    eventually(lambda: kube.deployment("api-dark"), timeout_seconds=90, what="shadow created once the target appears")
     eventually(lambda: ready_reason("orphan") in ("Warm", "Warming"), what="condition leaves TargetNotFound")
 
 

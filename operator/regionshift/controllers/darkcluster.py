@@ -209,6 +209,7 @@ class Outcome:
 
 
 _ROUTINE = frozenset({"Conflict", "Retrying"})
+_POLLED = frozenset({"TargetNotFound", "ShadowConflict"})
 _executor_instance: ThreadPoolExecutor | None = None
 
 
@@ -223,14 +224,15 @@ def next_delay(*, reason: str, streak: int, jitter: float) -> float:
     """Seconds until a DarkCluster nobody wakes is reconciled again (pure, unit-tested).
 
     ``streak`` counts the runs in a row with this same reason (1 for the first);
-    ``jitter`` is in [0, 1). Reconciled: the slow resync, ±20 %. TargetNotFound: a
-    backoff poll, since a new target is not watched. A routine refusal: a quick retry.
-    Anything else: a slower retry, so a broken object does not hammer the API server.
+    ``jitter`` is in [0, 1). Reconciled: the slow resync, ±20 %. TargetNotFound or
+    ShadowConflict: a backoff poll, since neither a new target nor a user's Deployment in
+    the shadow's place is watched. A routine refusal: a quick retry. Anything else: a
+    slower retry, so that a broken object does not hammer the API server.
     """
-    if reason in ("Reconciled", "ShadowConflict"):
+    if reason == "Reconciled":
         return RESYNC_SECONDS * (0.8 + 0.4 * jitter)
     low, high = (
-        TARGET_POLL_SECONDS if reason == "TargetNotFound" else RETRY_SECONDS if reason in _ROUTINE else ERROR_SECONDS
+        TARGET_POLL_SECONDS if reason in _POLLED else RETRY_SECONDS if reason in _ROUTINE else ERROR_SECONDS
     )
     ceiling = min(high, low * 2 ** max(0, streak - 1))
     return ceiling * (0.75 + 0.25 * jitter)
@@ -258,7 +260,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
                 if stopped:
                     break
                 if not waker.event.is_set():
-                    waker.causes.add("resync" if last in ("Reconciled", "ShadowConflict") else "retry")
+                    waker.causes.add("resync" if last == "Reconciled" else "retry")
             waker.event.clear()
             causes, waker.causes = ",".join(sorted(waker.causes)), set()
             outcome = await loop.run_in_executor(_executor(), functools.partial(
