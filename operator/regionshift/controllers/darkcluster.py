@@ -205,7 +205,6 @@ class Outcome:
     reason: str
     """Reconciled, TargetNotFound, ShadowConflict, Gone, Conflict, Throttled, Forbidden, ..."""
     seen: tuple[Any, Any] | None = None
-    target: str | None = None
 
 
 _ROUTINE = frozenset({"Conflict", "Retrying"})
@@ -251,6 +250,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
     waker.set("start")
     stop = asyncio.ensure_future(_until(stopped))
     delay, last, streak = 0.0, "", 0
+    gone = False
     try:
         while not stopped:
             if not waker.event.is_set():
@@ -266,6 +266,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
             outcome = await loop.run_in_executor(_executor(), functools.partial(
                 _reconcile_logged, namespace=namespace, name=name, causes=causes))
             if outcome.reason == "Gone":
+                gone = True
                 break
             waker.seen = outcome.seen
             streak = streak + 1 if outcome.reason == last else 1
@@ -275,7 +276,8 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
         stop.cancel()
         if _wakers.get(key) is waker:
             del _wakers[key]
-    if stopped.reason is not None and stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+    deleted = stopped.reason is not None and bool(stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
+    if gone or deleted:
         target = str(spec.get("targetDeployment", ""))
         if target:
             await loop.run_in_executor(_executor(), functools.partial(
@@ -379,7 +381,7 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now)
     _write_status(body, status)
     _export(namespace=namespace, name=name, status=status)
-    return Outcome(reason="Reconciled", seen=seen, target=spec.target_deployment)
+    return Outcome(reason="Reconciled", seen=seen)
 
 
 def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, Any]) -> Outcome:
@@ -389,7 +391,7 @@ def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, A
     _report_blocked(body, reason="ShadowConflict", status=status,
                     message=f"Deployment {shadow_name(spec.target_deployment)!r} exists and is not owned by this"
                     " DarkCluster; left untouched")
-    return Outcome(reason="ShadowConflict", seen=seen, target=spec.target_deployment)
+    return Outcome(reason="ShadowConflict", seen=seen)
 
 
 def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dict[str, Any] | None,
@@ -418,7 +420,7 @@ def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dic
                     message=f"Deployment {spec.target_deployment!r} not found; nothing of the dark cluster serves"
                     " until it appears")
     _export(namespace=namespace, name=body["metadata"]["name"], status=status)
-    return Outcome(reason="TargetNotFound", seen=seen, target=spec.target_deployment)
+    return Outcome(reason="TargetNotFound", seen=seen)
 
 
 def _report_blocked(body: dict[str, Any], *, reason: str, message: str, status: DarkClusterStatus) -> None:
