@@ -8,9 +8,14 @@ kube-controller-manager, the pods from kwok.
 from __future__ import annotations
 
 import json
+import time
+from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client import REGISTRY
+
+from regionshift.adapters import kube as operator_kube
 
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL, ROLE_TARGET, shadow_deployment, shadow_name
 from regionshift.decide.gate import GATE_CONDITION
@@ -308,3 +313,40 @@ def test_api_server_rejects_bad_dark_clusters_naming_the_field(kube: Kube, spec:
     assert err.value.status == 422
     text = json.loads(err.value.body)["message"]
     assert f"{field}:" in text and message in text, text
+
+
+def test_an_idle_dark_cluster_costs_no_api_requests(kube: Kube) -> None:
+    """No per-object timer: once warm, nothing wakes the DarkCluster and the operator stays silent."""
+    kube.apply(APP)
+    kube.apply(dark_cluster(replicas=3))
+    eventually(lambda: kube.get_custom("darkclusters", "api").get("status", {}).get("warmReplicas") == 3,
+               what="3 warm replicas")
+    api = operator_kube.api_client()
+    calls: list[str] = []
+    original = api.call_api
+
+    def counted(resource_path: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        if kube.namespace in resource_path:
+            calls.append(f"{method} {resource_path}")
+        return original(resource_path, method, *args, **kwargs)
+
+    (reconciled,) = eventually(_settled_reconciles, timeout_seconds=30, what="no reconcile for 3 s")
+    # Watched for longer than the former 15 s per-object timer.
+    api.call_api = counted  # type: ignore[method-assign]
+    try:
+        time.sleep(20)
+    finally:
+        del api.call_api
+    assert calls == []
+    assert _reconciles() == reconciled
+
+
+def _reconciles() -> float:
+    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "regionshift_reconciliations"
+               for sample in metric.samples if sample.labels.get("kind") == "DarkCluster" and sample.name.endswith("_total"))
+
+
+def _settled_reconciles() -> tuple[float] | None:
+    before = _reconciles()
+    time.sleep(3)
+    return (before,) if _reconciles() == before else None
