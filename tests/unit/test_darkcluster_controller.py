@@ -92,3 +92,30 @@ def test_a_409_on_create_of_our_own_shadow_is_retried_mock(monkeypatch: pytest.M
 
 def test_wake_without_a_daemon_says_so() -> None:
     assert darkcluster.wake(namespace="nowhere", name="nothing") is False
+
+
+def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    body = {**DARK, "metadata": {**DARK["metadata"], "generation": 2},
+            "status": {"warmReplicas": 2, "forecastReplicas": 5, "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Warm", "lastTransitionTime": "t0"}]}}
+    applied: list[dict[str, Any]] = []
+    posted: list[dict[str, Any]] = []
+
+    def forbidden(**_: Any) -> None:
+        raise client.ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(darkcluster, "reconcile", forbidden)
+    monkeypatch.setattr(darkcluster.kube, "read_custom", lambda **_: body)
+    monkeypatch.setattr(darkcluster.kube, "apply_custom_status", lambda **kw: applied.append(kw))
+    monkeypatch.setattr(darkcluster.events, "post_event", lambda **kw: posted.append(kw))
+    outcome = darkcluster._reconcile_logged(namespace="ns", name="api", causes="pod")
+
+    assert outcome.reason == "Forbidden"
+    (write,) = applied
+    assert write["field_manager"] == darkcluster.FIELD_MANAGER
+    assert "forecastReplicas" not in write["status"] and write["status"]["warmReplicas"] == 2
+    ready = next(c for c in write["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
+    assert [(e["type_"], e["reason"]) for e in posted] == [("Warning", "Forbidden")]
+    assert not any(r.exc_info for r in caplog.records)
