@@ -203,7 +203,7 @@ class Outcome:
     """What one reconcile did, and when the next one is due if nobody wakes it."""
 
     reason: str
-    """Reconciled, TargetNotFound, ShadowConflict, Gone, Conflict, Throttled, Forbidden, ..."""
+    """Reconciled, TargetNotFound, ShadowConflict, Gone, Conflict, Retrying, Forbidden, Invalid, ..."""
     seen: tuple[Any, Any] | None = None
 
 
@@ -370,8 +370,8 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
         verb = "opened" if spec.gate == Gate.OPEN.value else "closed"
         _event(body, type_="Normal", reason=f"Gate{verb.capitalize()}",
                message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}")
-    if shadow_needs_recreate(current=current, desired=desired):
-        _delete_shadow(body=body, current=current)  # type: ignore[arg-type]
+    if current is not None and shadow_needs_recreate(current=current, desired=desired):
+        _delete_shadow(body=body, current=current)
         current = None
     if shadow_needs_write(current=current, desired=desired):
         if not _write_shadow(body=body, current=current, desired=desired):
