@@ -7,6 +7,9 @@ of ``forecastReplicas`` by another field manager (what sizing does). A watch rec
 dark pod's gate throughout; afterwards the test checks, pod by pod, that once a pod showed
 the gate of the latest flip it never showed an older one until the next flip, and that the
 other writer's forecast survived every status write of the controller.
+
+A pod's gate is read through :func:`regionshift.decide.gate.pod_gate`, so the test holds for
+whichever gate mechanism that module implements.
 """
 
 from __future__ import annotations
@@ -200,7 +203,9 @@ def test_the_gate_never_goes_back_and_no_status_update_is_lost(kube: Kube, caplo
         pods.stop()
 
     # The gate never went back: within a flip's epoch, a pod that showed the new gate never
-    # showed the old one again; once settled, no pod showed anything but the new gate.
+    # showed the old one again, and once the flip settled no pod showed an open gate against
+    # a closed one. (A pod born after the flip settled may show Closed before it is opened:
+    # every dark pod starts gated.)
     log = pods.log
     for n, (gate, start, settled_at) in enumerate(flips):
         end = flips[n + 1][1] if n + 1 < len(flips) else len(log)
@@ -211,7 +216,8 @@ def test_the_gate_never_goes_back_and_no_status_update_is_lost(kube: Kube, caplo
                 applied.add(seen.uid)
             elif seen.gate is not None and seen.live:
                 assert seen.uid not in applied, f"flip {n + 1}: pod {seen.uid} went back from {gate.value} to {seen.gate.value}"
-                assert position < settled_at, f"flip {n + 1}: pod {seen.uid} showed {seen.gate.value} after the flip settled"
+                assert position < settled_at or seen.gate == Gate.CLOSED, \
+                    f"flip {n + 1}: pod {seen.uid} showed {seen.gate.value} after the flip to {gate.value} settled"
 
     # Nothing was lost: the other writer's forecast is the last one it wrote, it still owns
     # it, and the controller's counts converge on it.
