@@ -9,7 +9,11 @@ from __future__ import annotations
 from prometheus_client import Counter, Enum, Gauge, Histogram, start_http_server
 
 __all__ = [
+    "DARK_CLUSTER_RECONCILE_SECONDS",
+    "DARK_CLUSTER_WAKES",
     "DARK_REPLICAS",
+    "STATUS_WRITES",
+    "TARGET_LABEL_WRITES",
     "DETECTIONS",
     "SIZINGS",
     "SIZING_SECONDS",
@@ -23,18 +27,39 @@ __all__ = [
 
 RECONCILIATIONS = Counter(
     "regionshift_reconciliations_total",
-    "Reconciliations of a resource, by kind and outcome (Reconciled, TargetNotFound, ShadowConflict, Error).",
+    "Reconciliations of a resource, by kind and outcome (Reconciled, TargetNotFound, ShadowConflict, Conflict,"
+    " Retrying, Forbidden, Invalid, ReconcileError, Gone).",
     ["kind", "outcome"],
 )
 SHADOW_WRITES = Counter(
     "regionshift_shadow_writes_total",
-    "Writes of shadow Deployments, by action (create, replace).",
+    "Writes of shadow Deployments, by action (create, replace, delete, scale_to_zero).",
     ["action"],
 )
 GATE_WRITES = Counter(
     "regionshift_gate_writes_total",
     "Readiness-gate condition writes to dark pods, by the gate written (open, closed).",
     ["gate"],
+)
+DARK_CLUSTER_WAKES = Counter(
+    "regionshift_darkcluster_wakes_total",
+    "Wake-ups of DarkCluster reconciles, by cause (darkcluster, pod, shadow, target, sizing, start).",
+    ["cause"],
+)
+DARK_CLUSTER_RECONCILE_SECONDS = Histogram(
+    "regionshift_darkcluster_reconcile_duration_seconds",
+    "Wall-clock seconds of one DarkCluster reconcile (reads, gate writes, shadow and status writes).",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+STATUS_WRITES = Counter(
+    "regionshift_status_writes_total",
+    "Status writes decided by a reconcile, by kind and outcome (Written, Unchanged: nothing sent).",
+    ["kind", "outcome"],
+)
+TARGET_LABEL_WRITES = Counter(
+    "regionshift_target_label_writes_total",
+    "Writes of the regionshift.io/dark-cluster-role=target label on users' Deployments, by action (add, remove).",
+    ["action"],
 )
 DARK_REPLICAS = Gauge(
     "regionshift_dark_replicas",

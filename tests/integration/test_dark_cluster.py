@@ -7,9 +7,16 @@ kube-controller-manager, the pods from kwok.
 
 from __future__ import annotations
 
-import pytest
+import time
+from typing import Any
 
-from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+import pytest
+from kubernetes import client
+from prometheus_client import REGISTRY
+
+from regionshift.adapters import kube as operator_kube
+
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL, ROLE_TARGET, shadow_deployment, shadow_name
 from regionshift.decide.gate import GATE_CONDITION
 from tests.support.cluster import Kube, eventually
 
@@ -164,5 +171,160 @@ def test_missing_target_is_reported_and_reconciled_when_it_appears(kube: Kube) -
     assert kube.deployment("api-dark") is None
 
     kube.apply(APP)
-    eventually(lambda: kube.deployment("api-dark"), timeout_seconds=10, what="shadow created once the target appears")
+    # A new target is not watched (only labelled Deployments are): the DarkCluster looks for it with a backoff.
+    eventually(lambda: kube.deployment("api-dark"), timeout_seconds=90, what="shadow created once the target appears")
     eventually(lambda: ready_reason("orphan") in ("Warm", "Warming"), what="condition leaves TargetNotFound")
+
+
+def ready_reason(kube: Kube, name: str = "api") -> str | None:
+    conditions = kube.get_custom("darkclusters", name).get("status", {}).get("conditions", [])
+    return next((c["reason"] for c in conditions if c["type"] == "Ready"), None)
+
+
+def deployment(name: str, *, labels: dict[str, str], replicas: int = 2, image: str = "registry.example/api:1") -> dict:
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": {"app": "api"}},
+            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
+                     "template": {"metadata": {"labels": labels},
+                                  "spec": {"containers": [{"name": "api", "image": image}]}}}}
+
+
+def test_the_target_is_labelled_while_shadowed_and_released_with_its_dark_cluster(kube: Kube) -> None:
+    kube.apply(APP)
+    kube.apply(dark_cluster(replicas=1))
+    eventually(lambda: (kube.deployment("api")["metadata"].get("labels") or {}).get(ROLE_LABEL) == ROLE_TARGET,
+               what="the target labelled as shadowed (so the label-selected watch sees it)")
+    # A change of the target reaches the shadow through that watch alone (the resync is minutes away).
+    kube.apps.patch_namespaced_deployment("api", kube.namespace, {"spec": {"template": {"spec": {"containers": [
+        {"name": "api", "image": "registry.example/api:3"}]}}}})
+    eventually(lambda: kube.deployment("api-dark")["spec"]["template"]["spec"]["containers"][0]["image"]
+               == "registry.example/api:3", what="shadow follows the labelled target")
+    kube.delete_custom("darkclusters", "api")
+    eventually(lambda: ROLE_LABEL not in (kube.deployment("api")["metadata"].get("labels") or {}),
+               what="the target label removed with the DarkCluster")
+    assert kube.deployment("api")["metadata"]["labels"] == {"app": "api"}
+
+
+def test_a_deleted_target_leaves_no_dark_pod_serving_and_a_recreated_one_gets_a_rebuilt_shadow(kube: Kube) -> None:
+    kube.apply(APP)
+    kube.apply(dark_cluster(replicas=2, gate="Open"))
+    old = eventually(lambda: len(running(dark_pods(kube))) == 2 and dark_pods(kube), what="2 dark pods running")
+    old_names = {p["metadata"]["name"] for p in old}
+    eventually(lambda: old_names <= kube.ready_endpoint_pods("api"), what="open dark pods serve")
+
+    # The target goes: the gate closes on every dark pod and the shadow scales to zero.
+    kube.apps.delete_namespaced_deployment("api", kube.namespace)
+    eventually(lambda: not (kube.ready_endpoint_pods("api") & old_names), timeout_seconds=30,
+               what="no dark pod serves once the target is gone")
+    eventually(lambda: kube.deployment("api-dark")["spec"]["replicas"] == 0, what="shadow scaled to zero")
+    eventually(lambda: ready_reason(kube) == "TargetNotFound", what="TargetNotFound condition")
+    eventually(lambda: not dark_pods(kube), timeout_seconds=30, what="dark pods gone")
+    status = kube.get_custom("darkclusters", "api")["status"]
+    assert (status["desiredReplicas"], status["gated"]) == (0, True)
+
+    # It comes back with another selector: a shadow that follows it, with new pods only.
+    new_labels = {"app": "api", "track": "v2"}
+    kube.apply(deployment("api", labels=new_labels, image="registry.example/api:2"))
+    eventually(lambda: len(running(dark_pods(kube))) == 2, timeout_seconds=90,
+               what="the dark cluster rebuilt for the recreated target")
+    pods = dark_pods(kube)
+    assert not {p["metadata"]["name"] for p in pods} & old_names
+    assert all({k: p["metadata"]["labels"].get(k) for k in new_labels} == new_labels for p in pods)
+    assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {"registry.example/api:2"}
+    shadow = kube.deployment("api-dark")
+    dc = kube.get_custom("darkclusters", "api")
+    assert shadow["spec"]["selector"] == shadow_deployment(
+        dark_cluster=dc, target=kube.deployment("api"), replicas=2)["spec"]["selector"]
+    assert shadow["metadata"]["ownerReferences"][0]["uid"] == dc["metadata"]["uid"]
+    eventually(lambda: {p["metadata"]["name"] for p in pods} <= kube.ready_endpoint_pods("api"),
+               what="the rebuilt dark pods serve (the gate is open)")
+
+
+@pytest.mark.parametrize("mimic", [False, True], ids=["plain-deployment", "carries-our-labels"])
+def test_a_deployment_in_the_shadows_place_is_never_adopted(kube: Kube, mimic: bool) -> None:
+    labels = {"app": "squatter"}
+    squatter = deployment("api-dark", labels=labels, replicas=1)
+    if mimic:  # even regionshift's own labels do not make it ours: only an owner reference does
+        squatter["metadata"]["labels"] = {DARK_CLUSTER_LABEL: "api", ROLE_LABEL: "shadow"}
+        squatter["spec"]["template"]["metadata"]["labels"] = {**labels, DARK_CLUSTER_LABEL: "api"}
+        squatter["spec"]["selector"]["matchLabels"] = {**labels, DARK_CLUSTER_LABEL: "api"}
+    kube.apply(squatter)
+    before = kube.deployment("api-dark")
+    kube.apply(APP)
+    kube.apply(dark_cluster(replicas=2))
+
+    eventually(lambda: ready_reason(kube) == "ShadowConflict", what="ShadowConflict condition")
+    eventually(lambda: any(e.reason == "ShadowConflict" and e.type == "Warning" for e in kube.events("api")),
+               what="ShadowConflict Event")
+    after = kube.deployment("api-dark")
+    assert after["metadata"]["uid"] == before["metadata"]["uid"]
+    assert after["metadata"].get("ownerReferences") is None
+    assert after["spec"]["template"] == before["spec"]["template"] and after["spec"]["replicas"] == 1
+    assert after["metadata"]["labels"] == before["metadata"]["labels"]
+    for pod in kube.pods("app=squatter"):
+        assert GATE_CONDITION not in {c["type"] for c in pod["status"].get("conditions") or []}
+
+    # Its owner deletes it: the dark cluster is built in its place.
+    kube.apps.delete_namespaced_deployment("api-dark", kube.namespace)
+    shadow = eventually(lambda: (d := kube.deployment("api-dark")) and d["metadata"].get("ownerReferences") and d,
+                        timeout_seconds=90, what="our shadow built once the name is free")
+    assert shadow["metadata"]["ownerReferences"][0]["uid"] == kube.get_custom("darkclusters", "api")["metadata"]["uid"]
+    eventually(lambda: ready_reason(kube) in ("Warm", "Warming"), what="condition leaves ShadowConflict")
+
+
+LONG_TARGET = "payments.checkout-api." + "v" * 33 + ".eu-west"
+
+
+def test_a_63_character_target_name_with_dots_gets_a_valid_shadow(kube: Kube) -> None:
+    assert len(LONG_TARGET) == 63
+    kube.apply(deployment(LONG_TARGET, labels={"app": "long"}, replicas=1))
+    body = dark_cluster("long." + "n" * 200, target=LONG_TARGET, replicas=1)
+    try:
+        kube.create_custom(body)
+    except client.ApiException as exc:
+        if exc.status == 422 and "targetDeployment" in exc.body:
+            pytest.skip("this CRD still limits targetDeployment to a 58-character DNS label (the api change lifts it)")
+        raise
+    shadow = eventually(lambda: kube.deployment(shadow_name(LONG_TARGET)), what="shadow of a long dotted target")
+    assert len(shadow["metadata"]["name"]) <= 63 and shadow["metadata"]["name"].endswith("-dark")
+    assert all(len(v) <= 63 for v in shadow["metadata"]["labels"].values())
+    eventually(lambda: len(running(kube.pods(f"{DARK_CLUSTER_LABEL}={shadow['metadata']['labels'][DARK_CLUSTER_LABEL]}"))) == 1,
+               what="its dark pod running")
+    eventually(lambda: kube.get_custom("darkclusters", body["metadata"]["name"]).get("status", {}).get("warmReplicas") == 1,
+               what="status of the long-named DarkCluster")
+
+
+def test_an_idle_dark_cluster_costs_no_api_requests(kube: Kube) -> None:
+    """No per-object timer: once warm, nothing wakes the DarkCluster and the operator stays silent."""
+    kube.apply(APP)
+    kube.apply(dark_cluster(replicas=3))
+    eventually(lambda: kube.get_custom("darkclusters", "api").get("status", {}).get("warmReplicas") == 3,
+               what="3 warm replicas")
+    api = operator_kube.api_client()
+    calls: list[str] = []
+    original = api.call_api
+
+    def counted(resource_path: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        if kube.namespace in resource_path:
+            calls.append(f"{method} {resource_path}")
+        return original(resource_path, method, *args, **kwargs)
+
+    (reconciled,) = eventually(_settled_reconciles, timeout_seconds=30, what="no reconcile for 3 s")
+    # Watched for longer than the former 15 s per-object timer.
+    api.call_api = counted  # type: ignore[method-assign]
+    try:
+        time.sleep(20)
+    finally:
+        del api.call_api
+    assert calls == []
+    assert _reconciles() == reconciled
+
+
+def _reconciles() -> float:
+    return sum(sample.value for metric in REGISTRY.collect() if metric.name == "regionshift_reconciliations"
+               for sample in metric.samples if sample.labels.get("kind") == "DarkCluster" and sample.name.endswith("_total"))
+
+
+def _settled_reconciles() -> tuple[float] | None:
+    before = _reconciles()
+    time.sleep(3)
+    return (before,) if _reconciles() == before else None

@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import copy
+import re
 from typing import Any
 
 import pytest
 
 from regionshift.decide.darkcapacity import (
     DARK_CLUSTER_LABEL,
+    OWN_STATUS_FIELDS,
+    ROLE_LABEL,
+    ROLE_SHADOW,
+    ROLE_TARGET,
+    blocked_status,
     count_pods,
+    dark_cluster_label_value,
     dark_status,
     desired_replicas,
+    is_owned_by,
+    own_status,
     shadow_deployment,
+    shadow_name,
+    shadow_needs_recreate,
     shadow_needs_write,
+    target_label_patch,
     target_missing_status,
 )
 from regionshift.decide.gate import GATE_CONDITION
@@ -109,20 +121,120 @@ def test_count_pods_warm_and_serving() -> None:
 
 def test_status_reports_warming_then_warm_and_keeps_transition_time() -> None:
     spec = DarkClusterSpec.model_validate({"targetDeployment": "api", "replicas": {"fixedReplicas": 2}})
-    first = dark_status(spec=spec, generation=1, old_status={}, replicas=2, pods=[pod()], now="t1")
+    first = dark_status(spec=spec, generation=1, old_status={}, replicas=2, pods=[pod()], now="t1").wire()
     ready = next(c for c in first["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("False", "Warming")
-    second = dark_status(spec=spec, generation=1, old_status=first, replicas=2, pods=[pod(), pod()], now="t2")
+    second = dark_status(spec=spec, generation=1, old_status=first, replicas=2, pods=[pod(), pod()], now="t2").wire()
     ready = next(c for c in second["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"], ready["lastTransitionTime"]) == ("True", "Warm", "t2")
-    third = dark_status(spec=spec, generation=1, old_status=second, replicas=2, pods=[pod(), pod()], now="t3")
+    third = dark_status(spec=spec, generation=1, old_status=second, replicas=2, pods=[pod(), pod()], now="t3").wire()
     assert next(c for c in third["conditions"] if c["type"] == "Ready")["lastTransitionTime"] == "t2"
     assert (third["warmReplicas"], third["readyReplicas"], third["gated"]) == (2, 0, True)
 
 
-def test_target_missing_status_names_the_target() -> None:
-    spec = DarkClusterSpec.model_validate({"targetDeployment": "nope"})
-    status = target_missing_status(spec=spec, generation=2, old_status={}, now="t")
-    (ready,) = status["conditions"]
+def test_status_never_carries_the_sizing_writers_fields_or_conditions() -> None:
+    """Server-side apply: what the controller sends is what it owns, nothing of sizing's."""
+    spec = DarkClusterSpec.model_validate({"targetDeployment": "api", "replicas": {"fixedReplicas": 1}})
+    old = {"forecastReplicas": 7, "modelFit": {"intercept": 0}, "conditions": [
+        {"type": "Sized", "status": "True", "reason": "Fit", "lastTransitionTime": "t0"}]}
+    sent = dark_status(spec=spec, generation=3, old_status=old, replicas=1, pods=[pod()], now="t1").wire()
+    assert set(sent) <= OWN_STATUS_FIELDS
+    assert {c["type"] for c in sent["conditions"]} == {"Ready", "GateOpen"}
+    assert own_status(old).wire() == {"conditions": []}
+
+
+def test_target_missing_status_names_the_target_and_reports_nothing_serving() -> None:
+    spec = DarkClusterSpec.model_validate({"targetDeployment": "nope", "gate": "Open"})
+    status = target_missing_status(spec=spec, generation=2, old_status={}, pods=[pod()], now="t").wire()
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"], ready["observedGeneration"]) == ("False", "TargetNotFound", 2)
     assert "'nope'" in ready["message"]
+    assert (status["desiredReplicas"], status["gated"]) == (0, True)
+
+
+def test_blocked_status_keeps_the_counts_and_says_why() -> None:
+    old = dark_status(spec=DarkClusterSpec.model_validate({"targetDeployment": "api"}), generation=1, old_status={},
+                      replicas=1, pods=[pod()], now="t1").wire()
+    blocked = blocked_status(generation=2, old_status=old, reason="Forbidden", message="HTTP 403", now="t2").wire()
+    assert blocked["warmReplicas"] == 1 and blocked["observedGeneration"] == 2
+    ready = next(c for c in blocked["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"], ready["message"]) == ("False", "Forbidden", "HTTP 403")
+
+
+@pytest.mark.parametrize("target", [
+    "api",
+    "a" * 58,
+    "a" * 59,
+    "a" * 63,
+    "payments.api.v2-" + "x" * 40 + ".eu",
+    "x" * 50 + ".abcdefghijkl",
+    "x" * 50 + "-." + "y" * 11,
+])
+def test_shadow_names_are_valid_dns_labels_of_at_most_63_characters(target: str) -> None:
+    name = shadow_name(target)
+    assert len(name) <= 63
+    assert re.fullmatch(r"[a-z0-9]([-a-z0-9.]*[a-z0-9])?", name), name
+    assert all(part and not part.startswith("-") and not part.endswith("-") for part in name.split(".")), name
+    assert name.endswith("-dark")
+    if len(target) <= 58:
+        assert name == f"{target}-dark"
+
+
+def test_cut_names_keep_two_long_targets_apart_and_are_stable() -> None:
+    first, second = "a" * 62 + "1", "a" * 62 + "2"
+    assert shadow_name(first) != shadow_name(second)
+    assert shadow_name(first) == shadow_name(first)
+
+
+@pytest.mark.parametrize("name", ["api", "a" * 63, "a" * 64, "team.payments." + "b" * 200])
+def test_label_values_are_valid_and_at_most_63_characters(name: str) -> None:
+    value = dark_cluster_label_value(name)
+    assert len(value) <= 63
+    assert re.fullmatch(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]", value), value
+    assert (value == name) == (len(name) <= 63)
+
+
+def test_a_long_dark_cluster_name_gives_valid_labels_and_selector_on_the_shadow() -> None:
+    body = dark()
+    body["metadata"]["name"] = "team.payments." + "b" * 100
+    shadow = shadow_deployment(dark_cluster=body, target=TARGET, replicas=1)
+    value = shadow["metadata"]["labels"][DARK_CLUSTER_LABEL]
+    assert len(value) <= 63
+    assert shadow["spec"]["selector"]["matchLabels"][DARK_CLUSTER_LABEL] == value
+    assert shadow["spec"]["template"]["metadata"]["labels"][DARK_CLUSTER_LABEL] == value
+    assert all(len(v) <= 63 for v in shadow["metadata"]["labels"].values())
+
+
+def test_shadow_is_labelled_as_a_shadow_not_as_a_target() -> None:
+    target = copy.deepcopy(TARGET)
+    target["metadata"]["labels"][ROLE_LABEL] = ROLE_TARGET
+    shadow = shadow_deployment(dark_cluster=dark(), target=target, replicas=1)
+    assert shadow["metadata"]["labels"][ROLE_LABEL] == ROLE_SHADOW
+
+
+def test_target_label_is_written_once_and_removed_once() -> None:
+    bare = copy.deepcopy(TARGET)
+    assert target_label_patch(target=bare, shadowed=True) == {ROLE_LABEL: ROLE_TARGET}
+    assert target_label_patch(target=bare, shadowed=False) is None
+    bare["metadata"]["labels"][ROLE_LABEL] = ROLE_TARGET
+    assert target_label_patch(target=bare, shadowed=True) is None
+    assert target_label_patch(target=bare, shadowed=False) == {ROLE_LABEL: None}
+
+
+def test_only_a_controller_reference_with_our_uid_makes_a_deployment_ours() -> None:
+    shadow = shadow_deployment(dark_cluster=dark(), target=TARGET, replicas=1)
+    assert is_owned_by(shadow, uid="uid-1")
+    assert not is_owned_by(shadow, uid="uid-2")
+    foreign = copy.deepcopy(shadow)
+    foreign["metadata"]["ownerReferences"][0]["controller"] = False
+    assert not is_owned_by(foreign, uid="uid-1")
+    assert not is_owned_by({"metadata": {"name": "api-dark"}}, uid="uid-1")
+
+
+def test_a_changed_target_selector_recreates_the_shadow() -> None:
+    desired = shadow_deployment(dark_cluster=dark(), target=TARGET, replicas=1)
+    assert not shadow_needs_recreate(current=None, desired=desired)
+    assert not shadow_needs_recreate(current=copy.deepcopy(desired), desired=desired)
+    moved = copy.deepcopy(TARGET)
+    moved["spec"]["selector"] = {"matchLabels": {"app": "api", "track": "v2"}}
+    assert shadow_needs_recreate(current=desired, desired=shadow_deployment(dark_cluster=dark(), target=moved, replicas=1))

@@ -14,7 +14,7 @@ from typing import Any
 
 from kubernetes import client
 
-from regionshift.adapters.kube import ApiException, api_client
+from regionshift.adapters.kube import REQUEST_TIMEOUT, ApiException, api_client
 
 __all__ = ["post_event"]
 
@@ -46,4 +46,4 @@ def _create(*, meta: dict[str, Any], involved: dict[str, Any], type_: str, reaso
         "firstTimestamp": now.isoformat(),
         "lastTimestamp": now.isoformat(),
         "count": 1,
-    })
+    }, _request_timeout=REQUEST_TIMEOUT)

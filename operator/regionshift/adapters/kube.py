@@ -4,15 +4,20 @@ A thin layer over the official (synchronous) client. The operator's handlers are
 ``def`` functions that kopf runs in its thread pool, so blocking calls here never stall
 the event loop. Each function does one read or one write and returns plain dicts, so the
 decisions stay pure functions over plain data.
+
+Every call carries a timeout (:data:`REQUEST_TIMEOUT`): a hung API server costs a reconcile
+some seconds, never a worker thread for good. In a pod, the service-account token is
+re-read from its file as the kubelet rotates it (the client's refresh hook); retries of
+refused writes are the caller's choice, through :mod:`regionshift.adapters.retries`.
 """
 
 from __future__ import annotations
 
 import base64
-import datetime as dt
+import os
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -25,8 +30,10 @@ __all__ = [
     "apply_custom_status",
     "configure",
     "configure_once",
+    "kubeconfig_path",
     "create_custom",
     "create_deployment",
+    "delete_deployment",
     "list_custom",
     "list_deployments",
     "list_pods",
@@ -35,16 +42,25 @@ __all__ = [
     "read_secret_value",
     "write_configmap",
     "patch_custom_status",
+    "patch_deployment_labels",
     "patch_pod_status",
     "read_custom",
     "read_deployment",
     "replace_deployment",
     "rest_configuration",
+    "scale_deployment",
+    "REQUEST_TIMEOUT",
 ]
+
+REQUEST_TIMEOUT = (5.0, 30.0)
+"""(connect, read) seconds for every call to the API server."""
+CONNECTION_POOL_SIZE = 32
+"""Connections kept to the API server: gate writes run 16 at a time, reconciles in parallel."""
 
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
 _configuration: client.Configuration | None = None
+_kubeconfig: Path | None = None
 
 
 def rest_configuration(*, kubeconfig: Path | None = None) -> client.Configuration:
@@ -54,19 +70,34 @@ def rest_configuration(*, kubeconfig: Path | None = None) -> client.Configuratio
         config.load_kube_config(config_file=str(kubeconfig), client_configuration=configuration)
     else:
         try:
-            config.load_incluster_config(client_configuration=configuration)
+            # try_refresh_token: the client re-reads the token file before it expires, so
+            # a bound service-account token rotated by the kubelet is picked up.
+            config.load_incluster_config(client_configuration=configuration, try_refresh_token=True)
         except config.ConfigException:
             config.load_kube_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = CONNECTION_POOL_SIZE
     return configuration
 
 
 def configure(*, kubeconfig: Path | None = None) -> client.Configuration:
-    """Point this module at a cluster; returns the configuration used."""
-    global _api, _configuration
+    """Point this module at a cluster; returns the configuration used.
+
+    An explicit kubeconfig is exported as ``$KUBECONFIG`` too, so kopf's own login
+    (:func:`kopf.login_with_kubeconfig`) reads the same file, again at every re-login.
+    """
+    global _api, _configuration, _kubeconfig
     with _lock:
         _configuration = rest_configuration(kubeconfig=kubeconfig)
         _api = client.ApiClient(_configuration)
+        _kubeconfig = kubeconfig
+        if kubeconfig is not None:
+            os.environ["KUBECONFIG"] = str(kubeconfig)
     return _configuration
+
+
+def kubeconfig_path() -> Path | None:
+    """The kubeconfig file given to :func:`configure`, or None (in-cluster or the default one)."""
+    return _kubeconfig
 
 
 def configure_once() -> client.Configuration:
@@ -96,7 +127,8 @@ def _dict(obj: Any) -> dict[str, Any]:
 def read_deployment(*, namespace: str, name: str) -> dict[str, Any] | None:
     """A Deployment, or None if it does not exist."""
     try:
-        return _dict(client.AppsV1Api(_client()).read_namespaced_deployment(name, namespace))
+        return _dict(client.AppsV1Api(_client()).read_namespaced_deployment(
+            name, namespace, _request_timeout=REQUEST_TIMEOUT))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -106,25 +138,57 @@ def read_deployment(*, namespace: str, name: str) -> dict[str, Any] | None:
 def create_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
     """Create a Deployment."""
     namespace = body["metadata"]["namespace"]
-    return _dict(client.AppsV1Api(_client()).create_namespaced_deployment(namespace, body))
+    return _dict(client.AppsV1Api(_client()).create_namespaced_deployment(
+        namespace, body, _request_timeout=REQUEST_TIMEOUT))
 
 
 def replace_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
     """Replace a Deployment wholesale (body carries metadata.resourceVersion)."""
     meta = body["metadata"]
-    return _dict(client.AppsV1Api(_client()).replace_namespaced_deployment(meta["name"], meta["namespace"], body))
+    return _dict(client.AppsV1Api(_client()).replace_namespaced_deployment(
+        meta["name"], meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT))
+
+
+def delete_deployment(*, namespace: str, name: str, uid: str) -> None:
+    """Delete one Deployment (only if it still has this uid); its ReplicaSets and pods go by garbage collection."""
+    client.AppsV1Api(_client()).delete_namespaced_deployment(
+        name, namespace, body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"},
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+
+
+def scale_deployment(*, namespace: str, name: str, replicas: int, uid: str) -> None:
+    """Set a Deployment's replicas (only if it still has this uid: a JSON patch with a test)."""
+    client.AppsV1Api(_client()).patch_namespaced_deployment(
+        name, namespace,
+        [{"op": "test", "path": "/metadata/uid", "value": uid}, {"op": "replace", "path": "/spec/replicas", "value": replicas}],
+        _content_type="application/json-patch+json", _request_timeout=REQUEST_TIMEOUT,
+    )
+
+
+def patch_deployment_labels(*, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+    """One JSON merge patch of a Deployment's own labels: a value sets a label, None removes it.
+
+    Touches nothing but the named labels (not the spec, not the pod template): no
+    resourceVersion, so it never conflicts, and no rollout.
+    """
+    client.AppsV1Api(_client()).patch_namespaced_deployment(
+        name, namespace, {"metadata": {"labels": dict(labels)}},
+        _content_type="application/merge-patch+json", _request_timeout=REQUEST_TIMEOUT,
+    )
 
 
 def list_pods(*, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     """Pods matching a label selector."""
-    pods = client.CoreV1Api(_client()).list_namespaced_pod(namespace, label_selector=label_selector)
+    pods = client.CoreV1Api(_client()).list_namespaced_pod(
+        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT)
     return [_dict(p) for p in pods.items]
 
 
 def patch_pod_status(*, namespace: str, name: str, conditions: list[dict[str, Any]]) -> None:
     """Merge conditions into a pod's status (strategic merge: by condition type)."""
     client.CoreV1Api(_client()).patch_namespaced_pod_status(
-        name, namespace, {"status": {"conditions": conditions}}
+        name, namespace, {"status": {"conditions": conditions}}, _request_timeout=REQUEST_TIMEOUT
     )
 
 
@@ -132,7 +196,7 @@ def read_custom(*, plural: str, namespace: str, name: str) -> dict[str, Any] | N
     """One regionshift custom resource, or None if it does not exist."""
     try:
         return client.CustomObjectsApi(_client()).get_namespaced_custom_object(  # type: ignore[no-any-return]
-            API_GROUP, API_VERSION, namespace, plural, name
+            API_GROUP, API_VERSION, namespace, plural, name, _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as exc:
         if exc.status == 404:
@@ -143,7 +207,7 @@ def read_custom(*, plural: str, namespace: str, name: str) -> dict[str, Any] | N
 def patch_custom_status(*, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
     """Merge-patch the status subresource of a regionshift custom resource."""
     client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(
-        API_GROUP, API_VERSION, namespace, plural, name, {"status": status}
+        API_GROUP, API_VERSION, namespace, plural, name, {"status": status}, _request_timeout=REQUEST_TIMEOUT
     )
 
 
@@ -162,24 +226,28 @@ def apply_custom_status(
     return client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(  # type: ignore[no-any-return]
         API_GROUP, API_VERSION, namespace, plural, name, body,
         field_manager=field_manager, force=True, _content_type="application/apply-patch+yaml",
+        _request_timeout=REQUEST_TIMEOUT,
     )
 
 
 def list_deployments(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
     """Deployments of a namespace matching a label selector."""
-    items = client.AppsV1Api(_client()).list_namespaced_deployment(namespace, label_selector=label_selector).items
+    items = client.AppsV1Api(_client()).list_namespaced_deployment(
+        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
     return [_dict(d) for d in items]
 
 
 def list_replicasets(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
     """ReplicaSets of a namespace matching a label selector."""
-    items = client.AppsV1Api(_client()).list_namespaced_replica_set(namespace, label_selector=label_selector).items
+    items = client.AppsV1Api(_client()).list_namespaced_replica_set(
+        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
     return [_dict(r) for r in items]
 
 
 def list_custom(*, plural: str, namespace: str) -> list[dict[str, Any]]:
     """Every regionshift custom resource of one kind in a namespace."""
-    answer = client.CustomObjectsApi(_client()).list_namespaced_custom_object(API_GROUP, API_VERSION, namespace, plural)
+    answer = client.CustomObjectsApi(_client()).list_namespaced_custom_object(
+        API_GROUP, API_VERSION, namespace, plural, _request_timeout=REQUEST_TIMEOUT)
     return list(answer.get("items", []))
 
 
@@ -187,7 +255,7 @@ def create_custom(*, plural: str, body: dict[str, Any]) -> dict[str, Any] | None
     """Create a regionshift custom resource; None if one of that name exists already."""
     try:
         return client.CustomObjectsApi(_client()).create_namespaced_custom_object(  # type: ignore[no-any-return]
-            API_GROUP, API_VERSION, body["metadata"]["namespace"], plural, body
+            API_GROUP, API_VERSION, body["metadata"]["namespace"], plural, body, _request_timeout=REQUEST_TIMEOUT
         )
     except ApiException as exc:
         if exc.status == 409:
@@ -198,7 +266,7 @@ def create_custom(*, plural: str, body: dict[str, Any]) -> dict[str, Any] | None
 def read_configmap_data(*, namespace: str, name: str) -> dict[str, str] | None:
     """A ConfigMap's binaryData, or None if it does not exist."""
     try:
-        cm = client.CoreV1Api(_client()).read_namespaced_config_map(name, namespace)
+        cm = client.CoreV1Api(_client()).read_namespaced_config_map(name, namespace, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -211,14 +279,14 @@ def write_configmap(*, body: dict[str, Any]) -> None:
     core = client.CoreV1Api(_client())
     meta = body["metadata"]
     try:
-        core.create_namespaced_config_map(meta["namespace"], body)
+        core.create_namespaced_config_map(meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT)
     except ApiException as exc:
         if exc.status != 409:
             raise
-        core.replace_namespaced_config_map(meta["name"], meta["namespace"], body)
+        core.replace_namespaced_config_map(meta["name"], meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT)
 
 
 def read_secret_value(*, namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded."""
-    secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace)
+    secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
     return base64.b64decode((secret.data or {})[key]).decode()

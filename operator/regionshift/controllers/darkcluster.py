@@ -1,158 +1,531 @@
-"""Reconcile a DarkCluster: read, decide, write.
+"""The DarkCluster controller: one serialized reconcile path per DarkCluster.
 
-The handlers in :mod:`regionshift.controllers.registry` call these functions; each reads what it
-needs from the API server, asks the pure modules (:mod:`regionshift.decide.darkcapacity`,
-:mod:`regionshift.decide.gate`) what to do, and writes only the difference. Running any of them
-twice, or after a crash halfway, converges to the same state: the shadow Deployment is
-replaced only when its decided parts differ, a pod's gate condition is written only when it
-differs, and status only when it changed.
+Every DarkCluster has one kopf daemon (:func:`run`) that sleeps until it is woken and then
+reconciles in a worker thread: it reads the DarkCluster, its target, its shadow and its
+dark pods fresh from the API server, asks the pure modules
+(:mod:`regionshift.decide.darkcapacity`, :mod:`regionshift.decide.gate`) what to do, and
+writes only the difference. Nothing else writes a dark pod's gate, the shadow or this
+controller's status fields, so no reconcile ever acts on an older copy than the one before
+it: a gate that was opened cannot be closed again by a run that started earlier.
+
+Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark pod or a
+shadow that changed, the target that changed or went, and sizing, which writes
+``status.forecastReplicas`` under its own field manager. Wakes that arrive during a run
+collapse into one more run. A slow jittered resync (:data:`RESYNC_SECONDS`) repairs drift;
+a DarkCluster waiting for its target looks for it with a backoff, since the operator does
+not watch Deployments that are not labelled as its own.
+
+Status is built from :class:`regionshift.api.models.DarkClusterStatus` and written with
+server-side apply under :data:`FIELD_MANAGER`, and only when it changed.
 """
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
+import functools
 import logging
-import threading
+import random
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Mapping
 
 import kopf
+import urllib3.exceptions
 
-from regionshift.adapters import events, kube
+from regionshift.adapters import events, kube, retries
 from regionshift.api.conditions import find_condition, now_rfc3339
+from regionshift.api.models import DarkClusterSpec, DarkClusterStatus, Gate
 from regionshift.decide.darkcapacity import (
     DARK_CLUSTER_LABEL,
+    ROLE_LABEL,
+    ROLE_SHADOW,
+    ROLE_TARGET,
+    blocked_status,
     conflict_status,
+    dark_cluster_label_value,
     dark_status,
     desired_replicas,
+    is_owned_by,
+    own_status,
     shadow_deployment,
     shadow_name,
+    shadow_needs_recreate,
     shadow_needs_write,
+    target_label_patch,
     target_missing_status,
 )
 from regionshift.decide.gate import gate_condition, pods_needing_gate_write
-from regionshift.metrics import DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
-from regionshift.api.models import DarkClusterSpec, Gate
+from regionshift.metrics import (
+    DARK_CLUSTER_RECONCILE_SECONDS,
+    DARK_CLUSTER_WAKES,
+    DARK_REPLICAS,
+    GATE_WRITES,
+    RECONCILIATIONS,
+    SHADOW_WRITES,
+    STATUS_WRITES,
+    TARGET_LABEL_WRITES,
+)
 
-__all__ = ["DARKCLUSTERS", "StatusRefresher", "reconcile_dark_cluster", "reconcile_dark_cluster_named", "sync_pod_gate"]
+__all__ = [
+    "DARKCLUSTERS",
+    "FIELD_MANAGER",
+    "RESYNC_SECONDS",
+    "Outcome",
+    "dark_cluster_changed",
+    "dark_pod_changed",
+    "deployment_changed",
+    "next_delay",
+    "reconcile",
+    "reconcile_dark_cluster_named",
+    "run",
+    "wake",
+]
 
 DARKCLUSTERS = "darkclusters"
+FIELD_MANAGER = "regionshift-darkcluster"
+"""Server-side-apply field manager of the status fields this controller owns."""
 GATE_WRITERS = 16
 """Parallel pods/status writes when a gate flips: ungating N pods costs ~N/16 round trips."""
+RECONCILERS = 16
+"""Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
+RESYNC_SECONDS = 600.0
+"""A DarkCluster nobody woke is reconciled again after this long (±20 % jitter)."""
+TARGET_POLL_SECONDS = (2.0, 60.0)
+"""A DarkCluster whose target is missing looks again after 2 s, doubling up to 60 s."""
+RETRY_SECONDS = (0.5, 30.0)
+"""After a routine refusal (409, 429, 5xx, no answer): 0.5 s, doubling up to 30 s."""
+ERROR_SECONDS = (5.0, 300.0)
+"""After any other failure (403, 422, a bug): 5 s, doubling up to 5 minutes."""
+
 log = logging.getLogger(__name__)
 
 
+# ---------------------------------------------------------------------------- waking
+
+
+@dataclass
+class _Waker:
+    """The wake-up of one DarkCluster's daemon; lives on the operator's event loop."""
+
+    loop: asyncio.AbstractEventLoop
+    event: asyncio.Event = field(default_factory=asyncio.Event)
+    causes: set[str] = field(default_factory=set)
+    seen: tuple[Any, Any] | None = None
+    """(generation, forecastReplicas) the last run read: a DarkCluster event wakes only when they moved."""
+
+    def set(self, cause: str) -> None:
+        self.causes.add(cause)
+        self.event.set()
+
+
+_wakers: dict[tuple[str, str], _Waker] = {}
+
+
+def wake(*, namespace: str, name: str, cause: str = "sizing") -> bool:
+    """Wake a DarkCluster's reconcile; safe from any thread or coroutine.
+
+    Returns False when no daemon runs for it (not created yet, being deleted, or another
+    operator instance owns it); the daemon's first run then reads everything anyway.
+    Sizing calls this after writing ``status.forecastReplicas``.
+    """
+    waker = _wakers.get((namespace, name))
+    if waker is None:
+        return False
+    DARK_CLUSTER_WAKES.labels(cause).inc()
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is waker.loop:
+        waker.set(cause)
+        return True
+    try:
+        waker.loop.call_soon_threadsafe(waker.set, cause)
+    except RuntimeError:  # the operator's loop has closed: nothing left to wake
+        return False
+    return True
+
+
+def reconcile_dark_cluster_named(*, namespace: str, name: str) -> None:
+    """Deprecated name of :func:`wake` (sizing's former call); wakes, never reconciles itself."""
+    wake(namespace=namespace, name=name, cause="sizing")
+
+
+def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
+    """A DarkCluster event: wake its daemon if its spec or its forecast moved since the last run.
+
+    Our own status writes come back as events too; they do not wake anything.
+    """
+    waker = _wakers.get((namespace, name))
+    if waker is None or type_ == "DELETED":
+        return
+    seen = ((body.get("metadata") or {}).get("generation"), (body.get("status") or {}).get("forecastReplicas"))
+    if seen != waker.seen:
+        wake(namespace=namespace, name=name, cause="darkcluster")
+
+
+def dark_pod_changed(*, namespace: str, labels: Mapping[str, str],
+                     darkclusters_by_label: Mapping[tuple[str, str], Any]) -> None:
+    """A dark pod appeared, changed or went: wake its DarkCluster (it gets its gate from there)."""
+    for name in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), []):
+        wake(namespace=namespace, name=name, cause="pod")
+
+
+async def deployment_changed(
+    *, namespace: str, name: str, labels: Mapping[str, str], type_: str | None,
+    darkclusters_by_target: Mapping[tuple[str, str], Any], darkclusters_by_label: Mapping[tuple[str, str], Any],
+) -> None:
+    """A shadow or a target changed (or went): wake the DarkClusters concerned.
+
+    A Deployment labelled as a target that no DarkCluster shadows any more (its
+    DarkCluster was deleted while the operator was away) loses the label.
+    """
+    role = labels.get(ROLE_LABEL)
+    if role == ROLE_SHADOW:
+        for dark_cluster in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), []):
+            wake(namespace=namespace, name=dark_cluster, cause="shadow")
+        return
+    if role != ROLE_TARGET:
+        return
+    shadowing = list(darkclusters_by_target.get((namespace, name), []))
+    for dark_cluster in shadowing:
+        wake(namespace=namespace, name=dark_cluster, cause="target")
+    if not shadowing and type_ != "DELETED":
+        await asyncio.to_thread(_release_target, namespace=namespace, target=name, leaving=None)
+
+
+# ---------------------------------------------------------------------------- the daemon
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one reconcile did, and when the next one is due if nobody wakes it."""
+
+    reason: str
+    """Reconciled, TargetNotFound, ShadowConflict, Gone, Conflict, Retrying, Forbidden, Invalid, ..."""
+    seen: tuple[Any, Any] | None = None
+
+
+_ROUTINE = frozenset({"Conflict", "Retrying"})
+_POLLED = frozenset({"TargetNotFound", "ShadowConflict"})
+_executor_instance: ThreadPoolExecutor | None = None
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _executor_instance
+    if _executor_instance is None:
+        _executor_instance = ThreadPoolExecutor(max_workers=RECONCILERS, thread_name_prefix="darkcluster")
+    return _executor_instance
+
+
+def next_delay(*, reason: str, streak: int, jitter: float) -> float:
+    """Seconds until a DarkCluster nobody wakes is reconciled again (pure, unit-tested).
+
+    ``streak`` counts the runs in a row with this same reason (1 for the first);
+    ``jitter`` is in [0, 1). Reconciled: the slow resync, ±20 %. TargetNotFound or
+    ShadowConflict: a backoff poll, since neither a new target nor a user's Deployment in
+    the shadow's place is watched. A routine refusal: a quick retry. Anything else: a
+    slower retry, so that a broken object does not hammer the API server.
+    """
+    if reason == "Reconciled":
+        return RESYNC_SECONDS * (0.8 + 0.4 * jitter)
+    low, high = (
+        TARGET_POLL_SECONDS if reason in _POLLED else RETRY_SECONDS if reason in _ROUTINE else ERROR_SECONDS
+    )
+    ceiling = min(high, low * 2 ** max(0, streak - 1))
+    return ceiling * (0.75 + 0.25 * jitter)
+
+
+async def _until(stopped: kopf.DaemonStopped) -> None:
+    await stopped.wait()
+
+
+async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: kopf.DaemonStopped) -> None:
+    """The daemon of one DarkCluster: reconcile now, then whenever woken or due, one run at a time."""
+    loop = asyncio.get_running_loop()
+    key = (namespace, name)
+    waker = _Waker(loop=loop)
+    _wakers[key] = waker
+    waker.set("start")
+    stop = asyncio.ensure_future(_until(stopped))
+    delay, last, streak = 0.0, "", 0
+    gone = False
+    try:
+        while not stopped:
+            if not waker.event.is_set():
+                sleeper = asyncio.ensure_future(waker.event.wait())
+                await asyncio.wait({sleeper, stop}, timeout=delay, return_when=asyncio.FIRST_COMPLETED)
+                sleeper.cancel()
+                if stopped:
+                    break
+                if not waker.event.is_set():
+                    waker.causes.add("resync" if last == "Reconciled" else "retry")
+            waker.event.clear()
+            causes, waker.causes = ",".join(sorted(waker.causes)), set()
+            outcome = await loop.run_in_executor(_executor(), functools.partial(
+                _reconcile_logged, namespace=namespace, name=name, causes=causes))
+            if outcome.reason == "Gone":
+                gone = True
+                break
+            waker.seen = outcome.seen
+            streak = streak + 1 if outcome.reason == last else 1
+            last = outcome.reason
+            delay = next_delay(reason=outcome.reason, streak=streak, jitter=random.random())
+    finally:
+        stop.cancel()
+        if _wakers.get(key) is waker:
+            del _wakers[key]
+    deleted = stopped.reason is not None and bool(stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
+    if gone or deleted:
+        target = str(spec.get("targetDeployment", ""))
+        if target:
+            await loop.run_in_executor(_executor(), functools.partial(
+                _release_target, namespace=namespace, target=target, leaving=name))
+
+
+def _reconcile_logged(*, namespace: str, name: str, causes: str) -> Outcome:
+    """One reconcile; every failure becomes an outcome (and, when it is news, a condition and an Event)."""
+    started = time.monotonic()
+    try:
+        outcome = reconcile(namespace=namespace, name=name)
+    except kube.ApiException as exc:
+        outcome = _failed(namespace=namespace, name=name, status=exc.status, detail=f"HTTP {exc.status} {exc.reason}")
+    except urllib3.exceptions.HTTPError as exc:
+        outcome = _failed(namespace=namespace, name=name, status=None, detail=type(exc).__name__)
+    except Exception as exc:  # a bug: say so loudly, report it, retry later
+        log.exception("reconcile of DarkCluster %s/%s failed", namespace, name)
+        outcome = _failed(namespace=namespace, name=name, status=-1, detail=f"{type(exc).__name__}: {exc}")
+    DARK_CLUSTER_RECONCILE_SECONDS.observe(time.monotonic() - started)
+    RECONCILIATIONS.labels("DarkCluster", outcome.reason).inc()
+    log.debug("DarkCluster %s/%s woken by %s: %s", namespace, name, causes, outcome.reason)
+    return outcome
+
+
+_API_REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 422: "Invalid"}
+
+
+def _failed(*, namespace: str, name: str, status: int | None, detail: str) -> Outcome:
+    if retries.is_retryable(status):
+        # Routine: someone wrote meanwhile, the API server asked us to slow down, or it hiccuped.
+        log.info("DarkCluster %s/%s: %s; reconciling again shortly", namespace, name, detail)
+        return Outcome(reason="Conflict" if status == 409 else "Retrying")
+    reason = _API_REASONS.get(status or 0, "ReconcileError")
+    try:
+        body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
+        if body is not None:
+            old = body.get("status") or {}
+            _report_blocked(body, reason=reason, message=f"reconcile failed: {detail}",
+                            status=blocked_status(generation=body["metadata"].get("generation"), old_status=old,
+                                                  reason=reason, message=f"reconcile failed: {detail}"[:1000],
+                                                  now=now_rfc3339()))
+    except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:
+        log.warning("DarkCluster %s/%s: could not report %s: %s", namespace, name, reason, exc)
+    log.warning("DarkCluster %s/%s: %s", namespace, name, detail)
+    return Outcome(reason=reason)
+
+
+# ---------------------------------------------------------------------------- one reconcile
+
+
 def _selector(name: str) -> str:
-    return f"{DARK_CLUSTER_LABEL}={name}"
+    return f"{DARK_CLUSTER_LABEL}={dark_cluster_label_value(name)}"
 
 
 def _event(body: dict[str, Any], *, type_: str, reason: str, message: str) -> None:
     events.post_event(involved=body, type_=type_, reason=reason, message=message)
 
 
-def _write_status(body: dict[str, Any], status: dict[str, Any]) -> None:
-    old = body.get("status") or {}
-    if all(old.get(key) == value for key, value in status.items()):
-        return
-    meta = body["metadata"]
-    kube.patch_custom_status(plural=DARKCLUSTERS, namespace=meta["namespace"], name=meta["name"], status=status)
+def reconcile(*, namespace: str, name: str) -> Outcome:
+    """Bring one DarkCluster's shadow, its pods' gates and its status in line, read fresh.
 
-
-def reconcile_dark_cluster(*, body: dict[str, Any]) -> str:
-    """Bring a DarkCluster's shadow Deployment, its pods' gates and its status in line.
-
-    Returns the outcome (also counted in ``regionshift_reconciliations_total``).
+    Only the DarkCluster's daemon calls this (one run at a time per DarkCluster).
     """
+    body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return Outcome(reason="Gone")
     meta = body["metadata"]
-    namespace, name, generation = meta["namespace"], meta["name"], meta.get("generation")
+    uid, generation = meta["uid"], meta.get("generation")
     spec = DarkClusterSpec.model_validate(body["spec"])
     old_status = body.get("status") or {}
+    seen = (generation, old_status.get("forecastReplicas"))
     now = now_rfc3339()
 
     target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
+    current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
+    if current is not None and not is_owned_by(current, uid=uid):
+        return _conflict(body, spec=spec, seen=seen)
+    pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
+
     if target is None:
-        return _blocked(body, reason="TargetNotFound",
-                        message=f"Deployment {spec.target_deployment!r} not found; waiting for it to appear",
-                        status=target_missing_status(spec=spec, generation=generation, old_status=old_status, now=now))
+        return _target_missing(body, spec=spec, current=current, pods=pods, seen=seen)
+    _label_target(target)
 
     replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
     desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
-    current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
-    if current is not None and (current["metadata"].get("labels") or {}).get(DARK_CLUSTER_LABEL) != name:
-        return _blocked(body, reason="ShadowConflict",
-                        message=f"Deployment {desired['metadata']['name']!r} exists and is not ours; left untouched",
-                        status=conflict_status(spec=spec, generation=generation, old_status=old_status, now=now))
-
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
     # shadow's own update (its rollout strategy follows the gate, see darkcapacity).
-    pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
     written = _write_gates(namespace=namespace, pods=pods, gate=spec.gate)
     if written:
         verb = "opened" if spec.gate == Gate.OPEN.value else "closed"
         _event(body, type_="Normal", reason=f"Gate{verb.capitalize()}",
                message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}")
+    if current is not None and shadow_needs_recreate(current=current, desired=desired):
+        _delete_shadow(body=body, current=current)
+        current = None
     if shadow_needs_write(current=current, desired=desired):
-        _write_shadow(body=body, current=current, desired=desired)
+        if not _write_shadow(body=body, current=current, desired=desired):
+            return _conflict(body, spec=spec, seen=seen)
     if written or current is None:
         pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
     status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now)
     _write_status(body, status)
     _export(namespace=namespace, name=name, status=status)
-    RECONCILIATIONS.labels("DarkCluster", "Reconciled").inc()
-    return "Reconciled"
+    return Outcome(reason="Reconciled", seen=seen)
 
 
-def _blocked(body: dict[str, Any], *, reason: str, message: str, status: dict[str, Any]) -> str:
-    """Report a DarkCluster that cannot be acted on: a Warning Event when the reason is new, status, metric."""
+def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, Any]) -> Outcome:
+    """The shadow's name is taken by a Deployment this DarkCluster does not own: touch nothing of it."""
+    status = conflict_status(spec=spec, generation=body["metadata"].get("generation"),
+                             old_status=body.get("status") or {}, now=now_rfc3339())
+    _report_blocked(body, reason="ShadowConflict", status=status,
+                    message=f"Deployment {shadow_name(spec.target_deployment)!r} exists and is not owned by this"
+                    " DarkCluster; left untouched")
+    return Outcome(reason="ShadowConflict", seen=seen)
+
+
+def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dict[str, Any] | None,
+                    pods: list[dict[str, Any]], seen: tuple[Any, Any]) -> Outcome:
+    """No target (never created, or deleted): nothing of the dark cluster may serve.
+
+    Every dark pod's gate closes (at once: out of the endpoints) and the shadow scales to
+    zero; it is kept, so a target that comes back gets its dark capacity with one write.
+    """
+    namespace = body["metadata"]["namespace"]
+    written = _write_gates(namespace=namespace, pods=pods, gate=Gate.CLOSED.value)
+    scaled = current is not None and (current.get("spec") or {}).get("replicas") != 0
+    if scaled:
+        assert current is not None
+        kube.scale_deployment(namespace=namespace, name=current["metadata"]["name"], replicas=0,
+                              uid=current["metadata"]["uid"])
+        SHADOW_WRITES.labels("scale_to_zero").inc()
+        _event(body, type_="Normal", reason="ShadowScaledToZero",
+               message=f"{current['metadata']['name']} scaled to 0 and its gate closed: its target"
+               f" {spec.target_deployment!r} is gone")
+    if written or scaled:
+        pods = kube.list_pods(namespace=namespace, label_selector=_selector(body["metadata"]["name"]))
+    status = target_missing_status(spec=spec, generation=body["metadata"].get("generation"),
+                                   old_status=body.get("status") or {}, pods=pods, now=now_rfc3339())
+    _report_blocked(body, reason="TargetNotFound", status=status,
+                    message=f"Deployment {spec.target_deployment!r} not found; nothing of the dark cluster serves"
+                    " until it appears")
+    _export(namespace=namespace, name=body["metadata"]["name"], status=status)
+    return Outcome(reason="TargetNotFound", seen=seen)
+
+
+def _report_blocked(body: dict[str, Any], *, reason: str, message: str, status: DarkClusterStatus) -> None:
+    """A DarkCluster that cannot be acted on: a Warning Event when the reason is new, and status."""
     previous = find_condition((body.get("status") or {}).get("conditions"), "Ready")
     if not previous or previous.get("reason") != reason:
         _event(body, type_="Warning", reason=reason, message=message)
     _write_status(body, status)
-    RECONCILIATIONS.labels("DarkCluster", reason).inc()
-    return reason
 
 
-@contextlib.contextmanager
-def _retry_on_conflict(what: str) -> Iterator[None]:
-    """A 409 means someone else wrote the shadow meanwhile: let kopf retry with a fresh read."""
+def _write_status(body: dict[str, Any], status: DarkClusterStatus) -> bool:
+    """Server-side apply of this controller's status fields, only when they changed."""
+    desired = status.wire()
+    if own_status(body.get("status") or {}).wire() == desired:
+        STATUS_WRITES.labels("DarkCluster", "Unchanged").inc()
+        return False
+    meta = body["metadata"]
+    kube.apply_custom_status(plural=DARKCLUSTERS, kind="DarkCluster", namespace=meta["namespace"], name=meta["name"],
+                             status=desired, field_manager=FIELD_MANAGER)
+    STATUS_WRITES.labels("DarkCluster", "Written").inc()
+    return True
+
+
+def _label_target(target: dict[str, Any]) -> None:
+    """Label the target as shadowed, so that the operator's Deployment watch sees its changes."""
+    patch = target_label_patch(target=target, shadowed=True)
+    if patch is None:
+        return
+    meta = target["metadata"]
+    kube.patch_deployment_labels(namespace=meta["namespace"], name=meta["name"], labels=patch)
+    TARGET_LABEL_WRITES.labels("add").inc()
+
+
+def _release_target(*, namespace: str, target: str, leaving: str | None) -> None:
+    """Remove the target label from a Deployment no DarkCluster (but ``leaving``) shadows any more."""
     try:
-        yield
-    except kube.ApiException as exc:
-        if exc.status != 409:
-            raise
-        raise kopf.TemporaryError(f"{what}; retrying", delay=1) from exc
+        others = [dc for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace)
+                  if dc["metadata"]["name"] != leaving and not dc["metadata"].get("deletionTimestamp")
+                  and (dc.get("spec") or {}).get("targetDeployment") == target]
+        if others:
+            return
+        deployment = kube.read_deployment(namespace=namespace, name=target)
+        patch = None if deployment is None else target_label_patch(target=deployment, shadowed=False)
+        if patch is not None:
+            kube.patch_deployment_labels(namespace=namespace, name=target, labels=patch)
+            TARGET_LABEL_WRITES.labels("remove").inc()
+    except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:  # the next event or restart tries again
+        log.info("could not release target %s/%s: %s", namespace, target, exc)
 
 
-def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desired: dict[str, Any]) -> None:
+def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Create or replace the shadow; False when its name turned out to be taken by someone else."""
     shadow = desired["metadata"]["name"]
     if current is None:
-        with _retry_on_conflict(f"{shadow} appeared while being created"):
+        try:
             kube.create_deployment(body=desired)
+        except kube.ApiException as exc:
+            if exc.status != 409:
+                raise
+            existing = kube.read_deployment(namespace=desired["metadata"]["namespace"], name=shadow)
+            if existing is not None and not is_owned_by(existing, uid=body["metadata"]["uid"]):
+                return False  # never adopt a Deployment regionshift did not create for this DarkCluster
+            raise  # ours after all, or gone again: reconcile anew
         SHADOW_WRITES.labels("create").inc()
         _event(body, type_="Normal", reason="ShadowCreated",
                message=f"created {shadow} with {desired['spec']['replicas']} gated replica(s)")
-        return
+        return True
     replacement = {
         **desired,
         "metadata": {**desired["metadata"], "resourceVersion": current["metadata"]["resourceVersion"]},
         "status": current.get("status") or {},
     }
     replacement["metadata"]["labels"] = {**(current["metadata"].get("labels") or {}), **desired["metadata"]["labels"]}
-    with _retry_on_conflict(f"{shadow} changed while being updated"):
-        kube.replace_deployment(body=replacement)
+    kube.replace_deployment(body=replacement)  # a 409 (changed meanwhile) is retried by the daemon
     SHADOW_WRITES.labels("replace").inc()
     _event(body, type_="Normal", reason="ShadowUpdated",
            message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template, gate-dependent rollout strategy")
+    return True
+
+
+def _delete_shadow(*, body: dict[str, Any], current: dict[str, Any]) -> None:
+    """Delete a shadow whose (immutable) selector is not the one decided; its pods go by garbage collection."""
+    shadow = current["metadata"]["name"]
+    try:
+        kube.delete_deployment(namespace=current["metadata"]["namespace"], name=shadow, uid=current["metadata"]["uid"])
+    except kube.ApiException as exc:
+        if exc.status != 404:
+            raise  # 409: the uid precondition failed, someone replaced it meanwhile; reconcile anew
+    SHADOW_WRITES.labels("delete").inc()
+    _event(body, type_="Normal", reason="ShadowRecreated",
+           message=f"deleted {shadow}: its target's selector changed and a selector cannot; creating it anew")
 
 
 def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> int:
-    """Write the gate condition on every pod that differs, in parallel; return how many."""
+    """Write the gate condition on every pod that differs, in parallel; return how many.
+
+    Each write is retried with backoff and jitter on 409, 429 and 5xx.
+    """
     names = pods_needing_gate_write(pods=pods, gate=gate)
     condition = gate_condition(gate=gate, now=now_rfc3339())
 
     def write(pod: str) -> bool:
         try:
-            kube.patch_pod_status(namespace=namespace, name=pod, conditions=[condition])
+            retries.call(lambda: kube.patch_pod_status(namespace=namespace, name=pod, conditions=[condition]),
+                         what=f"gate of pod {namespace}/{pod}")
         except kube.ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to gate
                 return False
@@ -166,53 +539,7 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
         return sum(pool.map(write, names))
 
 
-def _export(*, namespace: str, name: str, status: dict[str, Any]) -> None:
-    DARK_REPLICAS.labels(namespace, name, "desired").set(status["desiredReplicas"])
-    DARK_REPLICAS.labels(namespace, name, "warm").set(status["warmReplicas"])
-    DARK_REPLICAS.labels(namespace, name, "serving").set(status["readyReplicas"])
-
-
-def reconcile_dark_cluster_named(*, namespace: str, name: str) -> str | None:
-    """Reconcile a DarkCluster read fresh from the API server (None if it is gone)."""
-    body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
-    if body is None or body["metadata"].get("deletionTimestamp"):
-        return None
-    return reconcile_dark_cluster(body=body)
-
-
-def sync_pod_gate(*, pod: dict[str, Any], gate: str) -> bool:
-    """Write one dark pod's gate condition if it differs from its DarkCluster's gate."""
-    return _write_gates(namespace=pod["metadata"]["namespace"], pods=[pod], gate=gate) > 0
-
-
-class StatusRefresher:
-    """Coalesces bursts of dark-pod events into one reconcile per DarkCluster.
-
-    A pod event asks for a refresh; the refresh runs once, shortly after, for every
-    request that arrived meanwhile. Nothing here is state: a lost request is made good by
-    the periodic resync.
-    """
-
-    def __init__(self, *, delay_seconds: float = 0.3) -> None:
-        self._delay = delay_seconds
-        self._pending: set[tuple[str, str]] = set()
-        self._lock = threading.Lock()
-
-    def request(self, *, namespace: str, name: str) -> None:
-        """Ask for a refresh of one DarkCluster."""
-        key = (namespace, name)
-        with self._lock:
-            if key in self._pending:
-                return
-            self._pending.add(key)
-        timer = threading.Timer(self._delay, self._run, kwargs={"key": key})
-        timer.daemon = True
-        timer.start()
-
-    def _run(self, *, key: tuple[str, str]) -> None:
-        with self._lock:
-            self._pending.discard(key)
-        try:
-            reconcile_dark_cluster_named(namespace=key[0], name=key[1])
-        except Exception:  # the periodic resync retries; never kill the timer thread loudly
-            log.exception("refresh of DarkCluster %s/%s failed", *key)
+def _export(*, namespace: str, name: str, status: DarkClusterStatus) -> None:
+    DARK_REPLICAS.labels(namespace, name, "desired").set(status.desired_replicas or 0)
+    DARK_REPLICAS.labels(namespace, name, "warm").set(status.warm_replicas or 0)
+    DARK_REPLICAS.labels(namespace, name, "serving").set(status.ready_replicas or 0)

@@ -2,25 +2,37 @@
 
 Kept apart from the handlers so that the registry, the runner and the tests can share one
 configuration without importing each other.
+
+The operator watches only its own objects: its custom resources, the Deployments labelled
+with :data:`regionshift.decide.darkcapacity.ROLE_LABEL` (shadows, and the targets they
+shadow) and the pods labelled with :data:`regionshift.decide.darkcapacity.DARK_CLUSTER_LABEL`.
+The API server filters the watches, so a namespace with thousands of other pods and
+Deployments costs the operator nothing.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import kopf
 
 from regionshift.adapters import kube
 from regionshift.api.models import API_GROUP
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL
 
-__all__ = ["configure_settings", "connection_info"]
+__all__ = ["configure_settings", "login"]
 
 
-def configure_settings(settings: kopf.OperatorSettings) -> None:
+def configure_settings(
+    settings: kopf.OperatorSettings, *, pods: tuple[str, str, str], deployments: tuple[str, str, str]
+) -> None:
     """kopf settings for regionshift.
 
     Handler progress and the diff base go into annotations: the CRDs' structural schemas
-    would prune unknown status fields, and kopf would re-run handlers forever.
+    would prune unknown status fields, and kopf would re-run handlers forever. The Pod and
+    Deployment watches carry label selectors, so only regionshift's own objects are listed
+    and watched.
     """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
@@ -28,21 +40,24 @@ def configure_settings(settings: kopf.OperatorSettings) -> None:
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    settings.watching.connect_timeout = 10
     settings.networking.request_timeout = 30
+    settings.networking.connect_timeout = 10
     settings.execution.max_workers = 16
+    settings.watching.label_selectors[pods] = DARK_CLUSTER_LABEL
+    settings.watching.label_selectors[deployments] = ROLE_LABEL
 
 
-def connection_info() -> kopf.ConnectionInfo:
-    """kopf's credentials, from the configuration :mod:`regionshift.adapters.kube` uses."""
-    configuration = kube.configure_once()
-    api_key = (configuration.api_key or {}).get("authorization") or (configuration.api_key or {}).get("BearerToken")
-    scheme, token = (api_key.split(" ", 1) + [""])[:2] if api_key else (None, None)
-    return kopf.ConnectionInfo(
-        server=configuration.host,
-        ca_path=configuration.ssl_ca_cert,
-        insecure=not configuration.verify_ssl,
-        certificate_path=configuration.cert_file,
-        private_key_path=configuration.key_file,
-        scheme=scheme,
-        token=token or None,
-    )
+def login(*, settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """kopf's credentials, through kopf's own login helpers.
+
+    kopf calls this again whenever the API server answers 401, so credentials that expire
+    are fetched anew: with ``--kubeconfig`` the file is read again
+    (:func:`kopf.login_with_kubeconfig`, which reads ``$KUBECONFIG``, set by
+    :func:`regionshift.adapters.kube.configure`); otherwise the official client logs in
+    (:func:`kopf.login_via_client`: the service account's token file, re-read each time, or
+    the default kubeconfig with its exec and auth-provider plugins).
+    """
+    if kube.kubeconfig_path() is not None:
+        return kopf.login_with_kubeconfig(settings=settings, logger=logger, **kwargs)
+    return kopf.login_via_client(settings=settings, logger=logger, **kwargs)

@@ -3,7 +3,8 @@
 Importing this module registers the handlers on kopf's default registry. The work is done
 in :mod:`regionshift.controllers.darkcluster` and
 :mod:`regionshift.controllers.regionfailover`; the settings and the login in
-:mod:`regionshift.controllers.settings`.
+:mod:`regionshift.controllers.operator_settings`. A DarkCluster is reconciled by its daemon
+only; every other DarkCluster handler just wakes it.
 """
 
 from __future__ import annotations
@@ -12,75 +13,70 @@ from typing import Any
 
 import kopf
 
-from regionshift.api.models import API_GROUP, API_VERSION, Gate
+from regionshift.api.models import API_GROUP, API_VERSION
 from regionshift.controllers import darkcluster, operator_settings, regionfailover
-from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, dark_cluster_label_value
 
 DARKCLUSTER_RESOURCE = (API_GROUP, API_VERSION, "darkclusters")
 REGIONFAILOVER_RESOURCE = (API_GROUP, API_VERSION, "regionfailovers")
-RESYNC_SECONDS = 15.0
-_refresher = darkcluster.StatusRefresher()
+DEPLOYMENT_RESOURCE = ("apps", "v1", "deployments")
+POD_RESOURCE = ("", "v1", "pods")
 
 
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-    """Keep kopf's bookkeeping in annotations and post only our own Events."""
-    operator_settings.configure_settings(settings)
+    """Annotations for kopf's bookkeeping, our own Events, and watches of our own objects only."""
+    operator_settings.configure_settings(settings, pods=POD_RESOURCE, deployments=DEPLOYMENT_RESOURCE)
 
 
 @kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    """Log in with the same credentials as the API client of :mod:`regionshift.adapters.kube`."""
-    return operator_settings.connection_info()
+def login(settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
+    """Log in through kopf's own helpers (called again when the credentials expire)."""
+    return operator_settings.login(settings=settings, logger=logger, **kwargs)
 
 
 @kopf.index(*DARKCLUSTER_RESOURCE)
 def darkclusters_by_target(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
-    """DarkCluster names by (namespace, target Deployment), to react to Deployment changes."""
+    """DarkCluster names by (namespace, target Deployment), to wake them when their target changes."""
     return {(namespace, spec.get("targetDeployment", "")): name}
 
 
 @kopf.index(*DARKCLUSTER_RESOURCE)
-def darkcluster_gates(namespace: str, name: str, spec: kopf.Spec, **_: Any) -> dict[tuple[str, str], str]:
-    """The gate of every DarkCluster, to gate a new dark pod the moment it appears."""
-    return {(namespace, name): spec.get("gate", Gate.CLOSED.value)}
+def darkclusters_by_label(namespace: str, name: str, **_: Any) -> dict[tuple[str, str], str]:
+    """DarkCluster names by (namespace, value of their label on shadows and dark pods)."""
+    return {(namespace, dark_cluster_label_value(name)): name}
 
 
-@kopf.on.resume(*DARKCLUSTER_RESOURCE)
-@kopf.on.create(*DARKCLUSTER_RESOURCE)
-@kopf.on.update(*DARKCLUSTER_RESOURCE, field="spec")
-def dark_cluster_changed(body: kopf.Body, **_: Any) -> None:
-    """A DarkCluster appeared or its spec changed: shadow, gates and status follow."""
-    darkcluster.reconcile_dark_cluster(body=dict(body))
+@kopf.daemon(*DARKCLUSTER_RESOURCE, cancellation_timeout=30.0)
+async def dark_cluster_daemon(namespace: str, name: str, spec: kopf.Spec, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """The one path that reconciles a DarkCluster: woken by the handlers below, resyncs slowly."""
+    await darkcluster.run(namespace=namespace, name=name, spec=spec, stopped=stopped)
 
 
-@kopf.timer(*DARKCLUSTER_RESOURCE, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-def dark_cluster_resync(body: kopf.Body, **_: Any) -> None:
-    """Periodic resync: repairs drift and anything an event did not bring."""
-    darkcluster.reconcile_dark_cluster(body=dict(body))
+@kopf.on.event(*DARKCLUSTER_RESOURCE)
+async def dark_cluster_event(namespace: str, name: str, body: kopf.Body, type: str | None, **_: Any) -> None:
+    """A DarkCluster changed: wake its reconcile if its spec or its forecast moved."""
+    darkcluster.dark_cluster_changed(namespace=namespace, name=name, body=body, type_=type)
 
 
-@kopf.on.event("apps", "v1", "deployments")
-def deployment_changed(
-    namespace: str, name: str, labels: kopf.Labels, darkclusters_by_target: kopf.Index[tuple[str, str], str], **_: Any
+@kopf.on.event(*DEPLOYMENT_RESOURCE)
+async def deployment_changed(
+    namespace: str, name: str, labels: kopf.Labels, type: str | None,
+    darkclusters_by_target: kopf.Index[tuple[str, str], str], darkclusters_by_label: kopf.Index[tuple[str, str], str],
+    **_: Any,
 ) -> None:
-    """A target changed (or appeared, or went): reconcile its DarkClusters. A shadow changed: refresh status."""
-    if DARK_CLUSTER_LABEL in labels:
-        _refresher.request(namespace=namespace, name=labels[DARK_CLUSTER_LABEL])
-        return
-    for dark_cluster in darkclusters_by_target.get((namespace, name), []):
-        darkcluster.reconcile_dark_cluster_named(namespace=namespace, name=dark_cluster)
+    """A shadow or a target changed (or went): wake its DarkClusters."""
+    await darkcluster.deployment_changed(namespace=namespace, name=name, labels=labels, type_=type,
+                                         darkclusters_by_target=darkclusters_by_target,
+                                         darkclusters_by_label=darkclusters_by_label)
 
 
-@kopf.on.event("", "v1", "pods", labels={DARK_CLUSTER_LABEL: kopf.PRESENT})
-def dark_pod_changed(
-    body: kopf.Body, namespace: str, labels: kopf.Labels, darkcluster_gates: kopf.Index[tuple[str, str], str], **_: Any
+@kopf.on.event(*POD_RESOURCE, labels={DARK_CLUSTER_LABEL: kopf.PRESENT})
+async def dark_pod_changed(
+    namespace: str, labels: kopf.Labels, darkclusters_by_label: kopf.Index[tuple[str, str], str], **_: Any
 ) -> None:
-    """A dark pod appeared or changed: give it its DarkCluster's gate, then refresh the counts."""
-    owner = labels[DARK_CLUSTER_LABEL]
-    for gate in darkcluster_gates.get((namespace, owner), []):
-        darkcluster.sync_pod_gate(pod=dict(body), gate=gate)
-    _refresher.request(namespace=namespace, name=owner)
+    """A dark pod appeared, changed or went: wake its DarkCluster (which gives it its gate)."""
+    darkcluster.dark_pod_changed(namespace=namespace, labels=labels, darkclusters_by_label=darkclusters_by_label)
 
 
 @kopf.daemon(*REGIONFAILOVER_RESOURCE, cancellation_timeout=5.0)

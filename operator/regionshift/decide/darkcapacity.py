@@ -9,6 +9,11 @@ The shadow (Nimble's ``nimble_API``) runs the target's pod template unchanged ex
 one label that tells its pods apart and one readiness gate whose condition the operator
 owns (:mod:`regionshift.decide.gate`), so its pods match the target's Services but stay out of
 their endpoints until the gate opens.
+
+Names stay valid whatever the target is called: a target name may take all 63 characters
+and dots, so ``<target>-dark`` and every label value are cut to 63 characters with a short
+hash of the whole name (:func:`bounded_name`). The operator watches only Deployments that
+carry :data:`ROLE_LABEL`: its shadows (``shadow``) and the targets it shadows (``target``).
 """
 
 from __future__ import annotations
@@ -20,34 +25,96 @@ from typing import Any
 
 from regionshift.api.conditions import condition, set_condition
 from regionshift.decide.gate import GATE_CONDITION
-from regionshift.api.models import DarkClusterSpec, Gate, ReplicaSource
+from regionshift.api.models import Condition, DarkClusterSpec, DarkClusterStatus, Gate, ReplicaSource
 
 __all__ = [
     "DARK_CLUSTER_LABEL",
     "MANAGED_BY_LABEL",
+    "OWN_CONDITIONS",
+    "OWN_STATUS_FIELDS",
+    "ROLE_LABEL",
+    "ROLE_SHADOW",
+    "ROLE_TARGET",
     "TEMPLATE_HASH_ANNOTATION",
+    "blocked_status",
+    "bounded_name",
     "count_pods",
+    "dark_cluster_label_value",
     "dark_status",
     "desired_replicas",
+    "is_owned_by",
+    "own_status",
     "shadow_deployment",
     "shadow_name",
+    "shadow_needs_recreate",
     "shadow_needs_write",
     "conflict_status",
+    "target_label_patch",
     "target_missing_status",
     "template_hash",
 ]
 
+NAME_LIMIT = 63
+"""Longest shadow name and label value: an RFC 1123 label, and the label-value limit."""
 DARK_CLUSTER_LABEL = "regionshift.io/dark-cluster"
-"""On the shadow Deployment and its pods: the name of the DarkCluster they belong to."""
+"""On the shadow Deployment and its pods: its DarkCluster's name (:func:`dark_cluster_label_value`)."""
+ROLE_LABEL = "regionshift.io/dark-cluster-role"
+"""On the Deployments the operator watches: ``shadow`` on its shadows, ``target`` on their targets.
+
+The operator's Deployment watch selects this label only, so it never lists or watches
+the users' other Deployments. The ``target`` label is the operator's one write to a
+user's Deployment (metadata only, no rollout), removed when no DarkCluster shadows it.
+"""
+ROLE_SHADOW = "shadow"
+ROLE_TARGET = "target"
+OWN_CONDITIONS = frozenset({"Ready", "GateOpen"})
+"""Condition types the DarkCluster controller owns (server-side apply, one list-map entry each)."""
+OWN_STATUS_FIELDS = frozenset(
+    {"observedGeneration", "shadowDeployment", "desiredReplicas", "warmReplicas", "readyReplicas", "gated", "conditions"}
+)
+"""Status fields the DarkCluster controller owns; sizing owns forecastReplicas and modelFit."""
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 TEMPLATE_HASH_ANNOTATION = "regionshift.io/template-hash"
 """On the shadow Deployment: hash of everything the operator decided, to skip no-op writes."""
 TARGET_ANNOTATION = "regionshift.io/target-deployment"
 
 
+def bounded_name(name: str, *, suffix: str = "", limit: int = NAME_LIMIT) -> str:
+    """``name + suffix`` if it fits ``limit`` characters, else a cut name, a hash, the suffix.
+
+    The hash (8 hex digits of the whole name's SHA-256) keeps two long names that share a
+    prefix apart. The cut never ends in ``.`` or ``-``, so a DNS name stays a DNS name and
+    a label value starts and ends with an alphanumeric character.
+    """
+    if len(name) + len(suffix) <= limit:
+        return name + suffix
+    digest = hashlib.sha256(name.encode()).hexdigest()[:8]
+    keep = limit - len(suffix) - len(digest) - 1
+    return f"{name[:keep].rstrip('.-')}-{digest}{suffix}"
+
+
 def shadow_name(target: str) -> str:
-    """The shadow Deployment's name: ``<target>-dark``."""
-    return f"{target}-dark"
+    """The shadow Deployment's name: ``<target>-dark``, cut with a hash past 63 characters."""
+    return bounded_name(target, suffix="-dark")
+
+
+def dark_cluster_label_value(name: str) -> str:
+    """The value of :data:`DARK_CLUSTER_LABEL` for a DarkCluster (a name of up to 253 characters)."""
+    return bounded_name(name)
+
+
+def target_label_patch(*, target: dict[str, Any], shadowed: bool) -> dict[str, str | None] | None:
+    """The label write a target needs (``{ROLE_LABEL: ...}``), or None if it is right already."""
+    current = (target["metadata"].get("labels") or {}).get(ROLE_LABEL)
+    if shadowed:
+        return None if current == ROLE_TARGET else {ROLE_LABEL: ROLE_TARGET}
+    return {ROLE_LABEL: None} if current == ROLE_TARGET else None
+
+
+def is_owned_by(obj: dict[str, Any] | None, *, uid: str) -> bool:
+    """Whether an object names ``uid`` as its controlling owner: only then is it ours to change."""
+    owners = ((obj or {}).get("metadata") or {}).get("ownerReferences") or []
+    return any(o.get("uid") == uid and o.get("controller") for o in owners)
 
 
 def desired_replicas(*, spec: DarkClusterSpec, forecast_replicas: int | None) -> int:
@@ -97,18 +164,20 @@ def shadow_deployment(
     with its DarkCluster.
     """
     name = dark_cluster["metadata"]["name"]
+    label = dark_cluster_label_value(name)
     spec = DarkClusterSpec.model_validate(dark_cluster["spec"])
     target_selector = copy.deepcopy(target["spec"]["selector"])
-    selector = {**target_selector, "matchLabels": {**target_selector.get("matchLabels", {}), DARK_CLUSTER_LABEL: name}}
+    selector = {**target_selector, "matchLabels": {**target_selector.get("matchLabels", {}), DARK_CLUSTER_LABEL: label}}
     decided = {
         "replicas": replicas,
         "selector": selector,
-        "template": _shadow_template(target=target, dark_cluster_name=name),
+        "template": _shadow_template(target=target, dark_cluster_name=label),
         "strategy": _strategy(target=target, gate=spec.gate),
     }
     labels = {
         **(target["metadata"].get("labels") or {}),
-        DARK_CLUSTER_LABEL: name,
+        DARK_CLUSTER_LABEL: label,
+        ROLE_LABEL: ROLE_SHADOW,
         MANAGED_BY_LABEL: "regionshift",
     }
     return {
@@ -148,7 +217,19 @@ def shadow_needs_write(*, current: dict[str, Any] | None, desired: dict[str, Any
         annotations.get(TEMPLATE_HASH_ANNOTATION) != desired["metadata"]["annotations"][TEMPLATE_HASH_ANNOTATION]
         or not any(o.get("uid") == desired_owner for o in owners)
         or (current.get("spec") or {}).get("replicas") != desired["spec"]["replicas"]
+        or (current.get("metadata", {}).get("labels") or {}).get(ROLE_LABEL) != ROLE_SHADOW
     )
+
+
+def shadow_needs_recreate(*, current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
+    """Whether the shadow must be deleted and created anew rather than replaced.
+
+    A Deployment's selector is immutable: when the target is recreated with another
+    selector (or a shadow was made with another one), only a new Deployment can follow.
+    """
+    if current is None:
+        return False
+    return bool((current.get("spec") or {}).get("selector") != desired["spec"]["selector"])
 
 
 def _has_condition(pod: dict[str, Any], type_: str) -> bool:
@@ -165,6 +246,14 @@ def count_pods(pods: list[dict[str, Any]]) -> tuple[int, int]:
     return warm, serving
 
 
+def _conditions(old_status: dict[str, Any], *new: dict[str, Any]) -> list[Condition]:
+    """Our conditions only (other writers own theirs), transition times kept from the old ones."""
+    conditions = [c for c in old_status.get("conditions") or [] if c.get("type") in OWN_CONDITIONS]
+    for one in new:
+        conditions = set_condition(conditions, one)
+    return [Condition.model_validate(c) for c in conditions]
+
+
 def dark_status(
     *,
     spec: DarkClusterSpec,
@@ -173,7 +262,7 @@ def dark_status(
     replicas: int,
     pods: list[dict[str, Any]],
     now: str,
-) -> dict[str, Any]:
+) -> DarkClusterStatus:
     """The status a reconciled DarkCluster reports, from its shadow's pods."""
     warm, serving = count_pods(pods)
     shadow = shadow_name(spec.target_deployment)
@@ -192,41 +281,72 @@ def dark_status(
         type_="GateOpen", status=not gated, reason="GateClosed" if gated else "GateOpen", now=now,
         generation=generation, message=f"{serving} of {len(pods)} dark pods serve traffic",
     )
-    conditions = set_condition(set_condition(old_status.get("conditions"), ready), gate)
-    return {
-        "observedGeneration": generation,
-        "shadowDeployment": shadow,
-        "desiredReplicas": replicas,
-        "warmReplicas": warm,
-        "readyReplicas": serving,
-        "gated": gated,
-        "conditions": conditions,
-    }
+    return DarkClusterStatus(
+        observed_generation=generation,
+        shadow_deployment=shadow,
+        desired_replicas=replicas,
+        warm_replicas=warm,
+        ready_replicas=serving,
+        gated=gated,
+        conditions=_conditions(old_status, ready, gate),
+    )
 
 
 def target_missing_status(
-    *, spec: DarkClusterSpec, generation: int | None, old_status: dict[str, Any], now: str
-) -> dict[str, Any]:
-    """The status of a DarkCluster whose target Deployment does not exist (yet)."""
+    *, spec: DarkClusterSpec, generation: int | None, old_status: dict[str, Any], pods: list[dict[str, Any]], now: str
+) -> DarkClusterStatus:
+    """The status of a DarkCluster whose target Deployment does not exist (yet, or any more).
+
+    Nothing serves: every dark pod's gate is closed and the shadow is scaled to zero, so
+    the status reports the gate closed and no replica desired, whatever the spec says.
+    """
+    warm, serving = count_pods(pods)
     missing = condition(
         type_="Ready", status=False, reason="TargetNotFound", now=now, generation=generation,
-        message=f"Deployment {spec.target_deployment!r} not found in this namespace;"
-        " the dark cluster is created as soon as it appears",
+        message=f"Deployment {spec.target_deployment!r} not found in this namespace; no dark pod serves,"
+        " and the dark cluster is rebuilt as soon as it appears",
     )
-    return {
-        "observedGeneration": generation,
-        "gated": spec.gate == Gate.CLOSED.value,
-        "conditions": set_condition(old_status.get("conditions"), missing),
-    }
+    gate = condition(
+        type_="GateOpen", status=False, reason="TargetNotFound", now=now, generation=generation,
+        message=f"{serving} of {len(pods)} dark pods serve traffic",
+    )
+    return DarkClusterStatus(
+        observed_generation=generation,
+        shadow_deployment=shadow_name(spec.target_deployment),
+        desired_replicas=0,
+        warm_replicas=warm,
+        ready_replicas=serving,
+        gated=True,
+        conditions=_conditions(old_status, missing, gate),
+    )
+
+
+def blocked_status(
+    *, generation: int | None, old_status: dict[str, Any], reason: str, message: str, now: str
+) -> DarkClusterStatus:
+    """The last status with a Ready condition saying why the DarkCluster cannot be acted on.
+
+    The counts stay what they were (they are not known now); Ready turns False with the
+    reason (ShadowConflict, Forbidden, Invalid, ...).
+    """
+    blocked = condition(type_="Ready", status=False, reason=reason, now=now, generation=generation, message=message)
+    kept = own_status(old_status)
+    return kept.model_copy(update={"observed_generation": generation, "conditions": _conditions(old_status, blocked)})
 
 
 def conflict_status(
     *, spec: DarkClusterSpec, generation: int | None, old_status: dict[str, Any], now: str
-) -> dict[str, Any]:
+) -> DarkClusterStatus:
     """The status of a DarkCluster whose shadow name is taken by a Deployment it does not own."""
-    taken = condition(
-        type_="Ready", status=False, reason="ShadowConflict", now=now, generation=generation,
+    return blocked_status(
+        generation=generation, old_status=old_status, reason="ShadowConflict", now=now,
         message=f"Deployment {shadow_name(spec.target_deployment)!r} exists and is not owned by this"
-        " DarkCluster; regionshift leaves it untouched",
+        " DarkCluster; regionshift leaves it untouched (delete or rename it to let the dark cluster be built)",
     )
-    return {"observedGeneration": generation, "conditions": set_condition(old_status.get("conditions"), taken)}
+
+
+def own_status(status: dict[str, Any]) -> DarkClusterStatus:
+    """The part of a DarkCluster's status the controller owns, as a model (forecastReplicas and modelFit left out)."""
+    mine = {key: value for key, value in status.items() if key in OWN_STATUS_FIELDS}
+    mine["conditions"] = [c for c in status.get("conditions") or [] if c.get("type") in OWN_CONDITIONS]
+    return DarkClusterStatus.model_validate(mine)

@@ -14,7 +14,7 @@ from typing import Any, Iterable
 
 from regionshift.api.models import Gate
 
-__all__ = ["GATE_CONDITION", "current_gate_status", "gate_condition", "gate_status", "pods_needing_gate_write"]
+__all__ = ["GATE_CONDITION", "current_gate_status", "gate_condition", "gate_status", "pod_gate", "pods_needing_gate_write"]
 
 GATE_CONDITION = "regionshift.io/gate-open"
 """The readiness-gate condition type on dark pods."""
@@ -45,6 +45,14 @@ def current_gate_status(pod: dict[str, Any]) -> str | None:
         if condition.get("type") == GATE_CONDITION:
             return str(condition.get("status"))
     return None
+
+
+def pod_gate(pod: dict[str, Any]) -> Gate | None:
+    """The gate a dark pod carries now: Open, Closed, or None before its first gate write."""
+    status = current_gate_status(pod)
+    if status is None:
+        return None
+    return Gate.OPEN if status == "True" else Gate.CLOSED
 
 
 def pods_needing_gate_write(*, pods: Iterable[dict[str, Any]], gate: str) -> list[str]:

@@ -1,0 +1,121 @@
+"""The DarkCluster controller's own decisions: when to run again, what a refusal becomes.
+
+Tests whose name says "mock" replace the API adapter with fakes, for failures a real API
+server cannot be made to produce on demand (a 409 in the instant between a read and a
+create).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from regionshift.controllers import darkcluster
+from regionshift.decide.darkcapacity import shadow_deployment
+
+
+def test_a_reconciled_dark_cluster_rests_for_the_jittered_resync() -> None:
+    low = darkcluster.next_delay(reason="Reconciled", streak=5, jitter=0.0)
+    high = darkcluster.next_delay(reason="Reconciled", streak=5, jitter=0.999)
+    assert low == pytest.approx(0.8 * darkcluster.RESYNC_SECONDS)
+    assert high == pytest.approx(1.2 * darkcluster.RESYNC_SECONDS, rel=1e-2)
+    assert darkcluster.RESYNC_SECONDS >= 300, "an idle DarkCluster must cost almost no API requests"
+
+
+@pytest.mark.parametrize("reason", ["TargetNotFound", "ShadowConflict"])
+def test_a_blocked_dark_cluster_polls_with_a_capped_backoff(reason: str) -> None:
+    low, high = darkcluster.TARGET_POLL_SECONDS
+    delays = [darkcluster.next_delay(reason=reason, streak=n, jitter=0.999) for n in range(1, 12)]
+    assert delays[0] == pytest.approx(low, rel=1e-2)
+    assert delays == sorted(delays)
+    assert delays[-1] == pytest.approx(high, rel=1e-2)
+
+
+def test_routine_refusals_retry_sooner_than_errors() -> None:
+    conflict = darkcluster.next_delay(reason="Conflict", streak=1, jitter=0.5)
+    forbidden = darkcluster.next_delay(reason="Forbidden", streak=1, jitter=0.5)
+    assert conflict < forbidden
+    assert darkcluster.next_delay(reason="Forbidden", streak=50, jitter=0.999) <= darkcluster.ERROR_SECONDS[1]
+
+
+def test_a_409_during_reconcile_is_retried_quietly_mock(monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture) -> None:
+    def conflict(**_: Any) -> None:
+        raise client.ApiException(status=409, reason="Conflict")
+
+    monkeypatch.setattr(darkcluster, "reconcile", conflict)
+    with caplog.at_level(logging.DEBUG):
+        outcome = darkcluster._reconcile_logged(namespace="ns", name="api", causes="pod")
+    assert outcome.reason == "Conflict"
+    assert [r.levelno for r in caplog.records if r.name.startswith("regionshift")] == [logging.INFO, logging.DEBUG]
+    assert not any(r.exc_info for r in caplog.records)
+
+
+DARK = {"apiVersion": "regionshift.io/v1alpha1", "kind": "DarkCluster",
+        "metadata": {"name": "api", "namespace": "ns", "uid": "uid-1"}, "spec": {"targetDeployment": "api"}}
+TARGET = {"metadata": {"name": "api", "namespace": "ns", "labels": {"app": "api"}},
+          "spec": {"selector": {"matchLabels": {"app": "api"}},
+                   "template": {"metadata": {"labels": {"app": "api"}}, "spec": {"containers": [{"name": "c"}]}}}}
+
+
+def test_a_409_on_create_never_adopts_a_deployment_someone_else_made_mock(monkeypatch: pytest.MonkeyPatch) -> None:
+    desired = shadow_deployment(dark_cluster=DARK, target=TARGET, replicas=1)
+    foreign = {"metadata": {"name": "api-dark", "namespace": "ns", "uid": "other", "labels": dict(desired["metadata"]["labels"])}}
+    writes: list[str] = []
+
+    def create(**_: Any) -> None:
+        raise client.ApiException(status=409, reason="AlreadyExists")
+
+    monkeypatch.setattr(darkcluster.kube, "create_deployment", create)
+    monkeypatch.setattr(darkcluster.kube, "read_deployment", lambda **_: foreign)
+    monkeypatch.setattr(darkcluster.kube, "replace_deployment", lambda **_: writes.append("replace"))
+    monkeypatch.setattr(darkcluster.events, "post_event", lambda **_: None)
+    assert darkcluster._write_shadow(body=DARK, current=None, desired=desired) is False
+    assert writes == []
+
+
+def test_a_409_on_create_of_our_own_shadow_is_retried_mock(monkeypatch: pytest.MonkeyPatch) -> None:
+    desired = shadow_deployment(dark_cluster=DARK, target=TARGET, replicas=1)
+
+    def create(**_: Any) -> None:
+        raise client.ApiException(status=409, reason="AlreadyExists")
+
+    monkeypatch.setattr(darkcluster.kube, "create_deployment", create)
+    monkeypatch.setattr(darkcluster.kube, "read_deployment", lambda **_: desired)
+    with pytest.raises(client.ApiException) as err:
+        darkcluster._write_shadow(body=DARK, current=None, desired=desired)
+    assert err.value.status == 409
+
+
+def test_wake_without_a_daemon_says_so() -> None:
+    assert darkcluster.wake(namespace="nowhere", name="nothing") is False
+
+
+def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    body = {**DARK, "metadata": {**DARK["metadata"], "generation": 2},
+            "status": {"warmReplicas": 2, "forecastReplicas": 5, "conditions": [
+                {"type": "Ready", "status": "True", "reason": "Warm", "lastTransitionTime": "t0"}]}}
+    applied: list[dict[str, Any]] = []
+    posted: list[dict[str, Any]] = []
+
+    def forbidden(**_: Any) -> None:
+        raise client.ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(darkcluster, "reconcile", forbidden)
+    monkeypatch.setattr(darkcluster.kube, "read_custom", lambda **_: body)
+    monkeypatch.setattr(darkcluster.kube, "apply_custom_status", lambda **kw: applied.append(kw))
+    monkeypatch.setattr(darkcluster.events, "post_event", lambda **kw: posted.append(kw))
+    outcome = darkcluster._reconcile_logged(namespace="ns", name="api", causes="pod")
+
+    assert outcome.reason == "Forbidden"
+    (write,) = applied
+    assert write["field_manager"] == darkcluster.FIELD_MANAGER
+    assert "forecastReplicas" not in write["status"] and write["status"]["warmReplicas"] == 2
+    ready = next(c for c in write["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
+    assert [(e["type_"], e["reason"]) for e in posted] == [("Warning", "Forbidden")]
+    assert not any(r.exc_info for r in caplog.records)
