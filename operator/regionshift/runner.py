@@ -39,11 +39,23 @@ async def _operate(
 
 
 def run_operator(*, kubeconfig: Path | None, namespaces: list[str], metrics_port: int | None) -> None:
-    """Run the operator in this process until it is signalled to stop."""
+    """Run the operator in this process until SIGTERM or SIGINT stops it.
+
+    ``/metrics`` is served from the moment kopf is at work (its startup done, its watches
+    starting), so an answer on it doubles as a readiness probe.
+    """
     kube.configure(kubeconfig=kubeconfig)
+    ready = threading.Event()
     if metrics_port:
-        serve_metrics(port=metrics_port)
-    asyncio.run(_operate(namespaces=namespaces, ready_flag=None, stop_flag=None))
+        threading.Thread(target=_serve_metrics_when_ready, kwargs={"ready": ready, "port": metrics_port},
+                         name="regionshift-metrics", daemon=True).start()
+    asyncio.run(_operate(namespaces=namespaces, ready_flag=ready, stop_flag=None))
+
+
+def _serve_metrics_when_ready(*, ready: threading.Event, port: int) -> None:
+    ready.wait()
+    serve_metrics(port=port)
+    log.info("regionshift is at work; metrics on http://127.0.0.1:%d/metrics", port)
 
 
 class OperatorThread:
