@@ -19,9 +19,9 @@ __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from regionshift.runner import run_operator
+    from regionshift.runner import configure_logging, run_operator
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level=getattr(logging, args.log_level))
     run_operator(kubeconfig=args.kubeconfig, namespaces=args.namespace or [], metrics_port=args.metrics_port)
     return 0
 
@@ -103,6 +103,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG or in-cluster")
     run.add_argument("--namespace", action="append", help="watch only these namespaces (repeatable)")
     run.add_argument("--metrics-port", type=int, default=8080, help="serve /metrics here (0: off)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
