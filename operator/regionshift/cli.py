@@ -90,7 +90,7 @@ def _cmd_cluster_up(args: argparse.Namespace) -> int:
     print("\n".join([
         f"# region {name} is up: {cluster.server}, {args.nodes} kwok node(s), files in {workdir}",
         f"# CRDs installed: {crds}" if manifests else
-        "# CRDs not installed (--no-crds): `kubectl apply -f crds/` from a checkout, or `regionshift crds` to write them",
+        "# CRDs not installed (--no-crds): `kubectl apply --server-side -f crds/` from a checkout",
         f"# Use it from this shell (the same two lines later: eval \"$({prog} cluster env --name {name})\"):",
         *_env_lines(kubeconfig=cluster.kubeconfig, bin_dir=cluster.binaries.bin_dir, kubernetes=pins().kubernetes),
         "# Then:",

@@ -48,7 +48,7 @@ class RoutineRetries(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.levelno < logging.ERROR:
+        if record.levelno != logging.ERROR:
             return True
         conflict = _conflict_in(record.exc_info[1] if record.exc_info else None)
         temporary = record.name.startswith("kopf.") and "failed temporarily: " in record.getMessage() \
@@ -66,13 +66,17 @@ class RoutineRetries(logging.Filter):
 
 
 def _conflict_in(exc: BaseException | None) -> str | None:
-    """A one-line description of the 409 Conflict in ``exc``'s chain of causes, if any."""
+    """A one-line description of the 409 Conflict in ``exc``'s chain of causes, if any.
+
+    Only explicit causes (``raise ... from conflict``) count: an exception that merely
+    happened while a conflict was being handled is a failure of its own.
+    """
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
         if getattr(exc, "status", None) == 409 or getattr(exc, "code", None) == 409:
             return f"{type(exc).__name__} 409 {getattr(exc, 'reason', None) or 'Conflict'}"
-        exc = exc.__cause__ or exc.__context__
+        exc = exc.__cause__
     return None
 
 

@@ -55,3 +55,15 @@ def test_other_api_errors_keep_their_level_and_traceback() -> None:
                      exc=ApiException(status=403, reason="Forbidden"))
     RoutineRetries().filter(record)
     assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_a_failure_while_handling_a_conflict_is_not_routine() -> None:
+    try:
+        try:
+            raise ApiException(status=409, reason="Conflict")
+        except ApiException:
+            raise KeyError("status")  # noqa: B904  (implicit context on purpose)
+    except KeyError as exc:
+        record = _record("reconcile failed", name="regionshift.controllers.darkcluster", exc=exc)
+    RoutineRetries().filter(record)
+    assert record.levelno == logging.ERROR and record.exc_info is not None
