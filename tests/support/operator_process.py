@@ -74,7 +74,8 @@ class OperatorProcess:
             log.flush()
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1",
+                     "PYTHONFAULTHANDLER": "1"},  # a crash in C code leaves its stack in the log
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout_seconds
