@@ -3,7 +3,9 @@
     regionshift run                 start the operator against the current kubeconfig
     regionshift crds                write crds/*.yaml from the pydantic models
     regionshift cluster build       build (or find cached) the local control plane
-    regionshift cluster up/down     start or stop a local region on loopback
+    regionshift cluster up/down     start or stop a local region on loopback (up installs the CRDs)
+    regionshift cluster env         the shell lines that point kubectl at a local region
+    regionshift kubectl -- ARGS     the control plane's own kubectl, against a local region
     regionshift demo                one local region, the operator, a DarkCluster, gate closed then open
     regionshift backtest            replay synthetic history with injected faults through detection
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -19,11 +22,17 @@ __all__ = ["main"]
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from regionshift.runner import run_operator
+    from regionshift.runner import configure_logging, run_operator
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level=getattr(logging, args.log_level))
     run_operator(kubeconfig=args.kubeconfig, namespaces=args.namespace or [], metrics_port=args.metrics_port)
-    return 0
+    # kopf has stopped and every write is in the cluster: nothing is left to do. Exit without
+    # interpreter finalization, which races with idle executor threads and native libraries
+    # (it aborted with SIGABRT in 2 of about 10 SIGTERM stops under churn).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _cmd_crds(args: argparse.Namespace) -> int:
@@ -47,17 +56,96 @@ def _cmd_cluster_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(line: str) -> None:
+    """Progress of ``cluster up`` goes to stderr: stdout carries only shell lines."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def _program() -> str:
+    """How this command was invoked, for commands printed to copy and paste."""
+    import shutil
+
+    argv0 = Path(sys.argv[0])
+    if argv0.name != "regionshift":
+        return f"{sys.executable} -m regionshift.cli"
+    on_path = shutil.which("regionshift")
+    return "regionshift" if on_path and Path(on_path).resolve() == argv0.resolve() else str(argv0)
+
+
+def _env_lines(*, kubeconfig: Path, bin_dir: Path, kubernetes: str) -> list[str]:
+    return [
+        f"export KUBECONFIG={kubeconfig}",
+        f"export PATH={bin_dir}:$PATH   # kubectl {kubernetes} (and helm) of this control plane",
+    ]
+
+
 def _cmd_cluster_up(args: argparse.Namespace) -> int:
-    from regionshift.local.cluster import LocalCluster, state_root
+    from regionshift.api.crdgen import crd_manifests
+    from regionshift.local.cluster import LocalCluster, pins, state_root
 
     workdir = state_root() / args.name
     if (workdir / "state.json").exists():
         print(f"cluster {args.name} is already up; `regionshift cluster down --name {args.name}` first", file=sys.stderr)
         return 1
-    cluster = LocalCluster(name=args.name, workdir=workdir, nodes=args.nodes, tie_to_parent=False)
+    manifests = [] if args.no_crds else list(crd_manifests().values())
+    cluster = LocalCluster(name=args.name, workdir=workdir, nodes=args.nodes, tie_to_parent=False,
+                           crds=manifests, log=_progress)
     cluster.start()
-    print(f"export KUBECONFIG={cluster.kubeconfig}")
+    assert cluster.binaries is not None
+    prog, name = _program(), args.name
+    crds = ", ".join(m["metadata"]["name"] for m in manifests)
+    print("\n".join([
+        f"# region {name} is up: {cluster.server}, {args.nodes} kwok node(s), files in {workdir}",
+        f"# CRDs installed: {crds}" if manifests else
+        "# CRDs not installed (--no-crds): `kubectl apply --server-side -f crds/` from a checkout",
+        f"# Use it from this shell (the same two lines later: eval \"$({prog} cluster env --name {name})\"):",
+        *_env_lines(kubeconfig=cluster.kubeconfig, bin_dir=cluster.binaries.bin_dir, kubernetes=pins().kubernetes),
+        "# Then:",
+        "#   kubectl get nodes,crds",
+        f"#   {prog} kubectl --name {name} -- get nodes      # the same kubectl, without the exports",
+        f"#   {prog} run --namespace default --metrics-port 8080   # the operator, against $KUBECONFIG; Ctrl-C stops it",
+        "#   kubectl apply --server-side -f crds/         # after a change of the models (cluster up installed them)",
+        "#   docs/getting-started.md                      # a DarkCluster and a RegionFailover, step by step",
+        f"#   {prog} cluster down --name {name}           # stop the region, leave no process",
+    ]), flush=True)
     return 0
+
+
+def _recorded_kubeconfig(name: str) -> Path | None:
+    import json
+
+    from regionshift.local.cluster import state_root
+
+    state = state_root() / name / "state.json"
+    return Path(json.loads(state.read_text())["kubeconfig"]) if state.exists() else None
+
+
+def _cmd_cluster_env(args: argparse.Namespace) -> int:
+    from regionshift.local.cluster import build_control_plane, pins
+
+    kubeconfig = _recorded_kubeconfig(args.name)
+    if kubeconfig is None:
+        print(f"no cluster {args.name} is up; `regionshift cluster up --name {args.name}` first", file=sys.stderr)
+        return 1
+    binaries = build_control_plane(log=_progress)
+    print("\n".join(_env_lines(kubeconfig=kubeconfig, bin_dir=binaries.bin_dir, kubernetes=pins().kubernetes)))
+    return 0
+
+
+def _cmd_kubectl(args: argparse.Namespace) -> int:
+    from regionshift.local.cluster import build_control_plane
+
+    env = dict(os.environ)
+    if args.name:
+        kubeconfig = _recorded_kubeconfig(args.name)
+        if kubeconfig is None:
+            print(f"no cluster {args.name} is up", file=sys.stderr)
+            return 1
+        env["KUBECONFIG"] = str(kubeconfig)
+    kubectl = build_control_plane(log=_progress).path("kubectl")
+    kubectl_args = args.kubectl_args[1:] if args.kubectl_args[:1] == ["--"] else args.kubectl_args
+    os.execve(kubectl, [str(kubectl), *kubectl_args], env)
+    return 0  # pragma: no cover - execve does not return
 
 
 def _cmd_cluster_down(args: argparse.Namespace) -> int:
@@ -103,6 +191,7 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--kubeconfig", type=Path, default=None, help="default: $KUBECONFIG or in-cluster")
     run.add_argument("--namespace", action="append", help="watch only these namespaces (repeatable)")
     run.add_argument("--metrics-port", type=int, default=8080, help="serve /metrics here (0: off)")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
 
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
@@ -118,12 +207,21 @@ def _parser() -> argparse.ArgumentParser:
     up = csub.add_parser("up", help="start a local region in the background")
     up.add_argument("--name", required=True)
     up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--no-crds", action="store_true", help="do not install regionshift's CRDs")
     up.set_defaults(func=_cmd_cluster_up)
+    env = csub.add_parser("env", help="print the KUBECONFIG and PATH exports for a local region")
+    env.add_argument("--name", required=True)
+    env.set_defaults(func=_cmd_cluster_env)
     down = csub.add_parser("down", help="stop a local region")
     down.add_argument("--name", required=True)
     down.set_defaults(func=_cmd_cluster_down)
     lst = csub.add_parser("list", help="list local regions that are up")
     lst.set_defaults(func=_cmd_cluster_list)
+
+    kubectl = sub.add_parser("kubectl", help="the control plane's kubectl: regionshift kubectl [--name R] -- ARGS")
+    kubectl.add_argument("--name", help="a local region (default: $KUBECONFIG)")
+    kubectl.add_argument("kubectl_args", nargs=argparse.REMAINDER)
+    kubectl.set_defaults(func=_cmd_kubectl)
 
     demo = sub.add_parser("demo", help="a local region with the operator at work on a sample DarkCluster")
     demo.add_argument("--region", default="us-east")

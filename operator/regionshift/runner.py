@@ -1,7 +1,17 @@
-"""Run the operator: kopf settings, login, and the event loop, in a process or a thread.
+"""Run the operator: logging, kopf's event loop and /metrics, in a process or a thread.
 
-``regionshift run`` calls :func:`run_operator`; the test suite and the demo use
-:class:`OperatorThread` to run the same operator in-process against a local cluster.
+``regionshift run`` calls :func:`configure_logging` and :func:`run_operator`; the demo, the
+benchmarks and the session fixture of the test suite use :class:`OperatorThread` to run
+the same operator in-process against a local cluster (tests of restarts run the real
+process instead: ``tests/support/operator_process.py``).
+
+The log is what an on-call engineer greps, so ERROR means "a human should look". A 409
+Conflict is not such a thing: optimistic concurrency told a writer that someone else wrote
+first, and the write is tried again from a fresh read. kopf logs a handler's
+``TemporaryError`` and any exception it will retry at ERROR, with a traceback; the filter
+here logs routine retries (a ``TemporaryError``, or any exception caused by a 409) as one
+WARNING line, and kopf's Events for them become Warnings too. Everything else keeps its level
+and its traceback.
 """
 
 from __future__ import annotations
@@ -18,9 +28,70 @@ from regionshift.adapters import kube
 from regionshift.controllers import registry  # noqa: F401  (importing it registers the handlers)
 from regionshift.metrics import serve_metrics
 
-__all__ = ["OperatorThread", "run_operator"]
+__all__ = ["LOG_FORMAT", "OperatorThread", "RoutineRetries", "configure_logging", "run_operator"]
 
 log = logging.getLogger(__name__)
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+"""One line per record: time, level, logger, message (tracebacks follow on their own lines)."""
+
+_QUIET_LOGGERS = ("httpx", "httpcore", "aiohttp.access")
+"""Libraries that log every request at INFO: one line a second per Prometheus query."""
+
+
+class RoutineRetries(logging.Filter):
+    """Demote records of routine retries from ERROR to one WARNING line without a traceback.
+
+    Routine: kopf's "failed temporarily" (a handler raised ``kopf.TemporaryError``, kopf will
+    call it again) and any record whose exception is, or was caused by, an HTTP 409 Conflict.
+    The record is changed in place, so every handler after the filter sees the new level.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.ERROR:
+            return True
+        conflict = _conflict_in(record.exc_info[1] if record.exc_info else None)
+        temporary = record.name.startswith("kopf.") and "failed temporarily: " in record.getMessage() \
+            and "will time out" not in record.getMessage() and "will exceed" not in record.getMessage()
+        if conflict is None and not temporary:
+            return True
+        if conflict is not None:
+            record.msg = f"{record.getMessage()} (routine conflict, retried: {conflict})"
+            record.args = None
+            record.exc_info = None
+            record.exc_text = None
+        record.levelno = logging.WARNING
+        record.levelname = logging.getLevelName(logging.WARNING)
+        return True
+
+
+def _conflict_in(exc: BaseException | None) -> str | None:
+    """A one-line description of the 409 Conflict in ``exc``'s chain of causes, if any.
+
+    Only explicit causes (``raise ... from conflict``) count: an exception that merely
+    happened while a conflict was being handled is a failure of its own.
+    """
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if getattr(exc, "status", None) == 409 or getattr(exc, "code", None) == 409:
+            return f"{type(exc).__name__} 409 {getattr(exc, 'reason', None) or 'Conflict'}"
+        exc = exc.__cause__
+    return None
+
+
+def configure_logging(*, level: int = logging.INFO) -> None:
+    """Log to stderr in :data:`LOG_FORMAT`, with routine retries as WARNING (see the module doc)."""
+    routine = RoutineRetries()
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(routine)
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    # kopf posts its per-object records as Events from a handler of this logger: a filter on
+    # the logger itself changes the record before that handler and the stream see it.
+    logging.getLogger("kopf.objects").addFilter(routine)
+    for name in _QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(max(level, logging.WARNING))
 
 
 async def _operate(
@@ -39,11 +110,23 @@ async def _operate(
 
 
 def run_operator(*, kubeconfig: Path | None, namespaces: list[str], metrics_port: int | None) -> None:
-    """Run the operator in this process until it is signalled to stop."""
+    """Run the operator in this process until SIGTERM or SIGINT stops it.
+
+    ``/metrics`` is served from the moment kopf is at work (its startup done, its watches
+    starting), so an answer on it doubles as a readiness probe.
+    """
     kube.configure(kubeconfig=kubeconfig)
+    ready = threading.Event()
     if metrics_port:
-        serve_metrics(port=metrics_port)
-    asyncio.run(_operate(namespaces=namespaces, ready_flag=None, stop_flag=None))
+        threading.Thread(target=_serve_metrics_when_ready, kwargs={"ready": ready, "port": metrics_port},
+                         name="regionshift-metrics", daemon=True).start()
+    asyncio.run(_operate(namespaces=namespaces, ready_flag=ready, stop_flag=None))
+
+
+def _serve_metrics_when_ready(*, ready: threading.Event, port: int) -> None:
+    ready.wait()
+    serve_metrics(port=port)
+    log.info("regionshift is at work; metrics on http://127.0.0.1:%d/metrics", port)
 
 
 class OperatorThread:

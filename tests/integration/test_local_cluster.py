@@ -83,6 +83,27 @@ def test_cluster_cli_up_list_down(tmp_path: Path) -> None:
 
     pids = list(json.loads(state.read_text())["pids"].values())
     assert all(_alive(pid) for pid in pids), "cluster up leaves the region running after it returns"
+
+    # What a user does next, as `cluster up` tells them: its stdout is shell lines (progress
+    # goes to stderr), the exports put this control plane's kubectl first on PATH, the CRDs
+    # are in, the operator command and the way down are spelled out.
+    assert all(line.startswith(("#", "export ")) for line in up.stdout.splitlines() if line), up.stdout
+    assert "regionshift.cli run --namespace" in up.stdout and "cluster down --name cli-region" in up.stdout
+    shell = subprocess.run(["bash", "-c", up.stdout + "\ncommand -v kubectl && kubectl get crds -o name"],
+                           env=env, capture_output=True, text=True, timeout=60)
+    assert shell.returncode == 0, shell.stderr
+    assert "/controlplane/" in shell.stdout.splitlines()[0], "the control plane's kubectl comes first on PATH"
+    assert "darkclusters.regionshift.io" in shell.stdout and "regionfailovers.regionshift.io" in shell.stdout
+    crds_dir = Path(__file__).parents[2] / "crds"
+    again_crds = subprocess.run(["bash", "-c", up.stdout + f"\nkubectl apply --server-side -f {crds_dir}"],
+                                env=env, capture_output=True, text=True, timeout=60)
+    assert again_crds.returncode == 0 and "serverside-applied" in again_crds.stdout, again_crds.stderr
+    env_lines = subprocess.run([*cli, "env", "--name", "cli-region"], env=env, capture_output=True, text=True, timeout=60)
+    assert env_lines.returncode == 0 and env_lines.stdout.splitlines() == [
+        line for line in up.stdout.splitlines() if line.startswith("export ")]
+    passthrough = subprocess.run([sys.executable, "-m", "regionshift.cli", "kubectl", "--name", "cli-region", "--",
+                                  "get", "nodes", "-o", "name"], env=env, capture_output=True, text=True, timeout=60)
+    assert passthrough.stdout.strip() == "node/cli-region-node-0", passthrough.stderr
     listed = subprocess.run([*cli, "list"], env=env, capture_output=True, text=True, timeout=60)
     assert "cli-region" in listed.stdout
     again = subprocess.run([*cli, "up", "--name", "cli-region"], env=env, capture_output=True, text=True, timeout=60)
