@@ -109,7 +109,9 @@ async def _operate(
     )
 
 
-def run_operator(*, kubeconfig: Path | None, namespaces: list[str], metrics_port: int | None) -> None:
+def run_operator(
+    *, kubeconfig: Path | None, namespaces: list[str], metrics_port: int | None, metrics_address: str = "127.0.0.1"
+) -> None:
     """Run the operator in this process until SIGTERM or SIGINT stops it.
 
     ``/metrics`` is served from the moment kopf is at work (its startup done, its watches
@@ -118,15 +120,16 @@ def run_operator(*, kubeconfig: Path | None, namespaces: list[str], metrics_port
     kube.configure(kubeconfig=kubeconfig)
     ready = threading.Event()
     if metrics_port:
-        threading.Thread(target=_serve_metrics_when_ready, kwargs={"ready": ready, "port": metrics_port},
+        threading.Thread(target=_serve_metrics_when_ready,
+                         kwargs={"ready": ready, "port": metrics_port, "address": metrics_address},
                          name="regionshift-metrics", daemon=True).start()
     asyncio.run(_operate(namespaces=namespaces, ready_flag=ready, stop_flag=None))
 
 
-def _serve_metrics_when_ready(*, ready: threading.Event, port: int) -> None:
+def _serve_metrics_when_ready(*, ready: threading.Event, port: int, address: str) -> None:
     ready.wait()
-    serve_metrics(port=port)
-    log.info("regionshift is at work; metrics on http://127.0.0.1:%d/metrics", port)
+    serve_metrics(port=port, address=address)
+    log.info("regionshift is at work; metrics on http://%s:%d/metrics", address, port)
 
 
 class OperatorThread:
