@@ -27,6 +27,7 @@ __all__ = [
     "configure_once",
     "create_custom",
     "create_deployment",
+    "delete_custom",
     "list_custom",
     "list_deployments",
     "list_pods",
@@ -34,6 +35,7 @@ __all__ = [
     "read_configmap_data",
     "read_secret_value",
     "write_configmap",
+    "patch_custom",
     "patch_custom_status",
     "patch_pod_status",
     "read_custom",
@@ -222,3 +224,25 @@ def read_secret_value(*, namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded."""
     secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace)
     return base64.b64decode((secret.data or {})[key]).decode()
+
+
+def patch_custom(*, plural: str, namespace: str, name: str, patch: dict[str, Any], uid: str | None = None) -> dict[str, Any]:
+    """Merge-patch a regionshift custom resource; with ``uid``, only that very object (409 otherwise)."""
+    if uid is not None:
+        patch = {**patch, "metadata": {**patch.get("metadata", {}), "uid": uid}}
+    return client.CustomObjectsApi(_client()).patch_namespaced_custom_object(  # type: ignore[no-any-return]
+        API_GROUP, API_VERSION, namespace, plural, name, patch
+    )
+
+
+def delete_custom(*, plural: str, namespace: str, name: str, uid: str) -> bool:
+    """Delete one regionshift custom resource if it is still the object ``uid``; False if gone."""
+    try:
+        client.CustomObjectsApi(_client()).delete_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, body=client.V1DeleteOptions(preconditions={"uid": uid})
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
