@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import math
+import time
 from itertools import count
 
 import numpy as np
@@ -222,3 +224,44 @@ def test_less_than_a_day_of_history_gives_no_forecast_with_a_reason(hours: float
     fits = _fit_all({"south": short, "east": week}, {})
     assert isinstance(fits["south"], str) and "a forecast needs at least a day" in fits["south"]
     assert not isinstance(fits["east"], str)
+
+
+class _Stopped:
+    """kopf's daemon flag, as far as the daemon loop uses it."""
+
+    def __init__(self) -> None:
+        self.stop = False
+
+    def __bool__(self) -> bool:
+        return self.stop
+
+    async def wait(self, timeout: float | None = None) -> None:
+        await asyncio.sleep(timeout or 0)
+
+
+async def test_detection_keeps_its_step_while_sizing_hangs_with_stubbed_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The daemon's two loops are independent: a sizing run that never ends does not hold detection."""
+    from regionshift.controllers import regionfailover
+
+    detections: list[float] = []
+    sizing_started = asyncio.Event()
+
+    async def detect(*, body: dict, domain: object) -> None:  # type: ignore[type-arg]
+        detections.append(time.monotonic())
+
+    async def size_forever(*, body: dict, domain: object) -> None:  # type: ignore[type-arg]
+        sizing_started.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(regionfailover, "detect", detect)
+    monkeypatch.setattr(regionfailover, "size", size_forever)
+    stopped = _Stopped()
+    body = {"metadata": {"uid": "stub-uid", "generation": 1}, "spec": {"signal": {"stepSeconds": 0.01}}}
+    daemon = asyncio.create_task(regionfailover.serve(body=body, stopped=stopped))
+    await asyncio.wait_for(sizing_started.wait(), timeout=5)
+    count_then = len(detections)
+    while len(detections) < count_then + 10:
+        await asyncio.sleep(0.01)
+    stopped.stop = True
+    await asyncio.wait_for(daemon, timeout=5)
+    assert "stub-uid" not in regionfailover.domain._domains  # released when the daemon stops
