@@ -265,3 +265,54 @@ async def test_detection_keeps_its_step_while_sizing_hangs_with_stubbed_runs(mon
     stopped.stop = True
     await asyncio.wait_for(daemon, timeout=5)
     assert "stub-uid" not in regionfailover.domain._domains  # released when the daemon stops
+
+
+async def test_unreadable_rollouts_turn_a_guard_off_and_say_so_with_a_stubbed_403(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 403 on listing Deployments (an RBAC the in-process test operator cannot lack) is a condition."""
+    from regionshift.adapters import kube
+    from regionshift.api.models import RegionFailoverSpec
+    from regionshift.controllers.regionfailover import detection
+    from regionshift.controllers.regionfailover.domain import Domain
+
+    def forbidden(**_: object) -> list[dict]:  # type: ignore[type-arg]
+        raise kube.ApiException(status=403, reason="Forbidden")
+
+    monkeypatch.setattr(kube, "list_deployments", forbidden)
+    monkeypatch.setattr(kube, "list_custom", lambda **_: [])
+    spec = RegionFailoverSpec.model_validate({
+        "region": "east", "peers": [{"name": "west"}], "selector": {"matchLabels": {"tier": "web"}},
+        "signal": {"prometheusUrl": "http://127.0.0.1:9", "query": 'sps{region="{region}"}'}})
+    body = {"metadata": {"namespace": "ns", "name": "domain", "uid": "u"}}
+    rollout, capacity, guards = await detection._guards(body=body, spec=spec, domain=Domain())
+    assert rollout is None and capacity is None
+    assert guards[:2] == (False, "RolloutsUnreadable")
+    assert "HTTP 403 Forbidden" in guards[2] and "RecentRollout guard is off" in guards[2]
+
+
+def test_the_last_rollout_lists_replica_sets_only_for_deployments_whose_revision_changed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from regionshift.adapters import kube
+    from regionshift.controllers.regionfailover.detection import last_rollout
+
+    calls: list[str] = []
+
+    def list_replicasets(*, namespace: str, label_selector: str = "") -> list[dict]:  # type: ignore[type-arg]
+        calls.append(label_selector)
+        return [{"metadata": {"creationTimestamp": "2026-11-01T00:00:00Z", "ownerReferences": [{"uid": "d1"}]}}]
+
+    monkeypatch.setattr(kube, "list_replicasets", list_replicasets)
+
+    def deployment(revision: str) -> dict:  # type: ignore[type-arg]
+        return {"metadata": {"uid": "d1", "annotations": {"deployment.kubernetes.io/revision": revision}},
+                "spec": {"selector": {"matchLabels": {"app": "api"}}}}
+
+    memo: dict[str, tuple[str, float | None]] = {}
+    assert last_rollout(namespace="ns", deployments=[deployment("1")], memo=memo) == T0
+    assert last_rollout(namespace="ns", deployments=[deployment("1")], memo=memo) == T0
+    assert calls == ["app=api"]  # the second run lists nothing
+    last_rollout(namespace="ns", deployments=[deployment("2")], memo=memo)
+    assert calls == ["app=api", "app=api"]
+    assert last_rollout(namespace="ns", deployments=[], memo=memo) is None and memo == {}

@@ -246,13 +246,16 @@ async def refresh_signal(
     for series in [s for s in domain.series if s.startswith("signal/") and s[len("signal/"):] not in wanted]:
         domain.series.pop(series, None)
     interval = float(spec.signal.refit_interval_seconds)
-    due = [r for r, key in wanted.items() if _due(domain.forecasts.get(r), key=key, now=now, interval=interval)]
-    if not due:
+
+    def due() -> list[str]:
+        return [r for r, key in wanted.items() if _due(domain.forecasts.get(r), key=key, now=now, interval=interval)]
+
+    if not due():
         return
-    async with domain.refresh_lock:
+    async with domain.refresh_lock:  # detection and sizing may both find a refit due: one does it
         fetched: dict[str, History] = {}
         try:
-            for region in due:
+            for region in due():
                 try:
                     fetched[region] = await _fetch(prom, domain, name=f"signal/{region}", key=wanted[region], now=now)
                 except (NoData, NotANumber) as exc:
