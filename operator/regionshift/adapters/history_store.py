@@ -15,7 +15,6 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import math
 from typing import Any
 
 import numpy as np
@@ -45,10 +44,11 @@ def encode(histories: dict[str, History], *, saved_at: float, queries: dict[str,
         payload["regions"][region] = {
             "start": small.start,
             "stepSeconds": small.step_seconds,
-            "values": [None if math.isnan(v) else round(float(v), 4) for v in small.values.tolist()],
+            # NaN (a missing sample) is written as JSON's non-standard NaN, which json reads back.
+            "values": np.round(small.values.astype(np.float64), 4).tolist(),
             **({"query": queries[region]} if queries and region in queries else {}),
         }
-    raw = gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), mtime=0)
+    raw = gzip.compress(json.dumps(payload, separators=(",", ":")).encode(), compresslevel=9, mtime=0)
     return {KEY: base64.b64encode(raw).decode()}
 
 
