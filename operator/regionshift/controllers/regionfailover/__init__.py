@@ -31,6 +31,8 @@ from regionshift.controllers.regionfailover.sizing import size
 __all__ = ["REGIONFAILOVER_LABEL", "detect", "domain_of", "expand", "forget", "serve", "size"]
 
 log = logging.getLogger(__name__)
+RETRY_SECONDS = 30.0
+"""Wait before another sizing run when the last could not list the participants or failed."""
 
 
 class Stopped(Protocol):
@@ -61,6 +63,8 @@ async def _size_forever(*, body: Mapping[str, Any], uid: str) -> None:
         domain.wake.clear()
         await size(body=snapshot, domain=domain)
         interval = float(snapshot.get("spec", {}).get("signal", {}).get("refitIntervalSeconds", 3600))
+        if domain.retry_soon:
+            interval = min(interval, RETRY_SECONDS)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(domain_of(uid=uid).wake.wait(), timeout=interval)
 

@@ -107,6 +107,10 @@ class Domain:
     sizing_cursor: tuple[str, ...] = ()
     """Deployments deferred by the last sizing run's time budget: sized first next time."""
     fallback_tried_at: float | None = None
+    saved_at: float | None = None
+    """When the histories were last saved to the ConfigMap cache."""
+    retry_soon: bool = False
+    """The last sizing run could not even list what to size: the next comes after a short wait."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
@@ -338,11 +342,11 @@ async def load_fallback(*, domain: Domain, spec: RegionFailoverSpec, namespace: 
 
 
 def save_histories(*, body: Mapping[str, Any], domain: Domain, now: float) -> None:
-    """Save the histories fetched from Prometheus to the ConfigMap cache (blocking)."""
+    """Save the histories fetched from Prometheus to the ConfigMap cache, if any is new (blocking)."""
     meta = body["metadata"]
     fresh = {n: s for n, s in domain.series.items() if not s.cached}
-    if not fresh:
-        return
+    if not fresh or (domain.saved_at is not None and all(s.fetched_at <= domain.saved_at for s in fresh.values())):
+        return  # nothing fetched since the last save
     kube.write_configmap(body={
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -356,6 +360,7 @@ def save_histories(*, body: Mapping[str, Any], domain: Domain, now: float) -> No
         "binaryData": encode({n: s.history for n, s in fresh.items()}, saved_at=now,
                              queries={n: s.key.query for n, s in fresh.items()}),
     })
+    domain.saved_at = now
 
 
 def forecast_sources(domain: Domain, region_names: Iterable[str]) -> str:

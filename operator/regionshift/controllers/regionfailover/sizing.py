@@ -114,9 +114,11 @@ def _order(names: list[str], deferred: tuple[str, ...]) -> list[str]:
 async def size(*, body: Mapping[str, Any], domain: Domain) -> None:
     """One sizing run; writes the Sizing conditions whatever happens, never raises."""
     began = time.monotonic()
+    domain.retry_soon = False
     try:
         await _size(body=body, domain=domain)
-    except Exception as exc:  # a surprise: report it; the next run tries again
+    except Exception as exc:  # a surprise: report it; the next run tries again soon
+        domain.retry_soon = True
         log.exception("sizing run of %s/%s failed", body["metadata"]["namespace"], body["metadata"]["name"])
         reason, message = rf_status.describe(exc)
         await _report(body=body, sizing=(False, "InternalError", f"{reason}: {message}"), synced=None)
@@ -134,6 +136,7 @@ async def _size(*, body: Mapping[str, Any], domain: Domain) -> None:
         names = sorted(d["metadata"]["name"] for d in deployments)
         children = await asyncio.to_thread(sync_children, owner=body, participants=names, policy=spec.dark_capacity)
     except Exception as exc:
+        domain.retry_soon = True
         reason, message = rf_status.describe(exc)
         SIZINGS.labels(reason).inc()
         await _report(body=body, sizing=(False, reason, f"participants or DarkClusters unreadable: {message}"),
