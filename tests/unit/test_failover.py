@@ -316,3 +316,45 @@ def test_the_last_rollout_lists_replica_sets_only_for_deployments_whose_revision
     last_rollout(namespace="ns", deployments=[deployment("2")], memo=memo)
     assert calls == ["app=api", "app=api"]
     assert last_rollout(namespace="ns", deployments=[], memo=memo) is None and memo == {}
+
+
+async def test_a_failing_detection_run_still_writes_status_with_its_time_with_stubbed_io(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever goes wrong inside a run, lastEvaluatedAt and a condition saying why are written."""
+    from regionshift.controllers.regionfailover import detection
+    from regionshift.controllers.regionfailover import status as rf_status
+    from regionshift.controllers.regionfailover.domain import Domain
+
+    async def signal(**_: object) -> tuple[dict, tuple[bool, str, str]]:  # type: ignore[type-arg]
+        return {}, (True, "SignalRead", "")
+
+    async def guards(**_: object) -> tuple[None, None, tuple[bool, str, str]]:
+        return None, None, (True, "Read", "")
+
+    def broken(**_: object) -> None:
+        raise RuntimeError("a bug")
+
+    written: list[dict] = []  # type: ignore[type-arg]
+
+    async def write(*, body: object, status: object, manager: str) -> bool:
+        written.append({"manager": manager, **wire(status)})  # type: ignore[arg-type]
+        return True
+
+    async def post(**_: object) -> None:
+        pass
+
+    monkeypatch.setattr(detection, "_read_signal", signal)
+    monkeypatch.setattr(detection, "_guards", guards)
+    monkeypatch.setattr(detection, "evaluate", broken)
+    monkeypatch.setattr(rf_status, "write", write)
+    monkeypatch.setattr(rf_status, "post", post)
+    body = {"metadata": {"namespace": "ns", "name": "domain", "uid": "u", "generation": 3},
+            "spec": {"region": "east", "peers": [{"name": "west"}], "selector": {"matchLabels": {"tier": "web"}},
+                     "signal": {"prometheusUrl": "http://127.0.0.1:9", "query": 'sps{region="{region}"}'}}}
+    await detection.detect(body=body, domain=Domain())
+    (status,) = written
+    assert status["manager"] == "regionshift-detection" and status["lastEvaluatedAt"]
+    detecting = next(c for c in status["conditions"] if c["type"] == "Detecting")
+    assert (detecting["status"], detecting["reason"]) == ("False", "InternalError") and "a bug" in detecting["message"]
+    assert {r["name"]: r["verdict"] for r in status["regions"]} == {"east": "Unknown", "west": "Unknown"}

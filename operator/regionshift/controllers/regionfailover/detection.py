@@ -196,6 +196,7 @@ async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
             observed_generation=generation, last_evaluated_at=evaluated_at, conditions=[cond]), old=old_status)
         return
     names = regions(spec)
+    guards = (False, "NotRead", "the detection run failed before the guards were read")
     try:
         (recent, signal), (rollout, capacity, guards) = await asyncio.gather(
             _read_signal(body=body, spec=spec, domain=domain, now=now), _guards(body=body, spec=spec, domain=domain))
@@ -215,7 +216,7 @@ async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
     except Exception as exc:  # a bug or a surprise: report it, keep the loop and the status alive
         log.exception("detection run of %s/%s failed", meta["namespace"], meta["name"])
         reason, message = rf_status.describe(exc)
-        signal, guards = (False, "InternalError", f"{reason}: {message}"), (True, "Read", "")
+        signal = (False, "InternalError", f"{reason}: {message}")
         verdicts = {r: RegionVerdict(region=r, verdict=Verdict.UNKNOWN, message=f"not evaluated: {message}")
                     for r in names}
         forecasts = {}
