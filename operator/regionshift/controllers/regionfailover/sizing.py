@@ -24,6 +24,7 @@ are sized. The run's duration is observed in ``regionshift_sizing_duration_secon
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import math
 import time
@@ -86,9 +87,20 @@ def _write_dark_status(*, namespace: str, name: str, sizing: DarkSizing, fit: Sc
         plural=DARKCLUSTERS, kind="DarkCluster", namespace=namespace, name=name, field_manager="regionshift-sizing",
         status=status.model_dump(by_alias=True, exclude_unset=True, exclude_none=True, mode="json"),
     )
-    wake = getattr(darkcluster, "wake", None)  # the DarkCluster's own reconcile, once it has a wake-up call
+
+
+async def _wake(*, namespace: str, name: str) -> None:
+    """Tell the DarkCluster's own reconcile that its forecast changed, if it takes a wake-up call.
+
+    Called on the event loop; the DarkCluster controller is the one writer of its shadow,
+    sizing never reconciles it itself. Without a wake-up call the status change's watch
+    event (or the periodic resync) brings the new size.
+    """
+    wake = getattr(darkcluster, "wake", None)
     if wake is not None:
-        wake(namespace=namespace, name=name)
+        woken = wake(namespace=namespace, name=name)
+        if inspect.isawaitable(woken):
+            await woken
 
 
 def _peaks(domain: Domain, spec: RegionFailoverSpec, now: float) -> tuple[float | None, dict[str, float]]:
@@ -193,6 +205,7 @@ async def _size(*, body: Mapping[str, Any], domain: Domain) -> None:
         try:
             if not _same_fit(dc.get("status") or {}, sizing, fit):
                 await asyncio.to_thread(_write_dark_status, namespace=namespace, name=name, sizing=sizing, fit=fit)
+                await _wake(namespace=namespace, name=name)
             lines.append(f"{name}: {sizing.message}")
         except Exception as exc:
             reason, message = rf_status.describe(exc)
