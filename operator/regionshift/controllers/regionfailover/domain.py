@@ -38,11 +38,13 @@ from regionshift.decide.history import DAY_SECONDS, History, SeriesKey, fetch_wi
 from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
 
 __all__ = [
+    "REGIONFAILOVER_LABEL",
     "Domain",
     "RegionForecast",
     "Series",
     "domain_of",
     "expand",
+    "forecast_sources",
     "forget",
     "load_fallback",
     "prometheus_client",
