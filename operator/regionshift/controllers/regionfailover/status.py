@@ -10,6 +10,8 @@ overwrites the other and neither needs a read-modify-write:
 * sizing (:data:`SIZING_MANAGER`) owns the conditions ``Sizing`` and ``DarkClustersSynced``.
 
 ``conditions`` is a list map keyed by ``type``, so each writer's conditions are its own.
+``phase`` is detection's only until the evacuation has a writer of its own, which should
+then own it (and ``weights`` and ``timeline``, which detection never writes).
 A condition whose status or reason changed posts an Event (through
 :func:`regionshift.adapters.events.post_event`).
 """
