@@ -62,6 +62,8 @@ log = logging.getLogger(__name__)
 
 REGIONFAILOVER_LABEL = "regionshift.io/regionfailover"
 """On the DarkClusters and the ConfigMap a RegionFailover created: its name."""
+FETCH_CONCURRENCY = 8
+"""Replica-history queries in flight at once for one RegionFailover."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,8 +289,9 @@ async def refresh_replicas(
 ) -> dict[str, str]:
     """Refresh the replica history of each Deployment that is due; returns Deployment → problem.
 
-    Histories of Deployments no longer listed are released. Raises
-    :class:`PrometheusUnavailable` at the first Deployment Prometheus does not answer for.
+    Up to :data:`FETCH_CONCURRENCY` queries are in flight at once. Histories of Deployments
+    no longer listed are released. Raises :class:`PrometheusUnavailable` when Prometheus did
+    not answer for some Deployment (the others' answers are kept).
     """
     names = list(deployments)
     keep = {f"replicas/{d}" for d in names}
@@ -296,16 +299,24 @@ async def refresh_replicas(
         domain.series.pop(series, None)
     interval = float(spec.signal.refit_interval_seconds)
     problems: dict[str, str] = {}
-    for deployment in names:
+    slots = asyncio.Semaphore(FETCH_CONCURRENCY)
+
+    async def one(deployment: str) -> None:
         key = replicas_key(spec, namespace=namespace, deployment=deployment)
         current = domain.series.get(f"replicas/{deployment}")
         if current is not None and current.key == key and not current.cached and now - current.fetched_at < interval:
-            continue
-        try:
-            await _fetch(prom, domain, name=f"replicas/{deployment}", key=key, now=now)
-        except (NoData, NotANumber, QueryRejected) as exc:
-            domain.series.pop(f"replicas/{deployment}", None)
-            problems[deployment] = f"{type(exc).__name__}: {exc}"
+            return
+        async with slots:
+            try:
+                await _fetch(prom, domain, name=f"replicas/{deployment}", key=key, now=now)
+            except (NoData, NotANumber, QueryRejected) as exc:
+                domain.series.pop(f"replicas/{deployment}", None)
+                problems[deployment] = f"{type(exc).__name__}: {exc}"
+
+    outcomes = await asyncio.gather(*(one(d) for d in names), return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
     return problems
 
 
