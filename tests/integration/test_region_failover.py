@@ -522,6 +522,12 @@ def test_dark_clusters_follow_the_policy_and_the_selector_and_are_never_adopted(
     assert "forecastReplicas" not in (mine.get("status") or {})
     assert set(dark_clusters(kube)) == {"api", "mine"}
 
+    # A participant deleted: its DarkCluster goes, and its shadow with it; the one not ours stays.
+    eventually(lambda: kube.deployment("api-dark"), timeout_seconds=30, what="api's shadow")
+    kube.apps.delete_namespaced_deployment("api", kube.namespace)
+    eventually(lambda: set(dark_clusters(kube)) == {"mine"}, timeout_seconds=30, what="api's DarkCluster removed")
+    eventually(lambda: kube.deployment("api-dark") is None, timeout_seconds=60, what="api's shadow collected")
+
 
 def test_a_changed_query_or_a_new_peer_takes_effect_at_once(kube: Kube, prometheus: PrometheusServer) -> None:
     live(prometheus, "cache")
