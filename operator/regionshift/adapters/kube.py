@@ -33,6 +33,7 @@ __all__ = [
     "kubeconfig_path",
     "create_custom",
     "create_deployment",
+    "delete_custom",
     "delete_deployment",
     "list_custom",
     "list_deployments",
@@ -41,6 +42,7 @@ __all__ = [
     "read_configmap_data",
     "read_secret_value",
     "write_configmap",
+    "patch_custom",
     "patch_custom_status",
     "patch_deployment_labels",
     "patch_pod_status",
@@ -290,3 +292,26 @@ def read_secret_value(*, namespace: str, name: str, key: str) -> str:
     """One key of a Secret, decoded."""
     secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
     return base64.b64decode((secret.data or {})[key]).decode()
+
+
+def patch_custom(*, plural: str, namespace: str, name: str, patch: dict[str, Any], uid: str | None = None) -> dict[str, Any]:
+    """Merge-patch a regionshift custom resource; with ``uid``, only that very object (409 otherwise)."""
+    if uid is not None:
+        patch = {**patch, "metadata": {**patch.get("metadata", {}), "uid": uid}}
+    return client.CustomObjectsApi(_client()).patch_namespaced_custom_object(  # type: ignore[no-any-return]
+        API_GROUP, API_VERSION, namespace, plural, name, patch, _request_timeout=REQUEST_TIMEOUT
+    )
+
+
+def delete_custom(*, plural: str, namespace: str, name: str, uid: str) -> bool:
+    """Delete one regionshift custom resource if it is still the object ``uid``; False if gone."""
+    try:
+        client.CustomObjectsApi(_client()).delete_namespaced_custom_object(
+            API_GROUP, API_VERSION, namespace, plural, name, body=client.V1DeleteOptions(preconditions={"uid": uid}),
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True

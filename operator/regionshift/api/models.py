@@ -571,7 +571,10 @@ class RegionFailoverStatus(Model):
     )
     weights: dict[str, int] = Field(default_factory=dict, description="Current traffic weight per region.")
     timeline: EvacuationTimeline | None = Field(default=None, description="The last evacuation.")
-    conditions: list[Condition] = Field(default_factory=list, description="Detecting, Sizing.")
+    conditions: list[Condition] = Field(
+        default_factory=list,
+        description="Detecting and GuardsKnown (written by detection), Sizing and DarkClustersSynced (by sizing).",
+    )
 
 
 class RegionFailover(Model):

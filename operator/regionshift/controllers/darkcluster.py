@@ -77,7 +77,6 @@ __all__ = [
     "deployment_changed",
     "next_delay",
     "reconcile",
-    "reconcile_dark_cluster_named",
     "run",
     "wake",
 ]
@@ -146,10 +145,6 @@ def wake(*, namespace: str, name: str, cause: str = "sizing") -> bool:
         return False
     return True
 
-
-def reconcile_dark_cluster_named(*, namespace: str, name: str) -> None:
-    """Deprecated name of :func:`wake` (sizing's former call); wakes, never reconciles itself."""
-    wake(namespace=namespace, name=name, cause="sizing")
 
 
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:

@@ -80,17 +80,12 @@ async def dark_pod_changed(
 
 
 @kopf.daemon(*REGIONFAILOVER_RESOURCE, cancellation_timeout=5.0)
-async def region_failover_periodic(body: kopf.Body, stopped: kopf.DaemonStopped, logger: kopf.Logger, **_: Any) -> None:
-    """Every signal.stepSeconds: detect (and size when due); status says what was found."""
-    while not stopped:
-        try:
-            await regionfailover.tick(body=dict(body))
-        except Exception:  # one bad run must not stop the loop; the next run retries
-            logger.exception("periodic run of the RegionFailover failed")
-        await stopped.wait(float(body.get("spec", {}).get("signal", {}).get("stepSeconds", 60)))
+async def region_failover_daemon(body: kopf.Body, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Detect every signal.stepSeconds and size in the background; status says what was found."""
+    await regionfailover.serve(body=body, stopped=stopped)
 
 
 @kopf.on.delete(*REGIONFAILOVER_RESOURCE, optional=True)
 def region_failover_deleted(uid: str, **_: Any) -> None:
-    """Forget the cached forecasts; the DarkClusters and the history go by garbage collection."""
+    """Release the histories and forecasts; the DarkClusters and the cache go by garbage collection."""
     regionfailover.forget(uid=uid)

@@ -23,29 +23,38 @@ proportional scaling through the origin, ``replicas = traffic × mean(replicas) 
 mean(traffic)``, and says so in ``method``: a fixed-size Deployment still needs more pods
 for more traffic, which a flat regression line would deny.
 
-Pure functions over plain numbers; the timer that writes DarkClusters calls them.
+:func:`plan_sizing` sizes every participating Deployment of a domain in one call, each on
+its own (one that cannot be fitted does not stop the others) and within a time budget: the
+Deployments it did not reach are returned as deferred, for the next run to take first.
+
+Pure functions over plain numbers (the clock of the budget is passed in); the sizing task
+of :mod:`regionshift.controllers.regionfailover` calls them in a worker thread.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
 import statsmodels.api as sm
 
-from regionshift.errors import NoData
 from regionshift.api.models import DarkCapacityPolicy, ModelFit
+from regionshift.decide.history import History, align
+from regionshift.errors import NoData
 
 __all__ = [
     "DarkSizing",
     "FitMethod",
     "ScalingFit",
+    "SizingPlan",
+    "SizingTarget",
     "dark_replicas",
     "fit_scaling",
+    "plan_sizing",
 ]
 
 
@@ -210,3 +219,58 @@ def dark_replicas(
         own_peak=own_peak,
         message=message,
     )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizingTarget:
+    """One participating Deployment to size: its replica history and what it runs now."""
+
+    name: str
+    replicas: History
+    current_replicas: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SizingPlan:
+    """The outcome of sizing a domain's Deployments, each on its own."""
+
+    sized: dict[str, tuple[ScalingFit, DarkSizing]] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+    """Deployment → why it could not be sized (one sentence)."""
+    deferred: tuple[str, ...] = ()
+    """Deployments not reached within the time budget, in the order they were due."""
+
+
+def plan_sizing(
+    *,
+    targets: Sequence[SizingTarget],
+    traffic: History,
+    policy: DarkCapacityPolicy,
+    own_peak: float,
+    peer_peaks: Mapping[str, float],
+    share: float,
+    fitted_at: datetime,
+    deadline: float,
+    clock: Callable[[], float],
+) -> SizingPlan:
+    """Fit and size every target against the region's ``traffic`` history, until ``deadline``.
+
+    ``clock()`` is compared with ``deadline`` before each target (the same clock, e.g.
+    ``time.monotonic``); the first target is always sized, so a run always progresses.
+    """
+    plan = SizingPlan()
+    deferred: list[str] = []
+    for index, target in enumerate(targets):
+        if index > 0 and clock() >= deadline:
+            deferred = [t.name for t in targets[index:]]
+            break
+        try:
+            x, y = align(traffic, target.replicas)
+            fit = fit_scaling(traffic=x, replicas=y, fitted_at=fitted_at)
+            plan.sized[target.name] = (fit, dark_replicas(
+                fit=fit, policy=policy, own_peak=own_peak, peer_peaks=peer_peaks, share=share,
+                current_replicas=target.current_replicas,
+            ))
+        except (NoData, ValueError) as exc:
+            plan.failed[target.name] = f"cannot fit replicas on traffic: {exc}"
+    return SizingPlan(sized=plan.sized, failed=plan.failed, deferred=tuple(deferred))
