@@ -12,7 +12,7 @@ import base64
 import datetime as dt
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -27,6 +27,7 @@ __all__ = [
     "configure_once",
     "create_custom",
     "create_deployment",
+    "delete_deployment",
     "list_custom",
     "list_deployments",
     "list_pods",
@@ -35,7 +36,7 @@ __all__ = [
     "read_secret_value",
     "write_configmap",
     "patch_custom_status",
-    "patch_pod_status",
+    "patch_pod_labels",
     "read_custom",
     "read_deployment",
     "replace_deployment",
@@ -115,16 +116,27 @@ def replace_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
     return _dict(client.AppsV1Api(_client()).replace_namespaced_deployment(meta["name"], meta["namespace"], body))
 
 
+def delete_deployment(*, namespace: str, name: str, uid: str) -> None:
+    """Delete one Deployment (only if it still has this uid); its ReplicaSets and pods go by garbage collection."""
+    client.AppsV1Api(_client()).delete_namespaced_deployment(
+        name, namespace, body={"preconditions": {"uid": uid}, "propagationPolicy": "Background"}
+    )
+
+
 def list_pods(*, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     """Pods matching a label selector."""
     pods = client.CoreV1Api(_client()).list_namespaced_pod(namespace, label_selector=label_selector)
     return [_dict(p) for p in pods.items]
 
 
-def patch_pod_status(*, namespace: str, name: str, conditions: list[dict[str, Any]]) -> None:
-    """Merge conditions into a pod's status (strategic merge: by condition type)."""
-    client.CoreV1Api(_client()).patch_namespaced_pod_status(
-        name, namespace, {"status": {"conditions": conditions}}
+def patch_pod_labels(*, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+    """One JSON merge patch of a pod's labels: a value sets a label, None removes it.
+
+    Touches nothing but the named labels: no resourceVersion, so it never conflicts, and
+    writing the same labels twice is a no-op.
+    """
+    client.CoreV1Api(_client()).patch_namespaced_pod(
+        name, namespace, {"metadata": {"labels": dict(labels)}}, _content_type="application/merge-patch+json"
     )
 
 

@@ -4,8 +4,8 @@ The handlers in :mod:`regionshift.controllers.registry` call these functions; ea
 needs from the API server, asks the pure modules (:mod:`regionshift.decide.darkcapacity`,
 :mod:`regionshift.decide.gate`) what to do, and writes only the difference. Running any of them
 twice, or after a crash halfway, converges to the same state: the shadow Deployment is
-replaced only when its decided parts differ, a pod's gate condition is written only when it
-differs, and status only when it changed.
+replaced only when its decided parts differ, a pod's serving labels are written only when
+they disagree with the gate, and status only when it changed.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ from regionshift.decide.darkcapacity import (
     desired_replicas,
     shadow_deployment,
     shadow_name,
+    shadow_needs_recreate,
     shadow_needs_write,
     target_missing_status,
 )
-from regionshift.decide.gate import gate_condition, pods_needing_gate_write
+from regionshift.decide.gate import gate_label_patches
 from regionshift.metrics import DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
 from regionshift.api.models import DarkClusterSpec, Gate
 
@@ -38,7 +39,7 @@ __all__ = ["DARKCLUSTERS", "StatusRefresher", "reconcile_dark_cluster", "reconci
 
 DARKCLUSTERS = "darkclusters"
 GATE_WRITERS = 16
-"""Parallel pods/status writes when a gate flips: ungating N pods costs ~N/16 round trips."""
+"""Parallel pod label writes when a gate flips: ungating N pods costs ~N/16 round trips."""
 log = logging.getLogger(__name__)
 
 
@@ -125,6 +126,9 @@ def _retry_on_conflict(what: str) -> Iterator[None]:
 
 def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desired: dict[str, Any]) -> None:
     shadow = desired["metadata"]["name"]
+    if current is not None and shadow_needs_recreate(current=current, desired=desired):
+        _delete_old_shadow(body=body, current=current)
+        current = None
     if current is None:
         with _retry_on_conflict(f"{shadow} appeared while being created"):
             kube.create_deployment(body=desired)
@@ -145,14 +149,32 @@ def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desir
            message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template, gate-dependent rollout strategy")
 
 
+def _delete_old_shadow(*, body: dict[str, Any], current: dict[str, Any]) -> None:
+    """Delete a shadow whose (immutable) selector is not the one decided; its pods go by garbage collection."""
+    shadow = current["metadata"]["name"]
+    try:
+        kube.delete_deployment(namespace=current["metadata"]["namespace"], name=shadow, uid=current["metadata"]["uid"])
+    except kube.ApiException as exc:
+        if exc.status == 409:  # the uid precondition failed: someone replaced it meanwhile
+            raise kopf.TemporaryError(f"{shadow} changed while being deleted; retrying", delay=1) from exc
+        if exc.status != 404:
+            raise
+    SHADOW_WRITES.labels("delete").inc()
+    _event(body, type_="Normal", reason="ShadowRecreated",
+           message=f"deleted {shadow}: its selector cannot change to the dark-cluster label alone; creating it anew")
+
+
 def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> int:
-    """Write the gate condition on every pod that differs, in parallel; return how many."""
-    names = pods_needing_gate_write(pods=pods, gate=gate)
-    condition = gate_condition(gate=gate, now=now_rfc3339())
+    """Merge the gate's labels into every pod that disagrees, in parallel; return how many.
+
+    Open adds each pod's serving labels (its target's pod labels), Closed removes them:
+    one metadata merge patch per pod.
+    """
+    patches = gate_label_patches(pods=pods, gate=gate)
 
     def write(pod: str) -> bool:
         try:
-            kube.patch_pod_status(namespace=namespace, name=pod, conditions=[condition])
+            kube.patch_pod_labels(namespace=namespace, name=pod, labels=patches[pod])
         except kube.ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to gate
                 return False
@@ -160,10 +182,10 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
         GATE_WRITES.labels(gate).inc()
         return True
 
-    if len(names) <= 1:
-        return sum(write(pod) for pod in names)
-    with ThreadPoolExecutor(max_workers=min(GATE_WRITERS, len(names)), thread_name_prefix="gate") as pool:
-        return sum(pool.map(write, names))
+    if len(patches) <= 1:
+        return sum(write(pod) for pod in patches)
+    with ThreadPoolExecutor(max_workers=min(GATE_WRITERS, len(patches)), thread_name_prefix="gate") as pool:
+        return sum(pool.map(write, patches))
 
 
 def _export(*, namespace: str, name: str, status: dict[str, Any]) -> None:
@@ -181,7 +203,7 @@ def reconcile_dark_cluster_named(*, namespace: str, name: str) -> str | None:
 
 
 def sync_pod_gate(*, pod: dict[str, Any], gate: str) -> bool:
-    """Write one dark pod's gate condition if it differs from its DarkCluster's gate."""
+    """Write one dark pod's serving labels if they disagree with its DarkCluster's gate."""
     return _write_gates(namespace=pod["metadata"]["namespace"], pods=[pod], gate=gate) > 0
 
 

@@ -1,57 +1,105 @@
-"""The gate: a readiness gate on every dark pod whose condition the operator owns.
+"""The gate: a dark pod serves exactly when it carries its target's labels.
 
-Gated (condition False) a dark pod runs, warm, but is not Ready, so the endpoints
-controller keeps it out of every Service. Ungating is one write per pod to its
-``pods/status`` subresource; the kubelet (kwok, locally) then marks the pod Ready and the
-endpoints controller adds it within a second. No restart, no rollout.
+A gated dark pod runs its target's pod template, warm and Ready, but carries none of the
+target's pod labels: only the dark-cluster label. No Service, PodDisruptionBudget or
+HorizontalPodAutoscaler that selects the target's pods sees it, so a gated pod neither
+takes traffic, nor counts against a disruption budget, nor skews an autoscaler.
 
-Pure decisions only: which pods need a write, and what the write says.
+The labels the target's pods carry (the *serving labels*) travel with every dark pod in
+the annotation :data:`SERVING_LABELS_ANNOTATION` of the shadow's pod template. Ungating
+is one metadata merge patch per pod that adds them, and the pod joins, in the same
+instant, every object that selects the target; closing is one patch that removes them.
+No restart, no rollout, no write to a status subresource.
+
+Pure decisions only: what a pod's serving labels are, whether it carries them, which pods
+need a write, and what the write says.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+from typing import Any, Iterable, Mapping
 
 from regionshift.api.models import Gate
 
-__all__ = ["GATE_CONDITION", "current_gate_status", "gate_condition", "gate_status", "pods_needing_gate_write"]
+__all__ = [
+    "SERVING_LABELS_ANNOTATION",
+    "carries_serving_labels",
+    "encode_serving_labels",
+    "gate_label_patches",
+    "label_patch",
+    "pods_needing_gate_write",
+    "serving_labels",
+]
 
-GATE_CONDITION = "regionshift.io/gate-open"
-"""The readiness-gate condition type on dark pods."""
+SERVING_LABELS_ANNOTATION = "regionshift.io/serving-labels"
+"""On the shadow's pod template (so on every dark pod): its target's pod labels, as JSON."""
 
-
-def gate_status(gate: str) -> str:
-    """The condition status a pod should carry for a DarkCluster gate."""
-    return "True" if gate == Gate.OPEN.value else "False"
-
-
-def gate_condition(*, gate: str, now: str) -> dict[str, Any]:
-    """The pod condition that says whether the gate is open."""
-    opened = gate == Gate.OPEN.value
-    return {
-        "type": GATE_CONDITION,
-        "status": gate_status(gate),
-        "reason": "GateOpen" if opened else "GateClosed",
-        "message": "regionshift opened the gate: this dark pod takes traffic"
-        if opened
-        else "regionshift keeps this dark pod warm and out of every Service's endpoints",
-        "lastTransitionTime": now,
-    }
+LabelPatch = dict[str, str | None]
+"""The ``metadata.labels`` of a JSON merge patch: a value sets a label, None removes it."""
 
 
-def current_gate_status(pod: dict[str, Any]) -> str | None:
-    """The gate condition's status on a pod, or None if it has none yet."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == GATE_CONDITION:
-            return str(condition.get("status"))
-    return None
+def encode_serving_labels(labels: Mapping[str, str]) -> str:
+    """The annotation value for a set of serving labels (stable: sorted, compact JSON)."""
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
 
 
-def pods_needing_gate_write(*, pods: Iterable[dict[str, Any]], gate: str) -> list[str]:
-    """Names of the pods whose gate condition differs from the DarkCluster's gate."""
-    wanted = gate_status(gate)
-    return [
-        pod["metadata"]["name"]
-        for pod in pods
-        if not (pod.get("metadata") or {}).get("deletionTimestamp") and current_gate_status(pod) != wanted
-    ]
+def serving_labels(pod: Mapping[str, Any]) -> dict[str, str]:
+    """The labels a dark pod (or a pod template) carries while it serves.
+
+    Empty for a pod without the annotation (made by an older regionshift, or by hand) and
+    for an annotation that is not a JSON object of strings: such a pod is never written.
+    """
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(SERVING_LABELS_ANNOTATION)
+    if not raw:
+        return {}
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        return {}
+    return labels
+
+
+def _labels(pod: Mapping[str, Any]) -> dict[str, str]:
+    return dict((pod.get("metadata") or {}).get("labels") or {})
+
+
+def carries_serving_labels(pod: Mapping[str, Any]) -> bool:
+    """Whether a dark pod carries every one of its serving labels, with its value."""
+    labels = _labels(pod)
+    return all(labels.get(key) == value for key, value in serving_labels(pod).items())
+
+
+def label_patch(*, pod: Mapping[str, Any], gate: str) -> LabelPatch:
+    """The labels to merge into a pod for a gate: its serving labels, or their removal."""
+    wanted = serving_labels(pod)
+    if gate == Gate.OPEN.value:
+        return dict(wanted)
+    return {key: None for key in wanted}
+
+
+def _needs_write(pod: Mapping[str, Any], *, gate: str) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    wanted = serving_labels(pod)
+    if gate == Gate.OPEN.value:
+        return not carries_serving_labels(pod)
+    labels = _labels(pod)
+    return any(key in labels for key in wanted)
+
+
+def gate_label_patches(*, pods: Iterable[Mapping[str, Any]], gate: str) -> dict[str, LabelPatch]:
+    """For every pod whose labels disagree with the gate: its name and the labels to merge.
+
+    Open: pods missing a serving label (or carrying another value) get all of them.
+    Closed: pods carrying any serving-label key lose all of them. Pods being deleted are
+    left alone.
+    """
+    return {pod["metadata"]["name"]: label_patch(pod=pod, gate=gate) for pod in pods if _needs_write(pod, gate=gate)}
+
+
+def pods_needing_gate_write(*, pods: Iterable[Mapping[str, Any]], gate: str) -> list[str]:
+    """Names of the pods whose labels disagree with the DarkCluster's gate."""
+    return list(gate_label_patches(pods=pods, gate=gate))
