@@ -16,6 +16,7 @@ __all__ = [
     "EVENT_LOOP_LAG_SECONDS",
     "VERDICTS",
     "GATE_WRITES",
+    "BUDGET_RECOUNTS",
     "RECONCILIATIONS",
     "SHADOW_WRITES",
     "serve_metrics",
@@ -28,13 +29,19 @@ RECONCILIATIONS = Counter(
 )
 SHADOW_WRITES = Counter(
     "regionshift_shadow_writes_total",
-    "Writes of shadow Deployments, by action (create, replace).",
+    "Writes of shadow Deployments, by action (create, replace, delete: a shadow whose selector must change).",
     ["action"],
 )
 GATE_WRITES = Counter(
     "regionshift_gate_writes_total",
-    "Readiness-gate condition writes to dark pods, by the gate written (open, closed).",
+    "Serving-label writes to dark pods (one merge patch per pod), by the gate written (Open, Closed).",
     ["gate"],
+)
+BUDGET_RECOUNTS = Counter(
+    "regionshift_budget_recounts_total",
+    "PodDisruptionBudgets asked to recount after a gate closed (the disruption controller does not see pods"
+    " leave a selector), by outcome (Requested, Failed).",
+    ["outcome"],
 )
 DARK_REPLICAS = Gauge(
     "regionshift_dark_replicas",

@@ -8,11 +8,13 @@ import pytest
 
 from regionshift.decide.gate import (
     SERVING_LABELS_ANNOTATION,
+    budgets_to_recount,
     carries_serving_labels,
     encode_serving_labels,
     gate_label_patches,
     label_patch,
     pods_needing_gate_write,
+    selector_matches,
     serving_labels,
 )
 
@@ -89,3 +91,40 @@ def test_writing_the_patch_converges_so_a_second_run_writes_nothing() -> None:
             merged = {**p["metadata"]["labels"], **label_patch(pod=p, gate=gate)}
             p_after = {"metadata": {**p["metadata"], "labels": {k: v for k, v in merged.items() if v is not None}}}
             assert pods_needing_gate_write(pods=[p_after], gate=gate) == []
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        (None, False),
+        ({}, True),
+        ({"matchLabels": {"app": "api"}}, True),
+        ({"matchLabels": {"app": "api", "tier": "batch"}}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "edge"]}]}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}, False),
+        ({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, True),
+        ({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, False),
+        ({"matchLabels": {"app": "api"}, "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}, False),
+    ],
+)
+def test_selector_matching_follows_kubernetes(selector: dict[str, Any] | None, matches: bool) -> None:
+    assert selector_matches(selector, {"app": "api", "tier": "web"}) is matches
+
+
+def budget(name: str, selector: dict[str, Any] | None) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"selector": selector}}
+
+
+def test_after_a_close_only_the_budgets_the_pods_left_are_recounted() -> None:
+    budgets = [
+        budget("target", {"matchLabels": {"app": "api"}}),
+        budget("tier", {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}),
+        budget("other", {"matchLabels": {"app": "other"}}),
+        budget("everything", {}),  # selected the dark pods gated or not: its count does not move
+        budget("darkness", {"matchLabels": {"regionshift.io/dark-cluster": "api"}}),
+        budget("none", None),
+    ]
+    assert budgets_to_recount(budgets=budgets, closed=[SERVING_POD]) == ["target", "tier"]
+    assert budgets_to_recount(budgets=budgets, closed=[]) == []

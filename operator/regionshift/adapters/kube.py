@@ -21,6 +21,7 @@ from regionshift.api.models import API_GROUP, API_VERSION
 
 __all__ = [
     "ApiException",
+    "annotate_pod_disruption_budget",
     "api_client",
     "apply_custom_status",
     "configure",
@@ -30,6 +31,7 @@ __all__ = [
     "delete_deployment",
     "list_custom",
     "list_deployments",
+    "list_pod_disruption_budgets",
     "list_pods",
     "list_replicasets",
     "read_configmap_data",
@@ -137,6 +139,19 @@ def patch_pod_labels(*, namespace: str, name: str, labels: Mapping[str, str | No
     """
     client.CoreV1Api(_client()).patch_namespaced_pod(
         name, namespace, {"metadata": {"labels": dict(labels)}}, _content_type="application/merge-patch+json"
+    )
+
+
+def list_pod_disruption_budgets(*, namespace: str) -> list[dict[str, Any]]:
+    """Every PodDisruptionBudget of a namespace."""
+    items = client.PolicyV1Api(_client()).list_namespaced_pod_disruption_budget(namespace).items
+    return [_dict(b) for b in items]
+
+
+def annotate_pod_disruption_budget(*, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+    """Merge annotations into a PodDisruptionBudget's metadata (its spec and generation stay as they are)."""
+    client.PolicyV1Api(_client()).patch_namespaced_pod_disruption_budget(
+        name, namespace, {"metadata": {"annotations": dict(annotations)}}, _content_type="application/merge-patch+json"
     )
 
 

@@ -31,8 +31,8 @@ from regionshift.decide.darkcapacity import (
     shadow_needs_write,
     target_missing_status,
 )
-from regionshift.decide.gate import gate_label_patches
-from regionshift.metrics import DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
+from regionshift.decide.gate import RECOUNT_ANNOTATION, budgets_to_recount, gate_label_patches
+from regionshift.metrics import BUDGET_RECOUNTS, DARK_REPLICAS, GATE_WRITES, RECONCILIATIONS, SHADOW_WRITES
 from regionshift.api.models import DarkClusterSpec, Gate
 
 __all__ = ["DARKCLUSTERS", "StatusRefresher", "reconcile_dark_cluster", "reconcile_dark_cluster_named", "sync_pod_gate"]
@@ -168,7 +168,8 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
     """Merge the gate's labels into every pod that disagrees, in parallel; return how many.
 
     Open adds each pod's serving labels (its target's pod labels), Closed removes them:
-    one metadata merge patch per pod.
+    one metadata merge patch per pod. After a close, the budgets that counted the pods
+    are asked to recount.
     """
     patches = gate_label_patches(pods=pods, gate=gate)
 
@@ -183,9 +184,31 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
         return True
 
     if len(patches) <= 1:
-        return sum(write(pod) for pod in patches)
-    with ThreadPoolExecutor(max_workers=min(GATE_WRITERS, len(patches)), thread_name_prefix="gate") as pool:
-        return sum(pool.map(write, patches))
+        written = sum(write(pod) for pod in patches)
+    else:
+        with ThreadPoolExecutor(max_workers=min(GATE_WRITERS, len(patches)), thread_name_prefix="gate") as pool:
+            written = sum(pool.map(write, patches))
+    if written and gate == Gate.CLOSED.value:
+        _recount_budgets(namespace=namespace, closed=[p for p in pods if p["metadata"]["name"] in patches])
+    return written
+
+
+def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:
+    """Ask every PodDisruptionBudget that counted a just-closed dark pod to recount.
+
+    The disruption controller does not notice a pod leaving a budget's selector; a
+    metadata-only write on the budget makes it recount. A failure is logged and counted,
+    never fatal: the close itself is done.
+    """
+    try:
+        names = budgets_to_recount(budgets=kube.list_pod_disruption_budgets(namespace=namespace), closed=closed)
+        for name in names:
+            kube.annotate_pod_disruption_budget(namespace=namespace, name=name,
+                                                annotations={RECOUNT_ANNOTATION: now_rfc3339()})
+            BUDGET_RECOUNTS.labels("Requested").inc()
+    except kube.ApiException as exc:
+        BUDGET_RECOUNTS.labels("Failed").inc()
+        log.warning("could not ask the PodDisruptionBudgets of %s to recount after a close: %s", namespace, exc.reason)
 
 
 def _export(*, namespace: str, name: str, status: dict[str, Any]) -> None:

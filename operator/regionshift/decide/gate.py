@@ -11,8 +11,16 @@ is one metadata merge patch per pod that adds them, and the pod joins, in the sa
 instant, every object that selects the target; closing is one patch that removes them.
 No restart, no rollout, no write to a status subresource.
 
+One upstream behaviour needs a second write: kube-controller-manager's disruption
+controller recounts a PodDisruptionBudget on a pod event only when the pod matches the
+budget *after* the event, so a pod that loses the labels leaves the budget's status stale
+(still counting it) until something else touches the budget or its pods. After a close,
+the operator therefore asks every budget that selected a closed pod to recount
+(:func:`budgets_to_recount`), with a metadata-only write that leaves the budget's spec and
+generation alone.
+
 Pure decisions only: what a pod's serving labels are, whether it carries them, which pods
-need a write, and what the write says.
+need a write, what the write says, and which budgets to recount after a close.
 """
 
 from __future__ import annotations
@@ -23,17 +31,23 @@ from typing import Any, Iterable, Mapping
 from regionshift.api.models import Gate
 
 __all__ = [
+    "RECOUNT_ANNOTATION",
     "SERVING_LABELS_ANNOTATION",
+    "budgets_to_recount",
     "carries_serving_labels",
     "encode_serving_labels",
     "gate_label_patches",
     "label_patch",
     "pods_needing_gate_write",
+    "selector_matches",
     "serving_labels",
 ]
 
 SERVING_LABELS_ANNOTATION = "regionshift.io/serving-labels"
 """On the shadow's pod template (so on every dark pod): its target's pod labels, as JSON."""
+
+RECOUNT_ANNOTATION = "regionshift.io/recount-requested-at"
+"""On a PodDisruptionBudget that selected a closed dark pod: when regionshift asked for a recount."""
 
 LabelPatch = dict[str, str | None]
 """The ``metadata.labels`` of a JSON merge patch: a value sets a label, None removes it."""
@@ -103,3 +117,48 @@ def gate_label_patches(*, pods: Iterable[Mapping[str, Any]], gate: str) -> dict[
 def pods_needing_gate_write(*, pods: Iterable[Mapping[str, Any]], gate: str) -> list[str]:
     """Names of the pods whose labels disagree with the DarkCluster's gate."""
     return list(gate_label_patches(pods=pods, gate=gate))
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches a set of labels.
+
+    ``None`` matches nothing and ``{}`` everything (a policy/v1 PodDisruptionBudget's
+    empty selector selects every pod of its namespace).
+    """
+    if selector is None:
+        return False
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, operator, values = requirement["key"], requirement["operator"], requirement.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def budgets_to_recount(*, budgets: Iterable[Mapping[str, Any]], closed: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Names of the budgets that selected a dark pod while it served but no longer do once closed.
+
+    ``closed`` are the pods a close wrote, as they were before the write.
+    """
+    moves = []
+    for pod in closed:
+        wanted = serving_labels(pod)
+        labels = _labels(pod)
+        moves.append(({**labels, **wanted}, {k: v for k, v in labels.items() if k not in wanted}))
+    return [
+        budget["metadata"]["name"]
+        for budget in budgets
+        if any(
+            selector_matches((budget.get("spec") or {}).get("selector"), serving)
+            and not selector_matches((budget.get("spec") or {}).get("selector"), gated)
+            for serving, gated in moves
+        )
+    ]
