@@ -146,7 +146,7 @@ def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desir
         kube.replace_deployment(body=replacement)
     SHADOW_WRITES.labels("replace").inc()
     _event(body, type_="Normal", reason="ShadowUpdated",
-           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template, gate-dependent rollout strategy")
+           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template and rollout strategy")
 
 
 def _delete_old_shadow(*, body: dict[str, Any], current: dict[str, Any]) -> None:
