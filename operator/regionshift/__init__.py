@@ -1,8 +1,9 @@
 """regionshift: evacuate a failing region in seconds.
 
 A Kubernetes operator on kopf. It detects a regional outage from a business signal that
-falls off its forecast, keeps pre-scaled dark capacity warm behind a readiness gate in
-every savior region, ungates it at once and shifts traffic through weighted routes.
+falls off its forecast, keeps pre-scaled dark capacity warm and gated (its pods without
+their target's labels) in every savior region, ungates it at once and shifts traffic
+through weighted routes.
 
 The public names are re-exported here; the modules hold one responsibility each.
 """

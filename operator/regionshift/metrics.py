@@ -20,6 +20,7 @@ __all__ = [
     "EVENT_LOOP_LAG_SECONDS",
     "VERDICTS",
     "GATE_WRITES",
+    "BUDGET_RECOUNTS",
     "RECONCILIATIONS",
     "SHADOW_WRITES",
     "serve_metrics",
@@ -33,12 +34,13 @@ RECONCILIATIONS = Counter(
 )
 SHADOW_WRITES = Counter(
     "regionshift_shadow_writes_total",
-    "Writes of shadow Deployments, by action (create, replace, delete, scale_to_zero).",
+    "Writes of shadow Deployments, by action (create, replace, delete: a shadow whose selector must change,"
+    " scale_to_zero: its target is gone).",
     ["action"],
 )
 GATE_WRITES = Counter(
     "regionshift_gate_writes_total",
-    "Readiness-gate condition writes to dark pods, by the gate written (open, closed).",
+    "Serving-label writes to dark pods (one merge patch per pod), by the gate written (Open, Closed).",
     ["gate"],
 )
 DARK_CLUSTER_WAKES = Counter(
@@ -60,6 +62,12 @@ TARGET_LABEL_WRITES = Counter(
     "regionshift_target_label_writes_total",
     "Writes of the regionshift.io/dark-cluster-role=target label on users' Deployments, by action (add, remove).",
     ["action"],
+)
+BUDGET_RECOUNTS = Counter(
+    "regionshift_budget_recounts_total",
+    "PodDisruptionBudgets asked to recount after a gate closed (the disruption controller does not see pods"
+    " leave a selector), by outcome (Requested, Failed).",
+    ["outcome"],
 )
 DARK_REPLICAS = Gauge(
     "regionshift_dark_replicas",

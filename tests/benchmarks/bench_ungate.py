@@ -1,5 +1,9 @@
 """Benchmark: seconds from `gate: Open` until every dark pod is a ready endpoint.
 
+The gate is the dark pods' labels: opening it is one metadata merge patch per pod that adds
+its target's labels, and the endpoint-slice controller then lists the (already Ready) pods.
+Closing is timed too, until the Service lists none of them again.
+
 The baseline, run in the same process against the same local region, is what a system
 without dark capacity does at failover time: scale a Deployment from zero and wait for the
 same number of ready endpoints. kwok starts pods without delay, so the baseline here is the
@@ -79,14 +83,16 @@ def main() -> None:
 
         _wait(warm)
         _wait(lambda: _ready(discovery, ns, "svc") == 1)
-        ungate, scale = [], []
+        ungate, close, scale = [], [], []
         for _ in range(args.rounds):
             started = time.monotonic()
             gate("Open")
             _wait(lambda: _ready(discovery, ns, "svc") == n + 1)
             ungate.append(time.monotonic() - started)
+            started = time.monotonic()
             gate("Closed")
             _wait(lambda: _ready(discovery, ns, "svc") == 1)
+            close.append(time.monotonic() - started)
 
             started = time.monotonic()
             apps.patch_namespaced_deployment_scale("cold", ns, {"spec": {"replicas": n}})
@@ -97,6 +103,8 @@ def main() -> None:
     u, s = statistics.median(ungate), statistics.median(scale)
     print(f"pods: {n}, rounds: {args.rounds}")
     print(f"ungate (gate open -> {n} ready endpoints): median {u:.2f} s, all {[round(x, 2) for x in ungate]}")
+    print(f"close (gate closed -> 1 ready endpoint): median {statistics.median(close):.2f} s, "
+          f"all {[round(x, 2) for x in close]}")
     print(f"baseline (scale 0 -> {n}, kwok pods start instantly): median {s:.2f} s, all {[round(x, 2) for x in scale]}")
     print(f"ratio ungate/baseline: {u / s:.2f}")
 

@@ -15,9 +15,8 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from regionshift.adapters import kube as operator_kube
-
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL, ROLE_TARGET, shadow_deployment, shadow_name
-from regionshift.decide.gate import GATE_CONDITION
+from regionshift.decide.gate import SERVING_LABELS_ANNOTATION
 from tests.support.cluster import Kube, eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_operator")]
@@ -73,6 +72,13 @@ def main_pods_ready(kube: Kube) -> set[str]:
     return {p["metadata"]["name"] for p in kube.pods(f"app=api,!{DARK_CLUSTER_LABEL}")}
 
 
+def endpoint_pods(kube: Kube, service: str) -> set[str]:
+    """Names of every pod an EndpointSlice of the Service lists, ready or not."""
+    slices = client.DiscoveryV1Api(kube.api).list_namespaced_endpoint_slice(
+        kube.namespace, label_selector=f"kubernetes.io/service-name={service}").items
+    return {ep.target_ref.name for s in slices for ep in s.endpoints or [] if ep.target_ref is not None}
+
+
 def test_shadow_copies_target_with_gate_owner_and_replicas(kube: Kube) -> None:
     kube.apply(APP)
     kube.apply(dark_cluster(replicas=3))
@@ -83,10 +89,12 @@ def test_shadow_copies_target_with_gate_owner_and_replicas(kube: Kube) -> None:
     assert (owner["kind"], owner["name"], owner["uid"], owner["controller"]) == ("DarkCluster", "api", dc["metadata"]["uid"], True)
     assert shadow["spec"]["replicas"] == 3
     template = shadow["spec"]["template"]
-    assert template["spec"]["readinessGates"] == [{"conditionType": GATE_CONDITION}]
+    assert not template["spec"].get("readinessGates")
     assert template["spec"]["containers"][0]["image"] == "registry.example/api:1"
     assert template["spec"]["containers"][0]["env"] == [{"name": "VERSION", "value": "1"}]
-    assert template["metadata"]["labels"] == {"app": "api", DARK_CLUSTER_LABEL: "api"}
+    assert template["metadata"]["labels"] == {DARK_CLUSTER_LABEL: "api"}
+    assert json.loads(template["metadata"]["annotations"][SERVING_LABELS_ANNOTATION]) == {"app": "api"}
+    assert shadow["spec"]["selector"] == {"matchLabels": {DARK_CLUSTER_LABEL: "api"}}
 
 
 def test_gated_pods_run_but_stay_out_of_endpoints_until_the_gate_opens(kube: Kube) -> None:
@@ -96,14 +104,13 @@ def test_gated_pods_run_but_stay_out_of_endpoints_until_the_gate_opens(kube: Kub
                       what="main pods in the EndpointSlice")
     pods = eventually(lambda: len(running(dark_pods(kube))) == 3 and dark_pods(kube), what="3 dark pods running")
 
-    # Gated: running, containers ready, not Ready, absent from the ready endpoints.
+    # Gated: running, containers ready, without the target's labels, so in no EndpointSlice of its Service.
     for pod in pods:
         conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
         assert conditions["ContainersReady"] == "True"
-        assert conditions["Ready"] == "False"
-    eventually(lambda: all({c["type"]: c["status"] for c in p["status"]["conditions"]}.get(GATE_CONDITION) == "False"
-                           for p in dark_pods(kube)), what="gate condition False on every dark pod")
+        assert "app" not in pod["metadata"]["labels"]
     assert kube.ready_endpoint_pods("api") == main
+    assert endpoint_pods(kube, "api") == main
     status = eventually(lambda: (s := kube.get_custom("darkclusters", "api").get("status", {})).get("warmReplicas") == 3 and s,
                         what="status counts 3 warm replicas")
     assert status["readyReplicas"] == 0 and status["gated"] is True
@@ -120,12 +127,18 @@ def test_gated_pods_run_but_stay_out_of_endpoints_until_the_gate_opens(kube: Kub
     status = eventually(lambda: (s := kube.get_custom("darkclusters", "api")["status"]).get("readyReplicas") == 3 and s,
                         what="status counts 3 serving replicas")
     assert status["gated"] is False
+    assert all(p["metadata"]["labels"]["app"] == "api" for p in after)
     eventually(lambda: any(e.reason == "GateOpened" for e in kube.events("api")), what="a GateOpened Event")
 
-    # Close it again: out of the endpoints, still running.
+    # Close it again: out of the EndpointSlices altogether, still running, the same pods.
     kube.patch_custom("darkclusters", "api", {"spec": {"gate": "Closed"}})
-    eventually(lambda: kube.ready_endpoint_pods("api") == main, timeout_seconds=10, what="dark pods leave the EndpointSlice")
-    assert {p["metadata"]["uid"] for p in dark_pods(kube)} == uids_before
+    eventually(lambda: endpoint_pods(kube, "api") == main, timeout_seconds=10, what="dark pods leave the EndpointSlice")
+    closed = dark_pods(kube)
+    assert {p["metadata"]["uid"] for p in closed} == uids_before
+    assert all("app" not in p["metadata"]["labels"] for p in closed)
+    assert all(c["restartCount"] == 0 for p in closed for c in p["status"]["containerStatuses"])
+    eventually(lambda: kube.get_custom("darkclusters", "api")["status"].get("readyReplicas") == 0,
+               what="status counts none serving")
 
 
 def test_target_template_change_updates_the_shadow(kube: Kube) -> None:
@@ -260,8 +273,9 @@ def test_a_deployment_in_the_shadows_place_is_never_adopted(kube: Kube, mimic: b
     assert after["metadata"].get("ownerReferences") is None
     assert after["spec"]["template"] == before["spec"]["template"] and after["spec"]["replicas"] == 1
     assert after["metadata"]["labels"] == before["metadata"]["labels"]
-    for pod in kube.pods("app=squatter"):
-        assert GATE_CONDITION not in {c["type"] for c in pod["status"].get("conditions") or []}
+    for pod in kube.pods("app=squatter"):  # never gated: its pods keep exactly their own labels
+        assert SERVING_LABELS_ANNOTATION not in (pod["metadata"].get("annotations") or {})
+        assert DARK_CLUSTER_LABEL not in pod["metadata"]["labels"]
 
     # Its owner deletes it: the dark cluster is built in its place.
     kube.apps.delete_namespaced_deployment("api-dark", kube.namespace)

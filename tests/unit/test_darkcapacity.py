@@ -21,6 +21,7 @@ from regionshift.decide.darkcapacity import (
     desired_replicas,
     is_owned_by,
     own_status,
+    serving_labels_of,
     shadow_deployment,
     shadow_name,
     shadow_needs_recreate,
@@ -28,7 +29,7 @@ from regionshift.decide.darkcapacity import (
     target_label_patch,
     target_missing_status,
 )
-from regionshift.decide.gate import GATE_CONDITION
+from regionshift.decide.gate import SERVING_LABELS_ANNOTATION, carries_serving_labels, serving_labels
 from regionshift.api.models import DarkClusterSpec
 
 TARGET: dict[str, Any] = {
@@ -37,7 +38,7 @@ TARGET: dict[str, Any] = {
         "selector": {"matchLabels": {"app": "api"}},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
         "template": {
-            "metadata": {"labels": {"app": "api"}, "annotations": {"a": "b"}},
+            "metadata": {"labels": {"app": "api", "tier": "web"}, "annotations": {"a": "b"}},
             "spec": {"containers": [{"name": "api", "image": "api:1"}], "readinessGates": [{"conditionType": "own/gate"}]},
         },
     },
@@ -69,7 +70,7 @@ def test_desired_replicas(replicas: dict[str, Any], forecast: int | None, expect
     assert desired_replicas(spec=spec, forecast_replicas=forecast) == expected
 
 
-def test_shadow_copies_template_adds_gate_label_and_owner() -> None:
+def test_shadow_copies_template_swaps_labels_for_the_dark_cluster_label_and_owner() -> None:
     target = copy.deepcopy(TARGET)
     shadow = shadow_deployment(dark_cluster=dark(), target=target, replicas=4)
     assert target == TARGET, "the target must not be modified"
@@ -79,18 +80,50 @@ def test_shadow_copies_template_adds_gate_label_and_owner() -> None:
          "controller": True, "blockOwnerDeletion": True}
     ]
     template = shadow["spec"]["template"]
-    assert template["spec"]["readinessGates"] == [{"conditionType": "own/gate"}, {"conditionType": GATE_CONDITION}]
-    assert template["metadata"]["labels"] == {"app": "api", DARK_CLUSTER_LABEL: "api-dc"}
-    assert template["metadata"]["annotations"] == {"a": "b"}
-    assert shadow["spec"]["selector"] == {"matchLabels": {"app": "api", DARK_CLUSTER_LABEL: "api-dc"}}
+    # Gated pods carry none of the target's pod labels: no Service, PDB or HPA of the target selects them.
+    assert template["metadata"]["labels"] == {DARK_CLUSTER_LABEL: "api-dc"}
+    assert shadow["spec"]["selector"] == {"matchLabels": {DARK_CLUSTER_LABEL: "api-dc"}}
+    # The target's pod labels wait in an annotation until the gate opens.
+    assert template["metadata"]["annotations"]["a"] == "b"
+    assert serving_labels(template) == {"app": "api", "tier": "web"}
+    assert not carries_serving_labels(template)
+    # No readiness gate of regionshift's; the target's own readiness gates stay.
+    assert template["spec"]["readinessGates"] == [{"conditionType": "own/gate"}]
     assert shadow["spec"]["replicas"] == 4
 
 
-def test_strategy_replaces_all_at_once_while_gated_and_follows_target_when_open() -> None:
+def test_serving_labels_leave_out_the_shadows_own_labels() -> None:
+    target = copy.deepcopy(TARGET)
+    target["spec"]["template"]["metadata"]["labels"].update({DARK_CLUSTER_LABEL: "x", "pod-template-hash": "h"})
+    assert serving_labels_of(target) == {"app": "api", "tier": "web"}
+
+
+def test_strategy_follows_the_target_and_a_gate_flip_never_rewrites_the_shadow() -> None:
     closed = shadow_deployment(dark_cluster=dark(gate="Closed"), target=TARGET, replicas=1)
     opened = shadow_deployment(dark_cluster=dark(gate="Open"), target=TARGET, replicas=1)
-    assert closed["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": "100%", "maxUnavailable": "100%"}
-    assert opened["spec"]["strategy"] == TARGET["spec"]["strategy"]
+    assert closed["spec"]["strategy"] == opened["spec"]["strategy"] == TARGET["spec"]["strategy"]
+    assert not shadow_needs_write(current=closed, desired=opened)
+
+
+def test_a_target_label_change_reaches_the_annotation_and_rolls_the_shadow() -> None:
+    relabelled = copy.deepcopy(TARGET)
+    relabelled["spec"]["template"]["metadata"]["labels"]["version"] = "v2"
+    before = shadow_deployment(dark_cluster=dark(), target=TARGET, replicas=1)
+    after = shadow_deployment(dark_cluster=dark(), target=relabelled, replicas=1)
+    assert serving_labels(after["spec"]["template"]) == {"app": "api", "tier": "web", "version": "v2"}
+    assert shadow_needs_write(current=before, desired=after)
+    assert not shadow_needs_recreate(current=before, desired=after), "the selector stays: a replace will do"
+
+
+def test_a_shadow_of_the_readiness_gate_design_is_recreated() -> None:
+    desired = shadow_deployment(dark_cluster=dark(), target=TARGET, replicas=2)
+    assert not shadow_needs_recreate(current=None, desired=desired)
+    assert not shadow_needs_recreate(current=copy.deepcopy(desired), desired=desired)
+    old = copy.deepcopy(desired)  # selector and pod labels included the target's
+    old["spec"]["selector"] = {"matchLabels": {"app": "api", DARK_CLUSTER_LABEL: "api-dc"}}
+    old["metadata"]["annotations"]["regionshift.io/template-hash"] = "old"
+    assert shadow_needs_write(current=old, desired=desired)
+    assert shadow_needs_recreate(current=old, desired=desired)
 
 
 def test_shadow_is_written_only_when_a_decided_part_changes() -> None:
@@ -106,8 +139,12 @@ def test_shadow_is_written_only_when_a_decided_part_changes() -> None:
     assert shadow_needs_write(current=desired, desired=shadow_deployment(dark_cluster=dark(), target=new_image, replicas=2))
 
 
-def pod(*, phase: str = "Running", ready: bool = False, containers: bool = True, deleting: bool = False) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": "p"}
+def pod(*, phase: str = "Running", ready: bool = False, containers: bool = True, deleting: bool = False,
+        labelled: bool | None = None) -> dict[str, Any]:
+    """A dark pod; ``labelled`` (default: as Ready) says whether it carries its serving labels."""
+    labelled = ready if labelled is None else labelled
+    labels = {DARK_CLUSTER_LABEL: "api-dc", **({"app": "api"} if labelled else {})}
+    meta: dict[str, Any] = {"name": "p", "labels": labels, "annotations": {SERVING_LABELS_ANNOTATION: '{"app":"api"}'}}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
     return {"metadata": meta, "status": {"phase": phase, "conditions": [
@@ -117,6 +154,12 @@ def pod(*, phase: str = "Running", ready: bool = False, containers: bool = True,
 def test_count_pods_warm_and_serving() -> None:
     pods = [pod(), pod(ready=True), pod(phase="Pending", containers=False), pod(deleting=True)]
     assert count_pods(pods) == (2, 1)
+
+
+def test_a_ready_pod_serves_only_while_it_carries_its_serving_labels() -> None:
+    gated_ready = pod(ready=True, labelled=False)  # gated by label: Ready, but selected by nothing
+    labelled_not_ready = pod(ready=False, labelled=True)
+    assert count_pods([gated_ready, labelled_not_ready, pod(ready=True)]) == (3, 1)
 
 
 def test_status_reports_warming_then_warm_and_keeps_transition_time() -> None:
@@ -231,10 +274,21 @@ def test_only_a_controller_reference_with_our_uid_makes_a_deployment_ours() -> N
     assert not is_owned_by({"metadata": {"name": "api-dark"}}, uid="uid-1")
 
 
-def test_a_changed_target_selector_recreates_the_shadow() -> None:
+def test_a_changed_target_selector_rolls_the_shadow_without_recreating_it() -> None:
     desired = shadow_deployment(dark_cluster=dark(), target=TARGET, replicas=1)
     assert not shadow_needs_recreate(current=None, desired=desired)
     assert not shadow_needs_recreate(current=copy.deepcopy(desired), desired=desired)
     moved = copy.deepcopy(TARGET)
     moved["spec"]["selector"] = {"matchLabels": {"app": "api", "track": "v2"}}
-    assert shadow_needs_recreate(current=desired, desired=shadow_deployment(dark_cluster=dark(), target=moved, replicas=1))
+    moved["spec"]["template"]["metadata"]["labels"] = {"app": "api", "track": "v2"}
+    rolled = shadow_deployment(dark_cluster=dark(), target=moved, replicas=1)
+    # The shadow selects the dark-cluster label alone: a new target selector changes only
+    # the serving labels its pods wait with, so the shadow rolls and is never recreated.
+    assert rolled["spec"]["selector"] == desired["spec"]["selector"]
+    assert not shadow_needs_recreate(current=desired, desired=rolled)
+    assert shadow_needs_write(current=desired, desired=rolled)
+    old_design = copy.deepcopy(desired)
+    old_design["spec"]["selector"] = {"matchLabels": {"app": "api", DARK_CLUSTER_LABEL: "api"}}
+    assert shadow_needs_recreate(current=old_design, desired=desired)
+
+

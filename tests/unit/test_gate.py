@@ -1,31 +1,130 @@
-"""Pure gate decisions: which dark pods need a condition write."""
+"""Pure gate decisions: which dark pods need a label write, and what it says."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from regionshift.decide.gate import GATE_CONDITION, gate_condition, pods_needing_gate_write
+import pytest
+
+from regionshift.decide.gate import (
+    SERVING_LABELS_ANNOTATION,
+    budgets_to_recount,
+    carries_serving_labels,
+    encode_serving_labels,
+    gate_label_patches,
+    label_patch,
+    pods_needing_gate_write,
+    selector_matches,
+    serving_labels,
+)
+
+SERVING = {"app": "api", "tier": "web"}
+OWN = {"regionshift.io/dark-cluster": "api", "pod-template-hash": "5d8f"}
 
 
-def pod(name: str, status: str | None, *, deleting: bool = False) -> dict[str, Any]:
-    conditions = [] if status is None else [{"type": GATE_CONDITION, "status": status}]
-    meta: dict[str, Any] = {"name": name}
+def pod(name: str, *, labels: dict[str, str] | None = None, serving: dict[str, str] | None = SERVING,
+        deleting: bool = False) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "labels": {**OWN, **(labels or {})}}
+    if serving is not None:
+        meta["annotations"] = {SERVING_LABELS_ANNOTATION: encode_serving_labels(serving)}
     if deleting:
         meta["deletionTimestamp"] = "2026-01-01T00:00:00Z"
-    return {"metadata": meta, "status": {"conditions": conditions}}
+    return {"metadata": meta}
 
 
-def test_new_pods_get_a_write_either_way() -> None:
-    pods = [pod("a", None), pod("b", "False"), pod("c", "True")]
-    assert pods_needing_gate_write(pods=pods, gate="Closed") == ["a", "c"]
-    assert pods_needing_gate_write(pods=pods, gate="Open") == ["a", "b"]
+GATED = pod("gated")
+SERVING_POD = pod("serving", labels=SERVING)
+HALF = pod("half", labels={"app": "api"})
+WRONG_VALUE = pod("wrong", labels={"app": "api", "tier": "batch"})
 
 
-def test_deleting_pods_are_left_alone() -> None:
-    assert pods_needing_gate_write(pods=[pod("a", None, deleting=True)], gate="Open") == []
+def test_serving_labels_come_from_the_pod_annotation() -> None:
+    assert serving_labels(GATED) == SERVING
+    assert encode_serving_labels({"b": "2", "a": "1"}) == '{"a":"1","b":"2"}', "stable: sorted, compact"
 
 
-def test_condition_written() -> None:
-    opened = gate_condition(gate="Open", now="t")
-    assert (opened["type"], opened["status"], opened["reason"], opened["lastTransitionTime"]) == (GATE_CONDITION, "True", "GateOpen", "t")
-    assert gate_condition(gate="Closed", now="t")["status"] == "False"
+@pytest.mark.parametrize("raw", ["", "not json", "[1, 2]", '{"app": 1}'])
+def test_a_missing_or_malformed_annotation_means_no_serving_labels(raw: str) -> None:
+    broken = pod("p")
+    broken["metadata"]["annotations"][SERVING_LABELS_ANNOTATION] = raw
+    assert serving_labels(broken) == {}
+    assert serving_labels(pod("p", serving=None)) == {}
+
+
+def test_a_pod_serves_only_with_every_serving_label_and_its_value() -> None:
+    assert carries_serving_labels(SERVING_POD)
+    assert not carries_serving_labels(GATED)
+    assert not carries_serving_labels(HALF)
+    assert not carries_serving_labels(WRONG_VALUE)
+
+
+def test_open_adds_the_serving_labels_to_every_pod_that_lacks_one() -> None:
+    pods = [GATED, SERVING_POD, HALF, WRONG_VALUE]
+    assert gate_label_patches(pods=pods, gate="Open") == {"gated": SERVING, "half": SERVING, "wrong": SERVING}
+
+
+def test_closed_removes_every_serving_label_key_from_any_pod_carrying_one() -> None:
+    pods = [GATED, SERVING_POD, HALF, WRONG_VALUE]
+    removal = {"app": None, "tier": None}
+    assert gate_label_patches(pods=pods, gate="Closed") == {"serving": removal, "half": removal, "wrong": removal}
+
+
+def test_a_patch_never_touches_the_shadows_own_labels() -> None:
+    for gate in ("Open", "Closed"):
+        assert not set(label_patch(pod=SERVING_POD, gate=gate)) & set(OWN)
+
+
+def test_pods_in_agreement_deleting_or_without_serving_labels_get_no_write() -> None:
+    assert pods_needing_gate_write(pods=[SERVING_POD], gate="Open") == []
+    assert pods_needing_gate_write(pods=[GATED], gate="Closed") == []
+    assert pods_needing_gate_write(pods=[pod("a", deleting=True)], gate="Open") == []
+    assert pods_needing_gate_write(pods=[pod("a", labels=SERVING, deleting=True)], gate="Closed") == []
+    legacy = pod("legacy", labels=SERVING, serving=None)  # an older regionshift's pod: not ours to relabel
+    assert pods_needing_gate_write(pods=[legacy], gate="Open") == []
+    assert pods_needing_gate_write(pods=[legacy], gate="Closed") == []
+
+
+def test_writing_the_patch_converges_so_a_second_run_writes_nothing() -> None:
+    for gate in ("Open", "Closed"):
+        pods = [GATED, SERVING_POD, HALF, WRONG_VALUE]
+        for p in pods:
+            merged = {**p["metadata"]["labels"], **label_patch(pod=p, gate=gate)}
+            p_after = {"metadata": {**p["metadata"], "labels": {k: v for k, v in merged.items() if v is not None}}}
+            assert pods_needing_gate_write(pods=[p_after], gate=gate) == []
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        (None, False),
+        ({}, True),
+        ({"matchLabels": {"app": "api"}}, True),
+        ({"matchLabels": {"app": "api", "tier": "batch"}}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web", "edge"]}]}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["web"]}]}, False),
+        ({"matchExpressions": [{"key": "zone", "operator": "NotIn", "values": ["a"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "Exists"}]}, True),
+        ({"matchExpressions": [{"key": "zone", "operator": "Exists"}]}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "DoesNotExist"}]}, False),
+        ({"matchLabels": {"app": "api"}, "matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}, False),
+    ],
+)
+def test_selector_matching_follows_kubernetes(selector: dict[str, Any] | None, matches: bool) -> None:
+    assert selector_matches(selector, {"app": "api", "tier": "web"}) is matches
+
+
+def budget(name: str, selector: dict[str, Any] | None) -> dict[str, Any]:
+    return {"metadata": {"name": name}, "spec": {"selector": selector}}
+
+
+def test_after_a_close_only_the_budgets_the_pods_left_are_recounted() -> None:
+    budgets = [
+        budget("target", {"matchLabels": {"app": "api"}}),
+        budget("tier", {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["web"]}]}),
+        budget("other", {"matchLabels": {"app": "other"}}),
+        budget("everything", {}),  # selected the dark pods gated or not: its count does not move
+        budget("darkness", {"matchLabels": {"regionshift.io/dark-cluster": "api"}}),
+        budget("none", None),
+    ]
+    assert budgets_to_recount(budgets=budgets, closed=[SERVING_POD]) == ["target", "tier"]
+    assert budgets_to_recount(budgets=budgets, closed=[]) == []

@@ -15,6 +15,8 @@ from kubernetes import client
 from regionshift.adapters import kube, retries
 from regionshift.api.models import Gate
 from regionshift.controllers import darkcluster
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+from regionshift.decide.gate import SERVING_LABELS_ANNOTATION
 
 
 @pytest.mark.parametrize("status", [409, 429, 500, 502, 503, 504, None])
@@ -66,7 +68,7 @@ def test_call_retries_then_returns_and_logs_quietly(caplog: pytest.LogCaptureFix
 
 
 class _MockApiServer:
-    """An HTTP server that answers pods/status patches from a script of statuses."""
+    """An HTTP server that answers pod patches from a script of statuses."""
 
     def __init__(self, script: list[int]) -> None:
         self.script = script
@@ -120,7 +122,9 @@ def mock_api(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
         server.__exit__()
 
 
-GATED_POD = {"metadata": {"name": "p", "namespace": "ns"}, "status": {"conditions": []}}
+GATED_POD = {"metadata": {"name": "p", "namespace": "ns", "labels": {DARK_CLUSTER_LABEL: "api"},
+                          "annotations": {SERVING_LABELS_ANNOTATION: '{"app":"api"}'}}}
+"""A gated dark pod: its serving label waits in the annotation, so opening writes it."""
 
 
 def test_gate_write_retries_429_503_409_from_a_mock_api_server(mock_api: Any, caplog: pytest.LogCaptureFixture) -> None:
@@ -128,7 +132,7 @@ def test_gate_write_retries_429_503_409_from_a_mock_api_server(mock_api: Any, ca
     with caplog.at_level(logging.INFO):
         written = darkcluster._write_gates(namespace="ns", pods=[GATED_POD], gate=Gate.OPEN.value)
     assert written == 1
-    assert server.requests == ["/api/v1/namespaces/ns/pods/p/status"] * 4
+    assert server.requests == ["/api/v1/namespaces/ns/pods/p"] * 4
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert sum("retry" in r.getMessage() for r in caplog.records) == 3
 

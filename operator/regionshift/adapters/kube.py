@@ -25,33 +25,35 @@ from kubernetes.client.exceptions import ApiException
 from regionshift.api.models import API_GROUP, API_VERSION
 
 __all__ = [
-    "ApiException",
+    "REQUEST_TIMEOUT",
+    "annotate_pod_disruption_budget",
     "api_client",
+    "ApiException",
     "apply_custom_status",
     "configure",
     "configure_once",
-    "kubeconfig_path",
     "create_custom",
     "create_deployment",
     "delete_custom",
     "delete_deployment",
+    "kubeconfig_path",
     "list_custom",
     "list_deployments",
+    "list_pod_disruption_budgets",
     "list_pods",
     "list_replicasets",
-    "read_configmap_data",
-    "read_secret_value",
-    "write_configmap",
     "patch_custom",
     "patch_custom_status",
     "patch_deployment_labels",
-    "patch_pod_status",
+    "patch_pod_labels",
+    "read_configmap_data",
     "read_custom",
     "read_deployment",
+    "read_secret_value",
     "replace_deployment",
     "rest_configuration",
     "scale_deployment",
-    "REQUEST_TIMEOUT",
+    "write_configmap",
 ]
 
 REQUEST_TIMEOUT = (5.0, 30.0)
@@ -187,10 +189,29 @@ def list_pods(*, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     return [_dict(p) for p in pods.items]
 
 
-def patch_pod_status(*, namespace: str, name: str, conditions: list[dict[str, Any]]) -> None:
-    """Merge conditions into a pod's status (strategic merge: by condition type)."""
-    client.CoreV1Api(_client()).patch_namespaced_pod_status(
-        name, namespace, {"status": {"conditions": conditions}}, _request_timeout=REQUEST_TIMEOUT
+def patch_pod_labels(*, namespace: str, name: str, labels: Mapping[str, str | None]) -> None:
+    """One JSON merge patch of a pod's labels: a value sets a label, None removes it.
+
+    Touches nothing but the named labels: no resourceVersion, so it never conflicts, and
+    writing the same labels twice is a no-op.
+    """
+    client.CoreV1Api(_client()).patch_namespaced_pod(
+        name, namespace, {"metadata": {"labels": dict(labels)}}, _content_type="application/merge-patch+json",
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+
+
+def list_pod_disruption_budgets(*, namespace: str) -> list[dict[str, Any]]:
+    """Every PodDisruptionBudget of a namespace."""
+    items = client.PolicyV1Api(_client()).list_namespaced_pod_disruption_budget(namespace, _request_timeout=REQUEST_TIMEOUT).items
+    return [_dict(b) for b in items]
+
+
+def annotate_pod_disruption_budget(*, namespace: str, name: str, annotations: Mapping[str, str]) -> None:
+    """Merge annotations into a PodDisruptionBudget's metadata (its spec and generation stay as they are)."""
+    client.PolicyV1Api(_client()).patch_namespaced_pod_disruption_budget(
+        name, namespace, {"metadata": {"annotations": dict(annotations)}}, _content_type="application/merge-patch+json",
+        _request_timeout=REQUEST_TIMEOUT,
     )
 
 

@@ -235,8 +235,9 @@ class DarkClusterSpec(Model):
     )
     gate: Gate = Field(
         default=Gate.CLOSED,
-        description="Closed: dark pods run but stay out of every Service's endpoints."
-        " Open: the operator sets their readiness gate True and they take traffic.",
+        description="Closed: dark pods run, warm, without their target's pod labels, so no Service,"
+        " PodDisruptionBudget or autoscaler of the target selects them."
+        " Open: the operator adds those labels to every dark pod and they take traffic.",
     )
 
 

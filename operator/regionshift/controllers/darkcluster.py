@@ -55,8 +55,9 @@ from regionshift.decide.darkcapacity import (
     target_label_patch,
     target_missing_status,
 )
-from regionshift.decide.gate import gate_condition, pods_needing_gate_write
+from regionshift.decide.gate import RECOUNT_ANNOTATION, budgets_to_recount, gate_label_patches
 from regionshift.metrics import (
+    BUDGET_RECOUNTS,
     DARK_CLUSTER_RECONCILE_SECONDS,
     DARK_CLUSTER_WAKES,
     DARK_REPLICAS,
@@ -85,7 +86,7 @@ DARKCLUSTERS = "darkclusters"
 FIELD_MANAGER = "regionshift-darkcluster"
 """Server-side-apply field manager of the status fields this controller owns."""
 GATE_WRITERS = 16
-"""Parallel pods/status writes when a gate flips: ungating N pods costs ~N/16 round trips."""
+"""Parallel pod label writes when a gate flips: ungating N pods costs ~N/16 round trips."""
 RECONCILERS = 16
 """Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
 RESYNC_SECONDS = 600.0
@@ -359,7 +360,7 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
     desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
-    # shadow's own update (its rollout strategy follows the gate, see darkcapacity).
+    # shadow's own update.
     written = _write_gates(namespace=namespace, pods=pods, gate=spec.gate)
     if written:
         verb = "opened" if spec.gate == Gate.OPEN.value else "closed"
@@ -492,7 +493,7 @@ def _write_shadow(*, body: dict[str, Any], current: dict[str, Any] | None, desir
     kube.replace_deployment(body=replacement)  # a 409 (changed meanwhile) is retried by the daemon
     SHADOW_WRITES.labels("replace").inc()
     _event(body, type_="Normal", reason="ShadowUpdated",
-           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template, gate-dependent rollout strategy")
+           message=f"updated {shadow}: {desired['spec']['replicas']} replica(s), its target's pod template and rollout strategy")
     return True
 
 
@@ -506,20 +507,22 @@ def _delete_shadow(*, body: dict[str, Any], current: dict[str, Any]) -> None:
             raise  # 409: the uid precondition failed, someone replaced it meanwhile; reconcile anew
     SHADOW_WRITES.labels("delete").inc()
     _event(body, type_="Normal", reason="ShadowRecreated",
-           message=f"deleted {shadow}: its target's selector changed and a selector cannot; creating it anew")
+           message=f"deleted {shadow}: its selector must change (its target's selector changed, or an older regionshift"
+                   " made it) and a selector cannot; creating it anew")
 
 
 def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> int:
-    """Write the gate condition on every pod that differs, in parallel; return how many.
+    """Merge the gate's labels into every pod that disagrees, in parallel; return how many.
 
-    Each write is retried with backoff and jitter on 409, 429 and 5xx.
+    Open adds each pod's serving labels (its target's pod labels), Closed removes them:
+    one metadata merge patch per pod, retried with backoff and jitter on 409, 429 and 5xx.
+    After a close, the budgets that counted the pods are asked to recount.
     """
-    names = pods_needing_gate_write(pods=pods, gate=gate)
-    condition = gate_condition(gate=gate, now=now_rfc3339())
+    patches = gate_label_patches(pods=pods, gate=gate)
 
     def write(pod: str) -> bool:
         try:
-            retries.call(lambda: kube.patch_pod_status(namespace=namespace, name=pod, conditions=[condition]),
+            retries.call(lambda: kube.patch_pod_labels(namespace=namespace, name=pod, labels=patches[pod]),
                          what=f"gate of pod {namespace}/{pod}")
         except kube.ApiException as exc:
             if exc.status == 404:  # deleted meanwhile: nothing to gate
@@ -528,10 +531,32 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
         GATE_WRITES.labels(gate).inc()
         return True
 
-    if len(names) <= 1:
-        return sum(write(pod) for pod in names)
-    with ThreadPoolExecutor(max_workers=min(GATE_WRITERS, len(names)), thread_name_prefix="gate") as pool:
-        return sum(pool.map(write, names))
+    if len(patches) <= 1:
+        written = sum(write(pod) for pod in patches)
+    else:
+        with ThreadPoolExecutor(max_workers=min(GATE_WRITERS, len(patches)), thread_name_prefix="gate") as pool:
+            written = sum(pool.map(write, patches))
+    if written and gate == Gate.CLOSED.value:
+        _recount_budgets(namespace=namespace, closed=[p for p in pods if p["metadata"]["name"] in patches])
+    return written
+
+
+def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:
+    """Ask every PodDisruptionBudget that counted a just-closed dark pod to recount.
+
+    The disruption controller does not notice a pod leaving a budget's selector; a
+    metadata-only write on the budget makes it recount. A failure is logged and counted,
+    never fatal: the close itself is done.
+    """
+    try:
+        names = budgets_to_recount(budgets=kube.list_pod_disruption_budgets(namespace=namespace), closed=closed)
+        for name in names:
+            kube.annotate_pod_disruption_budget(namespace=namespace, name=name,
+                                                annotations={RECOUNT_ANNOTATION: now_rfc3339()})
+            BUDGET_RECOUNTS.labels("Requested").inc()
+    except kube.ApiException as exc:
+        BUDGET_RECOUNTS.labels("Failed").inc()
+        log.warning("could not ask the PodDisruptionBudgets of %s to recount after a close: %s", namespace, exc.reason)
 
 
 def _export(*, namespace: str, name: str, status: DarkClusterStatus) -> None:

@@ -5,10 +5,12 @@ target Deployment, asks this module for the shadow Deployment it should see, for
 replica count and for the status to report, and writes the answers. Everything here is
 unit-tested without a cluster.
 
-The shadow (Nimble's ``nimble_API``) runs the target's pod template unchanged except for
-one label that tells its pods apart and one readiness gate whose condition the operator
-owns (:mod:`regionshift.decide.gate`), so its pods match the target's Services but stay out of
-their endpoints until the gate opens.
+The shadow (Nimble's ``nimble_API``) runs the target's pod template with its labels
+swapped out: its pods carry only the dark-cluster label, and the target's pod labels (the
+serving labels) wait in an annotation until the gate opens (:mod:`regionshift.decide.gate`).
+Its selector is the dark-cluster label alone, so gated pods match no Service,
+PodDisruptionBudget or autoscaler of the target, and adding or removing the serving
+labels never takes a pod away from its own ReplicaSet.
 
 Names stay valid whatever the target is called: a target name may take all 63 characters
 and dots, so ``<target>-dark`` and every label value are cut to 63 characters with a short
@@ -24,8 +26,8 @@ import json
 from typing import Any
 
 from regionshift.api.conditions import condition, set_condition
-from regionshift.decide.gate import GATE_CONDITION
 from regionshift.api.models import Condition, DarkClusterSpec, DarkClusterStatus, Gate, ReplicaSource
+from regionshift.decide.gate import SERVING_LABELS_ANNOTATION, carries_serving_labels, encode_serving_labels
 
 __all__ = [
     "DARK_CLUSTER_LABEL",
@@ -48,6 +50,7 @@ __all__ = [
     "shadow_name",
     "shadow_needs_recreate",
     "shadow_needs_write",
+    "serving_labels_of",
     "conflict_status",
     "target_label_patch",
     "target_missing_status",
@@ -77,6 +80,8 @@ MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 TEMPLATE_HASH_ANNOTATION = "regionshift.io/template-hash"
 """On the shadow Deployment: hash of everything the operator decided, to skip no-op writes."""
 TARGET_ANNOTATION = "regionshift.io/target-deployment"
+_OWN_POD_LABELS = frozenset({DARK_CLUSTER_LABEL, "pod-template-hash"})
+"""Pod labels a gate never adds nor removes: the shadow's own and its ReplicaSet's."""
 
 
 def bounded_name(name: str, *, suffix: str = "", limit: int = NAME_LIMIT) -> str:
@@ -127,22 +132,32 @@ def desired_replicas(*, spec: DarkClusterSpec, forecast_replicas: int | None) ->
     return max(policy.min_replicas, min(policy.max_replicas, wanted))
 
 
+def serving_labels_of(target: dict[str, Any]) -> dict[str, str]:
+    """The labels the target's pods carry: what a dark pod adds when its gate opens."""
+    labels = (target["spec"]["template"].get("metadata") or {}).get("labels") or {}
+    return {key: value for key, value in labels.items() if key not in _OWN_POD_LABELS}
+
+
+def _shadow_selector(dark_cluster_name: str) -> dict[str, Any]:
+    return {"matchLabels": {DARK_CLUSTER_LABEL: dark_cluster_name}}
+
+
 def _shadow_template(*, target: dict[str, Any], dark_cluster_name: str) -> dict[str, Any]:
     template = copy.deepcopy(target["spec"]["template"])
     metadata = template.setdefault("metadata", {})
-    metadata.setdefault("labels", {})[DARK_CLUSTER_LABEL] = dark_cluster_name
-    pod_spec = template.setdefault("spec", {})
-    gates = [g for g in pod_spec.get("readinessGates") or [] if g.get("conditionType") != GATE_CONDITION]
-    pod_spec["readinessGates"] = [*gates, {"conditionType": GATE_CONDITION}]
+    metadata["labels"] = {DARK_CLUSTER_LABEL: dark_cluster_name}
+    metadata["annotations"] = {
+        **(metadata.get("annotations") or {}),
+        SERVING_LABELS_ANNOTATION: encode_serving_labels(serving_labels_of(target)),
+    }
     return template
 
 
-def _strategy(*, target: dict[str, Any], gate: str) -> dict[str, Any]:
-    # Gated pods never turn Ready, so a rolling update would wait for them forever: while
-    # the gate is closed nothing serves, and the shadow replaces its pods all at once.
-    # While it is open the shadow serves and rolls like its target.
-    if gate == Gate.CLOSED.value:
-        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "100%", "maxUnavailable": "100%"}}
+def _strategy(*, target: dict[str, Any]) -> dict[str, Any]:
+    # Gated pods turn Ready like any other (they serve nothing while they lack the serving
+    # labels), so the shadow rolls like its target whatever the gate, and keeps most of its
+    # warm capacity through a rollout. The strategy does not depend on the gate, so
+    # flipping the gate never rewrites the shadow.
     return copy.deepcopy(target["spec"].get("strategy") or {"type": "RollingUpdate"})
 
 
@@ -166,13 +181,11 @@ def shadow_deployment(
     name = dark_cluster["metadata"]["name"]
     label = dark_cluster_label_value(name)
     spec = DarkClusterSpec.model_validate(dark_cluster["spec"])
-    target_selector = copy.deepcopy(target["spec"]["selector"])
-    selector = {**target_selector, "matchLabels": {**target_selector.get("matchLabels", {}), DARK_CLUSTER_LABEL: label}}
     decided = {
         "replicas": replicas,
-        "selector": selector,
+        "selector": _shadow_selector(label),
         "template": _shadow_template(target=target, dark_cluster_name=label),
-        "strategy": _strategy(target=target, gate=spec.gate),
+        "strategy": _strategy(target=target),
     }
     labels = {
         **(target["metadata"].get("labels") or {}),
@@ -225,7 +238,8 @@ def shadow_needs_recreate(*, current: dict[str, Any] | None, desired: dict[str, 
     """Whether the shadow must be deleted and created anew rather than replaced.
 
     A Deployment's selector is immutable: when the target is recreated with another
-    selector (or a shadow was made with another one), only a new Deployment can follow.
+    selector, or a shadow was made by an older regionshift (whose selector took the
+    target's labels too), only a new Deployment can follow.
     """
     if current is None:
         return False
@@ -239,10 +253,10 @@ def _has_condition(pod: dict[str, Any], type_: str) -> bool:
 
 
 def count_pods(pods: list[dict[str, Any]]) -> tuple[int, int]:
-    """(warm, serving): dark pods running with containers ready, and those Ready."""
+    """(warm, serving): dark pods running with containers ready, and those Ready with their serving labels."""
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     warm = sum(1 for p in live if (p.get("status") or {}).get("phase") == "Running" and _has_condition(p, "ContainersReady"))
-    serving = sum(1 for p in live if _has_condition(p, "Ready"))
+    serving = sum(1 for p in live if _has_condition(p, "Ready") and carries_serving_labels(p))
     return warm, serving
 
 

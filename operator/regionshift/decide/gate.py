@@ -1,65 +1,176 @@
-"""The gate: a readiness gate on every dark pod whose condition the operator owns.
+"""The gate: a dark pod serves exactly when it carries its target's labels.
 
-Gated (condition False) a dark pod runs, warm, but is not Ready, so the endpoints
-controller keeps it out of every Service. Ungating is one write per pod to its
-``pods/status`` subresource; the kubelet (kwok, locally) then marks the pod Ready and the
-endpoints controller adds it within a second. No restart, no rollout.
+A gated dark pod runs its target's pod template, warm and Ready, but carries none of the
+target's pod labels: only the dark-cluster label. No Service, PodDisruptionBudget or
+HorizontalPodAutoscaler that selects the target's pods sees it, so a gated pod neither
+takes traffic, nor counts against a disruption budget, nor skews an autoscaler.
 
-Pure decisions only: which pods need a write, and what the write says.
+The labels the target's pods carry (the *serving labels*) travel with every dark pod in
+the annotation :data:`SERVING_LABELS_ANNOTATION` of the shadow's pod template. Ungating
+is one metadata merge patch per pod that adds them, and the pod joins, in the same
+instant, every object that selects the target; closing is one patch that removes them.
+No restart, no rollout, no write to a status subresource.
+
+One upstream behaviour needs a second write: kube-controller-manager's disruption
+controller recounts a PodDisruptionBudget on a pod event only when the pod matches the
+budget *after* the event, so a pod that loses the labels leaves the budget's status stale
+(still counting it) until something else touches the budget or its pods. After a close,
+the operator therefore asks every budget that selected a closed pod to recount
+(:func:`budgets_to_recount`), with a metadata-only write that leaves the budget's spec and
+generation alone.
+
+Pure decisions only: what a pod's serving labels are, whether it carries them, which pods
+need a write, what the write says, and which budgets to recount after a close.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import json
+from typing import Any, Iterable, Mapping
 
 from regionshift.api.models import Gate
 
-__all__ = ["GATE_CONDITION", "current_gate_status", "gate_condition", "gate_status", "pod_gate", "pods_needing_gate_write"]
+__all__ = [
+    "RECOUNT_ANNOTATION",
+    "SERVING_LABELS_ANNOTATION",
+    "budgets_to_recount",
+    "carries_serving_labels",
+    "encode_serving_labels",
+    "gate_label_patches",
+    "label_patch",
+    "pod_gate",
+    "pods_needing_gate_write",
+    "selector_matches",
+    "serving_labels",
+]
 
-GATE_CONDITION = "regionshift.io/gate-open"
-"""The readiness-gate condition type on dark pods."""
+SERVING_LABELS_ANNOTATION = "regionshift.io/serving-labels"
+"""On the shadow's pod template (so on every dark pod): its target's pod labels, as JSON."""
 
+RECOUNT_ANNOTATION = "regionshift.io/recount-requested-at"
+"""On a PodDisruptionBudget that selected a closed dark pod: when regionshift asked for a recount."""
 
-def gate_status(gate: str) -> str:
-    """The condition status a pod should carry for a DarkCluster gate."""
-    return "True" if gate == Gate.OPEN.value else "False"
-
-
-def gate_condition(*, gate: str, now: str) -> dict[str, Any]:
-    """The pod condition that says whether the gate is open."""
-    opened = gate == Gate.OPEN.value
-    return {
-        "type": GATE_CONDITION,
-        "status": gate_status(gate),
-        "reason": "GateOpen" if opened else "GateClosed",
-        "message": "regionshift opened the gate: this dark pod takes traffic"
-        if opened
-        else "regionshift keeps this dark pod warm and out of every Service's endpoints",
-        "lastTransitionTime": now,
-    }
-
-
-def current_gate_status(pod: dict[str, Any]) -> str | None:
-    """The gate condition's status on a pod, or None if it has none yet."""
-    for condition in (pod.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == GATE_CONDITION:
-            return str(condition.get("status"))
-    return None
+LabelPatch = dict[str, str | None]
+"""The ``metadata.labels`` of a JSON merge patch: a value sets a label, None removes it."""
 
 
-def pod_gate(pod: dict[str, Any]) -> Gate | None:
-    """The gate a dark pod carries now: Open, Closed, or None before its first gate write."""
-    status = current_gate_status(pod)
-    if status is None:
+def encode_serving_labels(labels: Mapping[str, str]) -> str:
+    """The annotation value for a set of serving labels (stable: sorted, compact JSON)."""
+    return json.dumps(dict(labels), sort_keys=True, separators=(",", ":"))
+
+
+def serving_labels(pod: Mapping[str, Any]) -> dict[str, str]:
+    """The labels a dark pod (or a pod template) carries while it serves.
+
+    Empty for a pod without the annotation (made by an older regionshift, or by hand) and
+    for an annotation that is not a JSON object of strings: such a pod is never written.
+    """
+    raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(SERVING_LABELS_ANNOTATION)
+    if not raw:
+        return {}
+    try:
+        labels = json.loads(raw)
+    except ValueError:
+        return {}
+    if not isinstance(labels, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        return {}
+    return labels
+
+
+def _labels(pod: Mapping[str, Any]) -> dict[str, str]:
+    return dict((pod.get("metadata") or {}).get("labels") or {})
+
+
+def carries_serving_labels(pod: Mapping[str, Any]) -> bool:
+    """Whether a dark pod carries every one of its serving labels, with its value."""
+    labels = _labels(pod)
+    return all(labels.get(key) == value for key, value in serving_labels(pod).items())
+
+
+def pod_gate(pod: Mapping[str, Any]) -> Gate | None:
+    """The gate a dark pod carries now: Open with its serving labels, Closed without them.
+
+    None for a pod that has no serving labels to carry (no annotation): the gate means
+    nothing for it.
+    """
+    if not serving_labels(pod):
         return None
-    return Gate.OPEN if status == "True" else Gate.CLOSED
+    return Gate.OPEN if carries_serving_labels(pod) else Gate.CLOSED
 
 
-def pods_needing_gate_write(*, pods: Iterable[dict[str, Any]], gate: str) -> list[str]:
-    """Names of the pods whose gate condition differs from the DarkCluster's gate."""
-    wanted = gate_status(gate)
+def label_patch(*, pod: Mapping[str, Any], gate: str) -> LabelPatch:
+    """The labels to merge into a pod for a gate: its serving labels, or their removal."""
+    wanted = serving_labels(pod)
+    if gate == Gate.OPEN.value:
+        return dict(wanted)
+    return {key: None for key in wanted}
+
+
+def _needs_write(pod: Mapping[str, Any], *, gate: str) -> bool:
+    if (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return False
+    wanted = serving_labels(pod)
+    if gate == Gate.OPEN.value:
+        return not carries_serving_labels(pod)
+    labels = _labels(pod)
+    return any(key in labels for key in wanted)
+
+
+def gate_label_patches(*, pods: Iterable[Mapping[str, Any]], gate: str) -> dict[str, LabelPatch]:
+    """For every pod whose labels disagree with the gate: its name and the labels to merge.
+
+    Open: pods missing a serving label (or carrying another value) get all of them.
+    Closed: pods carrying any serving-label key lose all of them. Pods being deleted are
+    left alone.
+    """
+    return {pod["metadata"]["name"]: label_patch(pod=pod, gate=gate) for pod in pods if _needs_write(pod, gate=gate)}
+
+
+def pods_needing_gate_write(*, pods: Iterable[Mapping[str, Any]], gate: str) -> list[str]:
+    """Names of the pods whose labels disagree with the DarkCluster's gate."""
+    return list(gate_label_patches(pods=pods, gate=gate))
+
+
+def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, str]) -> bool:
+    """Whether a Kubernetes label selector matches a set of labels.
+
+    ``None`` matches nothing and ``{}`` everything (a policy/v1 PodDisruptionBudget's
+    empty selector selects every pod of its namespace).
+    """
+    if selector is None:
+        return False
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for requirement in selector.get("matchExpressions") or []:
+        key, operator, values = requirement["key"], requirement["operator"], requirement.get("values") or []
+        present = key in labels
+        if operator == "In" and not (present and labels[key] in values):
+            return False
+        if operator == "NotIn" and present and labels[key] in values:
+            return False
+        if operator == "Exists" and not present:
+            return False
+        if operator == "DoesNotExist" and present:
+            return False
+    return True
+
+
+def budgets_to_recount(*, budgets: Iterable[Mapping[str, Any]], closed: Iterable[Mapping[str, Any]]) -> list[str]:
+    """Names of the budgets that selected a dark pod while it served but no longer do once closed.
+
+    ``closed`` are the pods a close wrote, as they were before the write.
+    """
+    moves = []
+    for pod in closed:
+        wanted = serving_labels(pod)
+        labels = _labels(pod)
+        moves.append(({**labels, **wanted}, {k: v for k, v in labels.items() if k not in wanted}))
     return [
-        pod["metadata"]["name"]
-        for pod in pods
-        if not (pod.get("metadata") or {}).get("deletionTimestamp") and current_gate_status(pod) != wanted
+        budget["metadata"]["name"]
+        for budget in budgets
+        if any(
+            selector_matches((budget.get("spec") or {}).get("selector"), serving)
+            and not selector_matches((budget.get("spec") or {}).get("selector"), gated)
+            for serving, gated in moves
+        )
     ]

@@ -16,8 +16,9 @@ from typing import Any, Callable
 
 import yaml
 
-from regionshift.local.cluster import LocalCluster
 from regionshift.api.crdgen import crd_manifests
+from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+from regionshift.local.cluster import LocalCluster
 from regionshift.runner import OperatorThread
 
 __all__ = ["run_demo"]
@@ -74,8 +75,9 @@ def run_demo(*, region: str) -> int:
             _until(lambda: status().get("warmReplicas") == wanted, timeout_seconds=60, what="dark pods warm")
             main_ready = _until(lambda: ready_endpoints() or None, timeout_seconds=30, what="main pods ready")
             show("get", "darkclusters,deployments")
-            show("get", "pods", "-o", "wide")
-            print(f"\nService api has {ready_endpoints()} ready endpoints: the {wanted} dark pods are warm and gated.")
+            show("get", "pods", "-L", f"app,{DARK_CLUSTER_LABEL}")
+            print(f"\nService api has {ready_endpoints()} ready endpoints: the {wanted} dark pods are warm and gated"
+                  " (Ready, but without the label app=api that the Service selects).")
 
             print("\nopening the gate (spec.gate: Open) ...", flush=True)
             started = time.monotonic()
@@ -86,6 +88,7 @@ def run_demo(*, region: str) -> int:
             ungated = time.monotonic() - started
             _until(lambda: status().get("readyReplicas") == wanted, timeout_seconds=30, what="status counts them")
             show("get", "darkclusters")
+            show("get", "pods", "-L", f"app,{DARK_CLUSTER_LABEL}")
             print(f"\nungated: {wanted} dark pods joined Service api's endpoints in {ungated:.2f} s, no restart.")
 
             custom.patch_namespaced_custom_object(
