@@ -204,15 +204,20 @@ def test_the_gate_never_goes_back_and_no_status_update_is_lost(kube: Kube, caplo
 
     # The gate never went back: within a flip's epoch, a pod that showed the new gate never
     # showed the old one again, and once the flip settled no pod showed an open gate against
-    # a closed one. (A pod born after the flip settled may show Closed before it is opened:
-    # every dark pod starts gated.)
+    # a closed one. Every dark pod is born gated, so Closed counts as a gate applied to a pod
+    # only once the pod was open before: a pod born after a flip to Closed may still be opened
+    # by the run that started before the flip (it was never closed by the operator), and is
+    # closed by the next run, before the flip settles.
     log = pods.log
+    ever_open: set[str] = set()
     for n, (gate, start, settled_at) in enumerate(flips):
         end = flips[n + 1][1] if n + 1 < len(flips) else len(log)
         applied: set[str] = set()
         for position in range(start, end):
             seen = log[position]
-            if seen.gate == gate:
+            if seen.gate == Gate.OPEN:
+                ever_open.add(seen.uid)
+            if seen.gate == gate and (gate == Gate.OPEN or seen.uid in ever_open):
                 applied.add(seen.uid)
             elif seen.gate is not None and seen.live:
                 assert seen.uid not in applied, f"flip {n + 1}: pod {seen.uid} went back from {gate.value} to {seen.gate.value}"
