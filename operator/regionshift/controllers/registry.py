@@ -12,6 +12,7 @@ from typing import Any
 
 import kopf
 
+from regionshift import loopwatch
 from regionshift.api.models import API_GROUP, API_VERSION, Gate
 from regionshift.controllers import darkcluster, operator_settings, regionfailover
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
@@ -26,6 +27,12 @@ _refresher = darkcluster.StatusRefresher()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Keep kopf's bookkeeping in annotations and post only our own Events."""
     operator_settings.configure_settings(settings)
+
+
+@kopf.on.startup()
+async def watch_event_loop(**_: Any) -> None:
+    """Measure stalls of the event loop (``regionshift_event_loop_lag_max_seconds``)."""
+    loopwatch.start_loop_watch()
 
 
 @kopf.on.login()
