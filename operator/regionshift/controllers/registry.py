@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from regionshift import loopwatch
 from regionshift.api.models import API_GROUP, API_VERSION
 from regionshift.controllers import darkcluster, operator_settings, regionfailover
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, dark_cluster_label_value
@@ -27,6 +28,12 @@ POD_RESOURCE = ("", "v1", "pods")
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     """Annotations for kopf's bookkeeping, our own Events, and watches of our own objects only."""
     operator_settings.configure_settings(settings, pods=POD_RESOURCE, deployments=DEPLOYMENT_RESOURCE)
+
+
+@kopf.on.startup()
+async def watch_event_loop(**_: Any) -> None:
+    """Measure stalls of the event loop (``regionshift_event_loop_lag_max_seconds``)."""
+    loopwatch.start_loop_watch()
 
 
 @kopf.on.login()

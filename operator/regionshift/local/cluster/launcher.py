@@ -16,6 +16,7 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -36,6 +37,7 @@ from .pki import ClusterPKI, write_pki
 
 __all__ = [
     "KWOK_NODE_ANNOTATION",
+    "OPERATOR_USER",
     "LocalCluster",
     "free_port",
     "install_crds",
@@ -45,6 +47,8 @@ __all__ = [
 ]
 
 KWOK_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+OPERATOR_USER = "regionshift-operator"
+"""The audited identity of the operator in a cluster started with ``audited_operator``."""
 STAGES_DIR = Path(__file__).parent / "kwok"
 SERVICE_CIDR = "10.96.0.0/16"
 POD_CIDR = "10.244.0.0/16"
@@ -83,6 +87,12 @@ class LocalCluster:
     crds: list[dict[str, Any]] = field(default_factory=list)
     """CRDs installed before kube-controller-manager starts, so its garbage collector
     knows their kinds from the first moment (it rediscovers only every 30 s)."""
+    audited_operator: bool = False
+    """Opt-in, for benchmarks: the API server also accepts a static bearer token for the user
+    :data:`OPERATOR_USER` (group ``system:masters``), written into :attr:`operator_kubeconfig`,
+    and records every request of that user, and of no other, in :attr:`audit_log` (one JSON
+    line per request at Metadata level, two for a watch: started and completed). The
+    controllers and kwok keep the admin identity, so the log holds only the operator's calls."""
     ports: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     _own_workdir: bool = False
@@ -92,6 +102,18 @@ class LocalCluster:
         """The admin kubeconfig of this cluster."""
         assert self.workdir is not None
         return self.workdir / "kubeconfig"
+
+    @property
+    def operator_kubeconfig(self) -> Path:
+        """The kubeconfig of :data:`OPERATOR_USER` (only with ``audited_operator``)."""
+        assert self.workdir is not None
+        return self.workdir / "operator.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """The API server's audit log of :data:`OPERATOR_USER` (only with ``audited_operator``)."""
+        assert self.workdir is not None
+        return self.workdir / "logs" / "audit.log"
 
     @property
     def server(self) -> str:
@@ -119,6 +141,8 @@ class LocalCluster:
         self.ports = {name: free_port() for name in ("etcd", "etcd-peer", "apiserver", "kwok")}
         pki = write_pki(directory=self.workdir / "pki", cluster_name=self.name)
         self._write_kubeconfig(pki)
+        if self.audited_operator:
+            self._write_operator_identity(pki)
         deadline = time.monotonic() + timeout_seconds
         try:
             self.log(f"cluster {self.name}: starting etcd on 127.0.0.1:{self.ports['etcd']}")
@@ -219,7 +243,43 @@ class LocalCluster:
             "--allow-privileged=true",
             "--profiling=false",
             "--v=1",
+            *(self._audit_args() if self.audited_operator else []),
         ]
+
+    def _audit_args(self) -> list[str]:
+        assert self.workdir is not None
+        return [
+            f"--token-auth-file={self.workdir / 'pki' / 'operator-token.csv'}",
+            f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+            f"--audit-log-path={self.audit_log}",
+            "--audit-log-format=json",
+            "--audit-log-maxsize=0",
+        ]
+
+    def _write_operator_identity(self, pki: ClusterPKI) -> None:
+        """A static token for OPERATOR_USER, its kubeconfig, and an audit policy for it alone."""
+        assert self.workdir is not None
+        token = secrets.token_hex(16)
+        token_file = self.workdir / "pki" / "operator-token.csv"
+        token_file.write_text(f'{token},{OPERATOR_USER},{OPERATOR_USER},"system:masters"\n')
+        token_file.chmod(0o600)
+        policy = {
+            "apiVersion": "audit.k8s.io/v1",
+            "kind": "Policy",
+            "omitStages": ["RequestReceived"],
+            "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}],
+        }
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": self.name, "cluster": {"server": self.server, "certificate-authority": str(pki.ca_cert)}}],
+            "users": [{"name": OPERATOR_USER, "user": {"token": token}}],
+            "contexts": [{"name": self.name, "context": {"cluster": self.name, "user": OPERATOR_USER, "namespace": "default"}}],
+            "current-context": self.name,
+        }
+        self.operator_kubeconfig.write_text(yaml.safe_dump(config))
+        self.operator_kubeconfig.chmod(0o600)
 
     def _apiserver_ready(self, pki: ClusterPKI) -> bool:
         context = ssl.create_default_context(cafile=str(pki.ca_cert))
