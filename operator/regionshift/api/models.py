@@ -734,6 +734,11 @@ class RegionFailoverStatus(Model):
     evacuation_gate_written_at: str | None = Field(
         default=None, description="When the evacuation gate was last written."
     )
+    deferred: dict[str, str] = Field(
+        default_factory=dict,
+        description="Regions that spec.evacuate or an Unhealthy verdict would evacuate but that wait, and why"
+        " (the dwell after a change, or no region left to serve).",
+    )
     last_evacuation: EvacuationTimeline | None = Field(
         default=None, description="The timeline of the last evacuation that ended (failback done)."
     )
