@@ -8,7 +8,7 @@ returns the same status and no actions at all (idempotence, no new writes).
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -74,6 +74,7 @@ class World:
     ready: dict[str, bool] = field(default_factory=lambda: {"east": True, "west": True, "central": True})
     signal: dict[str, FailbackSignal] = field(default_factory=dict)
     slow_pods: bool = False
+    drop_writes: bool = False
 
     def observations(self) -> Observations:
         return Observations(
@@ -98,7 +99,7 @@ class World:
             elif isinstance(action, CloseGates):
                 for name in action.dark_clusters:
                     self.dark[name][0], self.dark[name][2] = Gate.CLOSED, 0
-            elif isinstance(action, SetWeights):
+            elif isinstance(action, SetWeights) and not self.drop_writes:
                 self.routes[(action.provider, action.route)].update(action.as_dict())
 
     def savior_ready(self) -> None:
@@ -262,7 +263,7 @@ def test_dry_run_publishes_the_whole_plan_and_writes_nothing() -> None:
     assert plan and plan.regions == ["east"] and plan.ungate == []
     assert [(p.route, p.from_weights, p.to_weights) for p in plan.weights] == [
         ("web", WEB_RECORDED, {"east": 0, "west": 250, "central": 750}), ("dns", {"east": 100}, {"east": 0})]
-    assert "web: east 100→0, central 0→750, west 0→250" in plan.message
+    assert "GatewayAPI web: central 0→750, east 100→0, west 0→250; ExternalDNS dns: east 100→0" in plan.message
     assert run.tick().actions == (), "the same plan is not announced twice"
     run.world.verdicts["east"], run.world.verdicts["west"] = H, U
     d = run.tick()
@@ -369,7 +370,6 @@ def test_the_evacuated_region_healing_mid_evacuation_finishes_then_waits_for_the
 
 def test_a_verdict_flipping_back_within_the_dwell_does_not_flap() -> None:
     run = Run()
-    run.world.savior_ready()
     evacuate_east(run)
     run.world.verdicts["east"] = H
     run.world.signal["east"] = FailbackSignal(served=100.0, forecast=100.0)
@@ -401,7 +401,7 @@ def test_aborted_failback_backs_off_and_doubles() -> None:
     assert run.status.phase == Phase.EVACUATED and "FailbackAborted" in events(d)
     evac = run.evac()
     assert evac.aborts == 1 and "served 10 < 0.9 × forecast 100 × share 0.5" in evac.reason
-    assert evac.backoff_until == "2026-11-01T12:11:06Z"
+    assert (datetime.fromisoformat(evac.backoff_until) - run.now).total_seconds() == 300
     run.tick()
     assert run.weights("dns") == {"east": 0}, "back to the evacuation's weights"
     run.tick(200)
@@ -427,18 +427,34 @@ def test_failback_waits_for_the_regions_own_deployments() -> None:
     assert run.status.phase == Phase.FAILING_BACK
 
 
-def test_unsafe_weights_are_refused_with_an_event_and_never_written() -> None:
-    run = Run()
-    run.world.verdicts["east"] = U
+def test_no_resolving_savior_keeps_the_weight_and_the_evacuation_waits_with_an_event() -> None:
+    run = Run(spec=make_spec(traffic=[{"kind": "GatewayAPI", "routes": ["web"]}]))
+    run.world.routes = {(GW, "web"): dict(WEB_RECORDED)}
     run.world.capacity = {"west": RegionCapacity(warm=5, ready=5)}
-    obs_routes = run.world.observations
-    run.world.observations = lambda: Observations(  # type: ignore[method-assign]
-        **{**obs_routes().__dict__, "routes": [RouteReport(provider=GW, route="web", weights=WEB_RECORDED,
-                                                           verified=True, resolvable=frozenset())]})
-    run.spec = make_spec(traffic=[{"kind": "GatewayAPI", "routes": ["web"]}])
+    plain = run.world.observations
+    run.world.observations = lambda: replace(  # type: ignore[method-assign]
+        plain(), routes=[replace(r, resolvable=frozenset()) for r in plain().routes])
+    run.world.verdicts["east"] = U
     d = run.tick()
-    assert "WeightsRefused" not in events(d) and d.writes == (), "a peer that does not resolve gets nothing"
-    assert run.evac().waiting_for.startswith("routes to hold")
+    assert d.writes == () and run.weights() == WEB_RECORDED, "a peer that does not resolve gets nothing"
+    assert run.status.phase == Phase.EVACUATING and "NoSavior" in events(d)
+    assert run.evac().waiting_for.startswith("no savior can take the weight of east on GatewayAPI web")
+    assert run.tick(5).actions == ()
+
+
+def test_unsafe_weights_are_refused_with_an_event_and_never_written() -> None:
+    run = Run(spec=make_spec(traffic=[{"kind": "GatewayAPI", "routes": ["web"]}]))
+    run.world.routes = {(GW, "web"): {"east": 100, "west": 5, "central": 0}}
+    plain = run.world.observations
+    run.world.observations = lambda: replace(  # type: ignore[method-assign]
+        plain(), routes=[replace(r, resolvable=frozenset({"central"})) for r in plain().routes])
+    run.world.verdicts["east"] = U
+    run.world.savior_ready()
+    d = run.tick()
+    assert d.writes == () and "WeightsRefused" in events(d)
+    refused = [a.message for a in d.actions if isinstance(a, PostEvent) and a.reason == "WeightsRefused"][0]
+    assert "west would get weight" in refused and "does not resolve" in refused
+    assert run.tick(60).actions == (), "refused once, not again and again"
 
 
 def test_drift_is_set_again_with_an_event() -> None:
@@ -450,15 +466,31 @@ def test_drift_is_set_again_with_an_event() -> None:
     assert run.weights()["east"] == 0
 
 
-def test_unreadable_route_waits_and_a_write_is_retried_when_it_does_not_land() -> None:
+def test_a_write_that_does_not_land_is_retried_after_the_retry_time() -> None:
     run = Run()
     run.world.verdicts["east"] = U
     run.world.savior_ready()
-    run.world.verified = False
-    run.tick()
+    run.world.drop_writes = True
+    assert writes(run.tick()) == ["SetWeights"]
     assert run.tick(10).writes == (), "no new write before the retry time"
     d = run.tick(30)
-    assert writes(d) == ["SetWeights"], "written again once the retry time passed"
+    assert writes(d) == ["SetWeights"] and "WeightsChanged" not in events(d), "the same write again, once"
+    run.world.drop_writes = False
+    run.tick(30)
+    run.until(Phase.EVACUATED)
+
+
+def test_an_unreadable_route_holds_the_evacuation_back() -> None:
+    run = Run()
+    plain = run.world.observations
+    run.world.observations = lambda: replace(  # type: ignore[method-assign]
+        plain(), routes=[replace(r, weights=None, error="HTTPRoute web not found") if r.route == "web" else r
+                         for r in plain().routes])
+    run.world.verdicts["east"] = U
+    run.world.savior_ready()
+    d = run.tick()
+    assert d.writes == () and run.status.phase == Phase.EVACUATING
+    assert run.evac().waiting_for == "routes to hold their weights: GatewayAPI web (HTTPRoute web not found)"
 
 
 # ---------------------------------------------------------------------------- restarts
@@ -518,7 +550,7 @@ def test_restart_in_every_phase_resumes_from_the_status_alone(index: int) -> Non
 def test_history_is_bounded() -> None:
     run = Run(spec=make_spec(mode="Manual", evacuate=["east"]))
     run.world.savior_ready()
-    for _ in range(8):
+    for _ in range(12):
         run.spec = make_spec(mode="Manual", evacuate=["east"])
         run.until(Phase.EVACUATED)
         run.spec = make_spec(mode="Manual")

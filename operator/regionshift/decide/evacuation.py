@@ -82,6 +82,7 @@ from regionshift.decide.weights import (
     failback_share,
     layer_of,
     target_weights,
+    unplaced,
 )
 
 __all__ = [
@@ -403,7 +404,7 @@ def step(
         targets = _targets(work)
         _reconcile_routes(work, targets)
         _reconcile_gates(work, targets)
-        _summarise(work)
+        _summarise(work, before=status)
     return Decision(status=work.status, actions=tuple(work.actions))
 
 
@@ -589,6 +590,8 @@ class _Target:
     weights: dict[str, int] | None
     holds: bool
     report: RouteReport | None
+    stuck: tuple[str, ...] = ()
+    """Regions whose weight should move on this route but no savior can take it."""
 
 
 def _targets(work: _Work) -> list[_Target]:
@@ -606,16 +609,26 @@ def _targets(work: _Work) -> list[_Target]:
             out.append(_Target(provider=provider, route=route, weights=None, holds=False, report=report))
             continue
         layer = layer_of(provider)
-        weights = target_weights(recorded=base, shares=_shares(work, layer), capacity=status.savior_capacity,
+        shares = _shares(work, layer)
+        weights = target_weights(recorded=base, shares=shares, capacity=status.savior_capacity,
                                  resolvable=(report.resolvable if report else frozenset()) | {ctx.here}, layer=layer)
+        stuck = tuple(unplaced(recorded=base, shares=shares, capacity=status.savior_capacity,
+                               resolvable=(report.resolvable if report else frozenset()) | {ctx.here}, layer=layer))
         holds = bool(report and report.weights is not None and report.verified
                      and _same(report.weights, weights, report.owned))
-        out.append(_Target(provider=provider, route=route, weights=weights, holds=holds, report=report))
+        out.append(_Target(provider=provider, route=route, weights=weights, holds=holds and not stuck,
+                           report=report, stuck=stuck))
     return out
 
 
 def _wait(evac: RegionEvacuation, targets: list[_Target], *, layer: Layer | None = None) -> str:
     waiting = [t for t in targets if not t.holds and (layer is None or layer_of(t.provider) is layer)]
+    stuck = [t for t in waiting if t.stuck]
+    if stuck:
+        return "; ".join(
+            f"no savior can take the weight of {', '.join(t.stuck)} on {t.provider.value} {t.route}"
+            " (none has Ready dark capacity and a backend that resolves)" for t in stuck
+        )
     names = ", ".join(
         f"{t.provider.value} {t.route}" + (f" ({t.report.error})" if t.report and t.report.error else "")
         for t in waiting
@@ -859,9 +872,13 @@ def _reconcile_gates(work: _Work, targets: list[_Target]) -> None:
     status.evacuation_gate, status.evacuation_gate_written_at = want, _rfc3339(ctx.now)
 
 
-def _summarise(work: _Work) -> None:
-    """The domain's phase and each region's role."""
+def _summarise(work: _Work, *, before: RegionFailoverStatus) -> None:
+    """The domain's phase, each region's role, and an Event when an evacuation gets stuck."""
     status, ctx = work.status, work.ctx
+    waited = {e.region: e.waiting_for for e in before.evacuations}
+    for evac in status.evacuations:
+        if evac.waiting_for and evac.waiting_for.startswith("no savior") and waited.get(evac.region) != evac.waiting_for:
+            work.event("NoSavior", f"{evac.region}: {evac.waiting_for}", warning=True)
     phases = {Phase(e.phase) for e in status.evacuations}
     status.phase = next((p for p in _URGENCY if p in phases), Phase.STEADY)
     if not status.evacuations:

@@ -46,6 +46,7 @@ __all__ = [
     "failback_share",
     "layer_of",
     "target_weights",
+    "unplaced",
 ]
 
 MAX_WEIGHT = 1_000_000
@@ -138,23 +139,20 @@ def target_weights(
     for region, share in shares.items():
         if not 0.0 <= share <= 1.0:
             raise ValueError(f"share of {region} must lie in 0..1, got {share}")
-    moving = {r: Fraction(shares[r]) for r in recorded if r in shares and shares[r] < 1.0 and recorded[r] > 0}
+    moving = _moving(recorded, shares)
     if not moving:
         return dict(recorded)
-
-    saviors = {r: c for r, c in capacity.items() if c > 0 and r not in shares}
+    saviors = _saviors(shares, capacity)
+    receivers = _receivers(recorded, shares, capacity, resolvable, layer)
+    scale = 1
     if layer is Layer.PROXY:
-        receivers = {r: c for r, c in saviors.items() if r in resolvable}
         total = sum(recorded.values())
         scale = max(1, math.ceil(RESOLUTION / total)) if total else 1
         scale = max(1, min(scale, MAX_WEIGHT // max(recorded.values())))
-    else:
-        receivers = {r: c for r, c in saviors.items() if r in recorded}
-        scale = 1
 
-    out = {r: w * scale for r, w in recorded.items()}
     if not receivers and not (layer is Layer.DNS and saviors):
-        return out  # nowhere to go: the weight stays where it was
+        return dict(recorded)  # nowhere to go: the weight stays where it was
+    out = {r: w * scale for r, w in recorded.items()}
     moved = 0
     for region, share in moving.items():
         keep = _round_half_up(out[region] * share)
@@ -163,6 +161,43 @@ def target_weights(
     for region, extra in apportion(moved, receivers).items() if receivers else ():
         out[region] = out.get(region, 0) + extra
     return out
+
+
+def unplaced(
+    *,
+    recorded: Mapping[str, int],
+    shares: Mapping[str, float],
+    capacity: Mapping[str, int],
+    resolvable: AbstractSet[str],
+    layer: Layer,
+) -> list[str]:
+    """Regions that should give weight away on this route but cannot: no savior can take it.
+
+    Same arguments as :func:`target_weights`, which leaves their weight where it was; the
+    caller must not treat such a route as shifted.
+    """
+    moving = _moving(recorded, shares)
+    if not moving or _receivers(recorded, shares, capacity, resolvable, layer) or (
+        layer is Layer.DNS and _saviors(shares, capacity)
+    ):
+        return []
+    return sorted(moving)
+
+
+def _moving(recorded: Mapping[str, int], shares: Mapping[str, float]) -> dict[str, Fraction]:
+    return {r: Fraction(shares[r]) for r in recorded if r in shares and shares[r] < 1.0 and recorded[r] > 0}
+
+
+def _saviors(shares: Mapping[str, float], capacity: Mapping[str, int]) -> dict[str, int]:
+    return {r: c for r, c in capacity.items() if c > 0 and r not in shares}
+
+
+def _receivers(recorded: Mapping[str, int], shares: Mapping[str, float], capacity: Mapping[str, int],
+               resolvable: AbstractSet[str], layer: Layer) -> dict[str, int]:
+    saviors = _saviors(shares, capacity)
+    if layer is Layer.PROXY:
+        return {r: c for r, c in saviors.items() if r in resolvable}
+    return {r: c for r, c in saviors.items() if r in recorded}
 
 
 def check_invariants(
