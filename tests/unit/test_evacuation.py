@@ -271,6 +271,19 @@ def test_dry_run_publishes_the_whole_plan_and_writes_nothing() -> None:
     assert events(d) == ["EvacuationPlanned"] and d.writes == ()
 
 
+def test_switching_to_dry_run_freezes_an_evacuation_under_way() -> None:
+    run = Run()
+    run.world.verdicts["east"] = U
+    run.world.savior_ready()
+    run.tick()
+    frozen = run.status.wire()
+    run.spec = make_spec(mode="DryRun")
+    d = run.tick(600)
+    assert d.actions == () and run.status.wire() == frozen, "nothing moves, nothing is written"
+    run.spec = make_spec()
+    run.until(Phase.EVACUATED)
+
+
 def test_manual_recommends_then_the_button_evacuates() -> None:
     run = Run(spec=make_spec(mode="Manual"))
     run.world.verdicts["east"] = U

@@ -289,6 +289,9 @@ def _arrows(before: Mapping[str, int] | None, after: Mapping[str, int]) -> str:
     return ", ".join(f"{r} {before.get(r, 0)}→{w}" for r, w in sorted(after.items()) if before.get(r, 0) != w) or "no change"
 
 
+HISTORY_MAX = 20
+"""status.history never holds more (the schema's maxItems)."""
+
 _URGENCY = [Phase.EVACUATING, Phase.FAILING_BACK, Phase.EVACUATED]
 
 
@@ -355,7 +358,7 @@ class _Work:
         self.status.history = [
             *self.status.history,
             Transition(region=evac.region, from_phase=before, to_phase=to, reason=reason, actor=actor, at=now),
-        ][-self.ctx.tuning.history_limit:]
+        ][-min(self.ctx.tuning.history_limit, HISTORY_MAX):]
         evac.phase, evac.actor, evac.reason, evac.last_transition_at = to, actor, reason, now
         self.event(event, f"{evac.region}: {before.value} → {to.value} by {actor.value}: {reason}", warning=warning)
 
