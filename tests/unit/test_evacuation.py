@@ -506,6 +506,52 @@ def test_an_unreadable_route_holds_the_evacuation_back() -> None:
     assert run.evac().waiting_for == "routes to hold their weights: GatewayAPI web (HTTPRoute web not found)"
 
 
+def test_an_evacuation_of_a_region_removed_from_the_peers_ends() -> None:
+    run = Run()
+    run.world.verdicts["west"] = U
+    run.tick()
+    run.spec = make_spec(peers=[{"name": "central"}])
+    d = run.tick()
+    assert run.status.evacuations == [] and "EvacuationDropped" in events(d)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_walks_never_break_an_invariant_and_always_come_home(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    run = Run()
+    for _ in range(150):
+        region = rng.choice(["east", "west", "central"])
+        run.world.verdicts[region] = rng.choice([H, H, U, HB, UNK])
+        if rng.random() < 0.1:
+            run.spec = make_spec(evacuate=rng.choice([[], ["east"], ["west"], ["east", "central"]]),
+                                 mode=rng.choice(["Automatic", "Manual"]))
+        if rng.random() < 0.3:
+            run.world.capacity = {r: RegionCapacity(warm=10, ready=rng.choice([0, 5, 10])) for r in ("west", "central")}
+        run.world.verified = rng.random() < 0.8
+        run.world.drop_writes = rng.random() < 0.1
+        run.world.ready = {r: rng.random() < 0.8 for r in ("east", "west", "central")}
+        run.world.signal = {r: FailbackSignal(served=rng.choice([20.0, 100.0]), forecast=100.0)
+                            for r in ("east", "west", "central")}
+        d = run.tick(rng.choice([1, 5, 30, 120]))
+        for action in d.writes:
+            if isinstance(action, SetWeights) and action.provider is GW:
+                assert any(w for _, w in action.weights), f"every weight 0: {action}"
+        assert len(run.status.history) <= 20
+        assert any(r not in {e.region for e in run.status.evacuations} for r in ("east", "west", "central"))
+    run.spec = make_spec()
+    run.world = World(dark=run.world.dark, routes=run.world.routes)
+    run.world.savior_ready()
+    run.world.signal = {r: FailbackSignal(served=100.0, forecast=100.0) for r in ("east", "west", "central")}
+    run.until(Phase.STEADY, seconds=120, limit=80)
+    for _ in range(3):
+        run.tick(120)
+    assert run.status.phase == Phase.STEADY and run.status.evacuations == []
+    assert run.weights() == WEB_RECORDED and run.weights("dns") == {"east": 100}
+    assert all(dc[0] == Gate.CLOSED for dc in run.world.dark.values())
+
+
 # ---------------------------------------------------------------------------- restarts
 
 

@@ -44,6 +44,8 @@ Unhealthy verdict becomes ``status.recommendation`` (with the plan) and an Event
 for ``spec.evacuate``. In DryRun mode nothing changes phase and nothing is written: the plan
 (which DarkClusters it would ungate, which weights on which route from what to what) goes
 into ``status.plan`` and an Event; an evacuation left over from another mode stays frozen.
+An evacuation a verdict started in Automatic mode goes on, failback included, after a
+switch to Manual mode.
 
 No flapping: a verdict never starts an evacuation within ``dwell_seconds`` of the region's
 last transition (the button does), an automatic failback waits ``cooldown_seconds`` after
@@ -395,18 +397,19 @@ def step(
     if mode is Mode.DRY_RUN:
         _dry_run(work)
     else:
-        _triggers(work, automatic=mode is Mode.AUTOMATIC)
+        _observe_routes(work)
+        for _ in range(32):  # transitions feed each other (e.g. no routes at all): run to a fixed point
+            started = _triggers(work, automatic=mode is Mode.AUTOMATIC)
+            if not (_advance(work) or started):
+                break
+        targets = _targets(work)
+        _reconcile_routes(work, targets)
+        _reconcile_gates(work, targets)
         if mode is Mode.MANUAL:
             _recommend(work)
         else:
             work.status.recommendation = None
             work.status.plan = None
-        for _ in range(16):  # transitions feed each other (e.g. no routes at all): run to a fixed point
-            if not _advance(work):
-                break
-        targets = _targets(work)
-        _reconcile_routes(work, targets)
-        _reconcile_gates(work, targets)
         _summarise(work, before=status)
     return Decision(status=work.status, actions=tuple(work.actions))
 
@@ -419,16 +422,40 @@ def _last_transition(status: RegionFailoverStatus, region: str) -> str | None:
     return times[-1] if times else None
 
 
-def _triggers(work: _Work, *, automatic: bool) -> None:
-    """Start the evacuations the button or the verdicts ask for; the button also holds and releases."""
+def _observe_routes(work: _Work) -> None:
+    """One entry per route of spec.traffic in status.weights, with what its provider reports now."""
+    ctx, status = work.ctx, work.status
+    kept = {(TrafficProviderKind(w.provider), w.route): w for w in status.weights}
+    routes = []
+    for provider, route in ctx.route_keys():
+        state = kept.get((provider, route)) or RouteWeights(provider=provider, route=route)
+        report = ctx.report(provider, route)
+        if report is not None and report.weights is not None:
+            state.current = dict(report.weights)
+        routes.append(state)
+    status.weights = routes
+
+
+def _triggers(work: _Work, *, automatic: bool) -> bool:
+    """Start the evacuations the button or the verdicts ask for; the button also holds and releases.
+
+    True when an evacuation started or changed phase.
+    """
+    moved = False
     ctx, status = work.ctx, work.status
     button = set(ctx.spec.evacuate)
     deferred: dict[str, str] = {}
+    for evac in [e for e in status.evacuations if e.region not in ctx.domain]:
+        work.transition(evac, to=Phase.STEADY, actor=Actor.SPEC_EVACUATE,
+                        reason="no longer a region of the domain (removed from spec.peers)", event="EvacuationDropped")
+        status.evacuations = [e for e in status.evacuations if e.region != evac.region]
+        moved = True
     for region in ctx.domain:
         evac = work.evacs.get(region)
         if evac is not None:
             if region in button and evac.phase == Phase.FAILING_BACK:
                 _back_to_evacuated(work, evac, actor=Actor.SPEC_EVACUATE, reason="listed in spec.evacuate again")
+                moved = True
             continue
         by_button = region in button
         by_verdict = automatic and ctx.verdict(region) is Verdict.UNHEALTHY
@@ -452,10 +479,12 @@ def _triggers(work: _Work, *, automatic: bool) -> None:
         )
         work.transition(evac, to=Phase.EVACUATING, actor=actor, reason=reason, event="Evacuating")
         status.evacuations = sorted([*status.evacuations, evac], key=lambda e: e.region)
+        moved = True
     for region, why in sorted(deferred.items()):
         if status.deferred.get(region) != why:
             work.event("EvacuationDeferred", f"{region} is not evacuated yet: {why}", warning=True)
     status.deferred = deferred
+    return moved
 
 
 def _recommend(work: _Work) -> None:
