@@ -199,7 +199,7 @@ def test_evacuated_region_full_cycle_restores_the_recorded_weights_exactly() -> 
     assert "FailbackDone" in events(d)
     assert run.weights() == WEB_RECORDED and run.weights("dns") == {"east": 100}
     assert all(w.recorded is None and w.desired is None for w in run.status.weights)
-    assert run.status.evacuations == [] and run.status.roles == {}
+    assert run.status.evacuations == [] and run.status.roles is None
     last = run.status.last_evacuation
     assert last and last.failback_done_at and last.failback_started_after_seconds is not None
     assert [(t.from_phase, t.to_phase, t.actor) for t in run.status.history] == [
@@ -395,7 +395,7 @@ def test_a_verdict_flipping_back_within_the_dwell_does_not_flap() -> None:
     assert run.tick(10).actions == (), "deferred once, not announced again"
     run.world.verdicts["east"] = H
     run.tick(10)
-    assert run.status.deferred == {}
+    assert run.status.deferred is None
     run.world.verdicts["east"] = U
     run.now = done_at + timedelta(seconds=59)
     run.tick(2)

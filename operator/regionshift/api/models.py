@@ -716,14 +716,15 @@ class RegionFailoverStatus(Model):
         description="Evacuations under way, one per evacuated region (keyed by region).",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["region"]},
     )
-    roles: dict[str, Role] = Field(
-        default_factory=dict, description="Each region's role while evacuations are under way: Evacuated, Savior or Serving."
+    roles: dict[str, Role] | None = Field(
+        default=None, description="Each region's role while evacuations are under way: Evacuated, Savior or Serving"
+        " (absent in Steady; empty maps are never written: server-side apply would store them as null).",
     )
     weights: list[RouteWeights] = Field(
         default_factory=list, description="Weights of every route regionshift manages, per region."
     )
-    savior_capacity: dict[str, int] = Field(
-        default_factory=dict,
+    savior_capacity: dict[str, int] | None = Field(
+        default=None,
         description="Ready dark replicas per savior that the weight split uses (refreshed when a savior joins,"
         " leaves, or its capacity moves by more than a fifth).",
     )
@@ -734,8 +735,8 @@ class RegionFailoverStatus(Model):
     evacuation_gate_written_at: str | None = Field(
         default=None, description="When the evacuation gate was last written."
     )
-    deferred: dict[str, str] = Field(
-        default_factory=dict,
+    deferred: dict[str, str] | None = Field(
+        default=None,
         description="Regions that spec.evacuate or an Unhealthy verdict would evacuate but that wait, and why"
         " (the dwell after a change, or no region left to serve).",
     )

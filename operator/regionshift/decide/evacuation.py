@@ -481,9 +481,9 @@ def _triggers(work: _Work, *, automatic: bool) -> bool:
         status.evacuations = sorted([*status.evacuations, evac], key=lambda e: e.region)
         moved = True
     for region, why in sorted(deferred.items()):
-        if status.deferred.get(region) != why:
+        if (status.deferred or {}).get(region) != why:
             work.event("EvacuationDeferred", f"{region} is not evacuated yet: {why}", warning=True)
-    status.deferred = deferred
+    status.deferred = deferred or None
     return moved
 
 
@@ -588,13 +588,13 @@ def _refresh_capacity(work: _Work) -> None:
     """Savior capacity for the split; kept while saviors and their capacity stay put (no churn)."""
     ctx, status = work.ctx, work.status
     if not status.evacuations:
-        status.savior_capacity = {}
+        status.savior_capacity = None
         return
     fresh = {r: ctx.ready(r) for r in _eligible(work) if ctx.ready(r) > 0}
-    old = status.savior_capacity
+    old = status.savior_capacity or {}
     moved = set(fresh) != set(old) or any(abs(fresh[r] - old[r]) > 0.2 * old[r] for r in fresh)
     if moved:
-        status.savior_capacity = dict(sorted(fresh.items()))
+        status.savior_capacity = dict(sorted(fresh.items())) or None
 
 
 def _dns_carries(work: _Work, region: str) -> bool:
@@ -642,9 +642,9 @@ def _targets(work: _Work) -> list[_Target]:
             continue
         layer = layer_of(provider)
         shares = _shares(work, layer)
-        weights = target_weights(recorded=base, shares=shares, capacity=status.savior_capacity,
+        weights = target_weights(recorded=base, shares=shares, capacity=status.savior_capacity or {},
                                  resolvable=(report.resolvable if report else frozenset()) | {ctx.here}, layer=layer)
-        stuck = tuple(unplaced(recorded=base, shares=shares, capacity=status.savior_capacity,
+        stuck = tuple(unplaced(recorded=base, shares=shares, capacity=status.savior_capacity or {},
                                resolvable=(report.resolvable if report else frozenset()) | {ctx.here}, layer=layer))
         holds = bool(report and report.weights is not None and report.verified
                      and _same(report.weights, weights, report.owned))
@@ -700,8 +700,9 @@ def _evacuating(work: _Work, evac: RegionEvacuation, *, proxy_hold: bool, all_ho
             return False
         work.milestone(evac, "ungated")
         evac.share = 0.0
+        capacity = work.status.savior_capacity or {}
         work.event("Ungated", f"{evac.region}: savior dark capacity Ready"
-                   f" ({', '.join(f'{r} {c}' for r, c in work.status.savior_capacity.items())}); shifting proxy routes")
+                   f" ({', '.join(f'{r} {c}' for r, c in capacity.items())}); shifting proxy routes")
         return True
     if evac.share != 0.0:
         evac.share = 0.0
@@ -914,13 +915,13 @@ def _summarise(work: _Work, *, before: RegionFailoverStatus) -> None:
     phases = {Phase(e.phase) for e in status.evacuations}
     status.phase = next((p for p in _URGENCY if p in phases), Phase.STEADY)
     if not status.evacuations:
-        status.roles = {}
+        status.roles = None
         return
     roles = {}
     for region in ctx.domain:
         if region in work.evacs:
             roles[region] = Role.EVACUATED
-        elif status.savior_capacity.get(region, 0) > 0:
+        elif (status.savior_capacity or {}).get(region, 0) > 0:
             roles[region] = Role.SAVIOR
         else:
             roles[region] = Role.SERVING
