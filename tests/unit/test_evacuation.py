@@ -73,6 +73,7 @@ class World:
     verified: bool = True
     ready: dict[str, bool] = field(default_factory=lambda: {"east": True, "west": True, "central": True})
     signal: dict[str, FailbackSignal] = field(default_factory=dict)
+    served_share: dict[str, float] = field(default_factory=dict)
     slow_pods: bool = False
     drop_writes: bool = False
 
@@ -88,6 +89,7 @@ class World:
                                 owned=None if k is GW else frozenset({"east"}))
                     for (k, r), w in sorted(self.routes.items())],
             signal=dict(self.signal),
+            served_share=dict(self.served_share),
         )
 
     def apply(self, actions: tuple[Any, ...]) -> None:
@@ -223,7 +225,13 @@ def test_savior_ungates_first_raises_nothing_it_does_not_own_and_regates_after_f
     run.world.verdicts["west"] = UNK
     run.world.signal["west"] = FailbackSignal(served=50.0, forecast=100.0)
     run.until(Phase.FAILING_BACK, seconds=100)
-    d = run.until(Phase.STEADY, seconds=61)
+    run.tick(61)
+    run.tick(61)
+    assert run.status.phase == Phase.FAILING_BACK and run.evac("west").share == 1.0
+    assert run.evac("west").waiting_for == "west to report that it serves its whole share again (it reports nothing)"
+    assert all(dc[0] == Gate.OPEN for dc in run.world.dark.values()), "dark pods serve until west's traffic left"
+    run.world.served_share["west"] = 1.0
+    d = run.tick()
     assert [type(a) for a in d.writes] == [CloseGates], "re-gated once the recorded weights hold"
     assert all(dc[0] == Gate.CLOSED for dc in run.world.dark.values())
     assert run.status.evacuation_gate == Gate.CLOSED
@@ -526,7 +534,7 @@ def test_random_walks_never_break_an_invariant_and_always_come_home(seed: int) -
         run.world.verdicts[region] = rng.choice([H, H, U, HB, UNK])
         if rng.random() < 0.1:
             run.spec = make_spec(evacuate=rng.choice([[], ["east"], ["west"], ["east", "central"]]),
-                                 mode=rng.choice(["Automatic", "Manual"]))
+                                 mode=rng.choice(["Automatic", "Automatic", "Manual", "DryRun"]))
         if rng.random() < 0.3:
             run.world.capacity = {r: RegionCapacity(warm=10, ready=rng.choice([0, 5, 10])) for r in ("west", "central")}
         run.world.verified = rng.random() < 0.8
@@ -534,6 +542,7 @@ def test_random_walks_never_break_an_invariant_and_always_come_home(seed: int) -
         run.world.ready = {r: rng.random() < 0.8 for r in ("east", "west", "central")}
         run.world.signal = {r: FailbackSignal(served=rng.choice([20.0, 100.0]), forecast=100.0)
                             for r in ("east", "west", "central")}
+        run.world.served_share = {r: rng.choice([0.0, 0.5, 1.0]) for r in ("west", "central")}
         d = run.tick(rng.choice([1, 5, 30, 120]))
         for action in d.writes:
             if isinstance(action, SetWeights) and action.provider is GW:
@@ -544,6 +553,7 @@ def test_random_walks_never_break_an_invariant_and_always_come_home(seed: int) -
     run.world = World(dark=run.world.dark, routes=run.world.routes)
     run.world.savior_ready()
     run.world.signal = {r: FailbackSignal(served=100.0, forecast=100.0) for r in ("east", "west", "central")}
+    run.world.served_share = {"west": 1.0, "central": 1.0}
     run.until(Phase.STEADY, seconds=120, limit=80)
     for _ in range(3):
         run.tick(120)

@@ -24,7 +24,9 @@ urgent of them: Evacuating, then FailingBack, then Evacuated; Steady when there 
   holds, it goes on only while it serves at least ``failback.ratioThreshold`` × forecast ×
   share, otherwise it aborts back to Evacuated with the reason and a backoff that doubles
   with each abort. The last step restores the recorded weights exactly; once they hold, the
-  evacuation ends and the dark pods are re-gated. Where the domain has DNS routes for the
+  evacuation ends and the dark pods are re-gated (a savior waits, besides, until the region
+  it saved reports that it serves its whole share again, so that no traffic is left on the
+  dark pods it closes). Where the domain has DNS routes for the
   region, the steps move its DNS weight and its proxy routes come back at the first step
   (traffic must reach the region for it to serve it); otherwise the proxy routes step.
 
@@ -189,6 +191,10 @@ class Observations:
     """One report per route of spec.traffic."""
     signal: Mapping[str, FailbackSignal] = field(default_factory=dict)
     """Served signal and forecast of the regions failing back."""
+    served_share: Mapping[str, float] = field(default_factory=dict)
+    """The share of its own traffic each other region's operator says it serves (1 in Steady),
+    as exported to the shared Prometheus: a savior re-gates only once the region it saved
+    reports 1 again, so its dark pods keep serving until that region's traffic has left them."""
 
 
 # ---------------------------------------------------------------------------- actions
@@ -758,13 +764,21 @@ def _evacuated(work: _Work, evac: RegionEvacuation) -> bool:
 
 def _failing_back(work: _Work, evac: RegionEvacuation, *, all_hold: bool, targets: list[_Target]) -> bool:
     ctx, policy = work.ctx, work.ctx.spec.failback
+    moved = False
     if evac.step_held_at is None:
         if not all_hold:
             evac.waiting_for = _wait(evac, targets)
             return False
-        evac.step_held_at = _rfc3339(ctx.now)
-        if evac.share >= 1.0:
-            _done(work, evac)
+        evac.step_held_at, moved = _rfc3339(ctx.now), True
+    if evac.share >= 1.0:
+        reported = ctx.obs.served_share.get(evac.region)
+        if evac.region != ctx.here and (reported is None or reported < 1.0):
+            evac.waiting_for = (f"{evac.region} to report that it serves its whole share again"
+                                f" (it reports {'nothing' if reported is None else f'{reported:g}'})")
+            return moved
+        _done(work, evac)
+        return True
+    if moved:
         return True
     held_for = _since(evac.step_held_at, ctx.now)
     if held_for < policy.step_interval_seconds:
@@ -812,7 +826,13 @@ def _reason(work: _Work) -> str:
 
 
 def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
-    """Desired weights per route (DNS only once every proxy route holds), and the writes they need."""
+    """Desired weights per route (DNS only once every proxy route holds), and the writes they need.
+
+    The weights in force before the first change are recorded; once no evacuation is left and
+    a route holds them again, the record is cleared. A write is made when the desired weights
+    change, when something else changed them (DriftDetected), or again, unchanged, when its
+    effect is not seen after ``retry_seconds``; never when the invariants refuse it.
+    """
     ctx, status = work.ctx, work.status
     kept = {(TrafficProviderKind(w.provider), w.route): w for w in status.weights}
     proxy_hold = all(t.holds for t in targets if layer_of(t.provider) is Layer.PROXY)
@@ -820,58 +840,59 @@ def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
     for target in targets:
         state = kept.get((target.provider, target.route)) or RouteWeights(provider=target.provider, route=target.route)
         state = state.model_copy(deep=True)
+        routes.append(state)
         report, layer = target.report, layer_of(target.provider)
-        readable = report is not None and report.weights is not None
-        if readable:
-            state.current = dict(report.weights)  # type: ignore[union-attr, arg-type]
+        reported = dict(report.weights) if report is not None and report.weights is not None else None
+        if reported is not None:
+            state.current = reported
         if target.weights is None:
             state.holds = False
-            routes.append(state)
             continue
-        previous_desired = state.desired
+        previous_desired, was_holding = state.desired, state.holds
         if layer is Layer.PROXY or proxy_hold:
             desired = target.weights
         else:
             desired = state.desired or state.current or target.weights
-        owned = report.owned if report else None
-        was_holding = state.holds
-        state.holds = bool(readable and report.verified and _same(report.weights, desired, owned))  # type: ignore[union-attr, arg-type]
-        if not status.evacuations and state.recorded is not None and state.holds and _same(state.current or {}, state.recorded):
+        owned = report.owned if report is not None else None
+        state.holds = bool(reported is not None and report is not None and report.verified
+                           and _same(reported, desired, owned))
+        if not status.evacuations and state.recorded is not None and state.holds and _same(
+            state.current or {}, state.recorded
+        ):
             state.recorded = state.desired = state.written = state.written_at = None
-            routes.append(state)
             continue
         if state.current is not None and _same(state.current, desired, owned):
             state.desired = desired if state.recorded is not None else None
-            routes.append(state)
             continue
         if state.recorded is None and state.current is not None:
             state.recorded = dict(state.current)
         state.desired = desired
+        if reported is None or report is None:
+            continue  # cannot write what cannot be read; the evacuation waits on this route
         name = f"{target.provider.value} {target.route}"
-        drift = was_holding and previous_desired == desired and readable
+        drift = was_holding and previous_desired == desired
         if drift:
-            work.event("DriftDetected", f"{name}: something else set {_arrows(desired, state.current or {})};"
+            work.event("DriftDetected", f"{name}: something else set {_arrows(desired, reported)};"
                        " setting the weights again", warning=True)
-        due = (state.written != desired or drift or _since(state.written_at, ctx.now) >= ctx.tuning.retry_seconds)
-        if readable and due:
-            try:
-                check_invariants(route=name, weights=desired, layer=layer, local=ctx.here,
-                                 resolvable=report.resolvable | {ctx.here},  # type: ignore[union-attr]
-                                 serving_elsewhere=any(r not in desired and r not in work.evacs for r in ctx.domain))
-            except WeightInvariantError as exc:
-                if previous_desired != desired:
-                    work.event("WeightsRefused", str(exc), warning=True)
-            else:
-                keys = owned if owned is not None else desired.keys() | (state.current or {}).keys()
-                mine = {k: desired.get(k, 0) for k in sorted(keys)}
-                before = {k: (state.current or {}).get(k, 0) for k in sorted(keys)}
-                reason = _reason(work)
-                work.actions.append(SetWeights(provider=target.provider, route=target.route, weights=_pairs(mine),
-                                               previous=_pairs(before), reason=reason))
-                if state.written != desired or drift:
-                    work.event("WeightsChanged", f"weights {_arrows(before, mine)} on {name}: {reason}")
-                state.written, state.written_at = dict(desired), _rfc3339(ctx.now)
-        routes.append(state)
+        if not (state.written != desired or drift or _since(state.written_at, ctx.now) >= ctx.tuning.retry_seconds):
+            continue
+        try:
+            check_invariants(route=name, weights=desired, layer=layer, local=ctx.here,
+                             resolvable=report.resolvable | {ctx.here},
+                             serving_elsewhere=any(r not in desired and r not in work.evacs for r in ctx.domain))
+        except WeightInvariantError as exc:
+            if previous_desired != desired:
+                work.event("WeightsRefused", str(exc), warning=True)
+            continue
+        keys = sorted(owned if owned is not None else desired.keys() | reported.keys())
+        mine = {k: desired.get(k, 0) for k in keys}
+        before = {k: reported.get(k, 0) for k in keys}
+        reason = _reason(work)
+        work.actions.append(SetWeights(provider=target.provider, route=target.route, weights=_pairs(mine),
+                                       previous=_pairs(before), reason=reason))
+        if state.written != desired or drift:
+            work.event("WeightsChanged", f"weights {_arrows(before, mine)} on {name}: {reason}")
+        state.written, state.written_at = dict(desired), _rfc3339(ctx.now)
     status.weights = routes
 
 
