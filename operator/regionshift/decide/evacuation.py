@@ -694,6 +694,7 @@ def _advance(work: _Work) -> bool:
 
 def _evacuating(work: _Work, evac: RegionEvacuation, *, proxy_hold: bool, all_hold: bool,
                 targets: list[_Target]) -> bool:
+    """Ungate (a savior's own dark pods Ready, some savior's capacity known), then proxy, then DNS."""
     ctx = work.ctx
     if evac.timeline.ungated_at is None:
         own = ctx.obs.dark_clusters if ctx.here not in work.evacs else ()
@@ -709,9 +710,6 @@ def _evacuating(work: _Work, evac: RegionEvacuation, *, proxy_hold: bool, all_ho
         capacity = work.status.savior_capacity or {}
         work.event("Ungated", f"{evac.region}: savior dark capacity Ready"
                    f" ({', '.join(f'{r} {c}' for r, c in capacity.items())}); shifting proxy routes")
-        return True
-    if evac.share != 0.0:
-        evac.share = 0.0
         return True
     if evac.timeline.shifted_at is None:
         if not proxy_hold:
@@ -730,6 +728,7 @@ def _evacuating(work: _Work, evac: RegionEvacuation, *, proxy_hold: bool, all_ho
 
 
 def _evacuated(work: _Work, evac: RegionEvacuation) -> bool:
+    """Start a failback: released by the button at once, else after the cool-down; Deployments Ready."""
     ctx = work.ctx
     if evac.region in ctx.spec.evacuate:
         evac.waiting_for = "removal from spec.evacuate"
@@ -763,6 +762,7 @@ def _evacuated(work: _Work, evac: RegionEvacuation) -> bool:
 
 
 def _failing_back(work: _Work, evac: RegionEvacuation, *, all_hold: bool, targets: list[_Target]) -> bool:
+    """One failback step: wait until it holds, then for stepIntervalSeconds, then judge the signal."""
     ctx, policy = work.ctx, work.ctx.spec.failback
     moved = False
     if evac.step_held_at is None:
