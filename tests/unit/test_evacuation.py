@@ -341,6 +341,24 @@ def test_two_regions_failing_at_once() -> None:
     assert run.status.roles == {"east": Role.EVACUATED, "west": Role.EVACUATED, "central": Role.SAVIOR}
 
 
+def test_two_peers_failing_at_once_make_this_region_the_only_savior() -> None:
+    run = Run()
+    run.world.routes[(GW, "web")] = {"east": 80, "west": 10, "central": 10}  # east spills a little over
+    run.world.verdicts.update(west=U, central=U)
+    d = run.tick()
+    assert writes(d) == ["OpenGates"], "ungated once for both"
+    run.until(Phase.EVACUATED)
+    assert run.weights() == {"east": 1000, "west": 0, "central": 0}
+    assert run.status.roles == {"east": Role.SAVIOR, "west": Role.EVACUATED, "central": Role.EVACUATED}
+    run.world.verdicts.update(west=UNK, central=UNK)
+    run.world.served_share.update(west=1.0, central=1.0)
+    run.world.signal.update(west=FailbackSignal(served=60.0, forecast=100.0),
+                            central=FailbackSignal(served=60.0, forecast=100.0))
+    run.until(Phase.STEADY, seconds=61, limit=30)
+    assert run.weights() == {"east": 80, "west": 10, "central": 10}
+    assert all(dc[0] == Gate.CLOSED for dc in run.world.dark.values())
+
+
 def test_the_last_serving_region_is_never_evacuated() -> None:
     run = Run()
     run.world.verdicts.update(east=U, west=U, central=U)
