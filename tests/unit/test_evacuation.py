@@ -505,6 +505,23 @@ def test_drift_is_set_again_with_an_event() -> None:
     assert run.weights()["east"] == 0
 
 
+def test_a_foreign_writer_overwriting_twice_within_the_dwell_is_a_conflict_regionshift_stops_fighting() -> None:
+    run = Run()
+    evacuate_east(run)
+    run.world.routes[(GW, "web")]["east"] = 100
+    assert "DriftDetected" in events(run.tick(10))
+    run.tick(10)  # regionshift sees its weights hold again
+    run.world.routes[(GW, "web")]["east"] = 100  # the same writer again, within the dwell
+    d = run.tick(10)
+    assert "Conflict" in events(d) and d.writes == ()
+    web = next(w for w in run.status.weights if w.route == "web")
+    assert web.conflict and not web.holds
+    assert run.tick(120).actions == (), "no more fighting, no repeated Event"
+    run.world.routes[(GW, "web")]["east"] = 0  # the other writer learns to leave the weight alone
+    run.tick()
+    assert not next(w for w in run.status.weights if w.route == "web").conflict
+
+
 def test_a_write_that_does_not_land_is_retried_after_the_retry_time() -> None:
     run = Run()
     run.world.verdicts["east"] = U

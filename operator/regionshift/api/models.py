@@ -650,6 +650,14 @@ class RouteWeights(Model):
     holds: bool = Field(
         default=False, description="True when the provider reports the desired weights and verified them."
     )
+    drifted_at: str | None = Field(
+        default=None, description="When something else last changed a weight regionshift had set here."
+    )
+    conflict: bool = Field(
+        default=False,
+        description="True when something else overwrote the weights twice within the dwell time: regionshift"
+        " stops writing the same weights again until the route holds them or its desired weights change.",
+    )
 
 
 class Transition(Model):

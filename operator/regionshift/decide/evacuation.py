@@ -856,10 +856,12 @@ def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
         owned = report.owned if report is not None else None
         state.holds = bool(reported is not None and report is not None and report.verified
                            and _same(reported, desired, owned))
+        if state.holds or previous_desired != desired:
+            state.conflict = False
         if not status.evacuations and state.recorded is not None and state.holds and _same(
             state.current or {}, state.recorded
         ):
-            state.recorded = state.desired = state.written = state.written_at = None
+            state.recorded = state.desired = state.written = state.written_at = state.drifted_at = None
             continue
         if state.current is not None and _same(state.current, desired, owned):
             state.desired = desired if state.recorded is not None else None
@@ -872,8 +874,17 @@ def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
         name = f"{target.provider.value} {target.route}"
         drift = was_holding and previous_desired == desired
         if drift:
-            work.event("DriftDetected", f"{name}: something else set {_arrows(desired, reported)};"
-                       " setting the weights again", warning=True)
+            if _since(state.drifted_at, ctx.now) < ctx.tuning.dwell_seconds:
+                state.conflict = True
+                work.event("Conflict", f"{name}: something else set {_arrows(desired, reported)} again within"
+                           f" {ctx.tuning.dwell_seconds:.0f} s; regionshift stops setting the same weights"
+                           " (exclude them from the other writer, e.g. Argo CD ignoreDifferences)", warning=True)
+            else:
+                work.event("DriftDetected", f"{name}: something else set {_arrows(desired, reported)};"
+                           " setting the weights again", warning=True)
+            state.drifted_at = _rfc3339(ctx.now)
+        if state.conflict and state.written == desired:
+            continue
         if not (state.written != desired or drift or _since(state.written_at, ctx.now) >= ctx.tuning.retry_seconds):
             continue
         try:
