@@ -23,6 +23,15 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "API_GROUP",
+    "Actor",
+    "EvacuationPlan",
+    "Phase",
+    "PlannedWeights",
+    "Recommendation",
+    "RegionEvacuation",
+    "Role",
+    "RouteWeights",
+    "Transition",
     "API_VERSION",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
@@ -546,14 +555,151 @@ class RegionSignalStatus(Model):
     sampled_at: str | None = Field(default=None, description="Time of the latest sample.")
 
 
-class EvacuationTimeline(Model):
-    """Timestamps of the last evacuation, each RFC 3339."""
+class Phase(str, enum.Enum):
+    """Where a failover domain, or one region's evacuation, stands (see decide/evacuation.py)."""
 
-    region: str | None = Field(default=None, description="The region evacuated.")
-    detected_at: str | None = Field(default=None, description="When the evacuation was decided.")
-    ungated_at: str | None = Field(default=None, description="When the saviors' dark pods were all ungated.")
-    shifted_at: str | None = Field(default=None, description="When the traffic weights were shifted.")
-    settled_at: str | None = Field(default=None, description="When the evacuation settled.")
+    STEADY = "Steady"
+    EVACUATING = "Evacuating"
+    EVACUATED = "Evacuated"
+    FAILING_BACK = "FailingBack"
+
+
+class Actor(str, enum.Enum):
+    """What caused a transition of an evacuation."""
+
+    VERDICT = "Verdict"
+    SPEC_EVACUATE = "SpecEvacuate"
+    FAILBACK = "Failback"
+
+
+class Role(str, enum.Enum):
+    """A region's part in the evacuations under way, as this region's operator sees it."""
+
+    SERVING = "Serving"
+    EVACUATED = "Evacuated"
+    SAVIOR = "Savior"
+
+
+class EvacuationTimeline(Model):
+    """The milestones of one evacuation: each an RFC 3339 time and its seconds since the decision."""
+
+    region: str = Field(description="The region evacuated.")
+    actor: Actor = Field(description="What decided the evacuation: Verdict or SpecEvacuate.")
+    reason: str = Field(default="", description="Why the evacuation was decided, in one sentence.")
+    decided_at: str = Field(description="When the evacuation was decided.")
+    ungated_at: str | None = Field(
+        default=None,
+        description="When savior dark capacity was ungated and Ready (this region's own, when it is a savior).",
+    )
+    shifted_at: str | None = Field(default=None, description="When every proxy route held the evacuation's weights.")
+    settled_at: str | None = Field(default=None, description="When every route, DNS included, held them.")
+    failback_started_at: str | None = Field(default=None, description="When the last failback attempt started.")
+    failback_done_at: str | None = Field(
+        default=None, description="When the recorded weights were restored and held again."
+    )
+    ungated_after_seconds: float | None = Field(default=None, description="Seconds from the decision to ungatedAt.")
+    shifted_after_seconds: float | None = Field(default=None, description="Seconds from the decision to shiftedAt.")
+    settled_after_seconds: float | None = Field(default=None, description="Seconds from the decision to settledAt.")
+    failback_started_after_seconds: float | None = Field(
+        default=None, description="Seconds from the decision to failbackStartedAt."
+    )
+    failback_done_after_seconds: float | None = Field(
+        default=None, description="Seconds from the decision to failbackDoneAt."
+    )
+
+
+class RegionEvacuation(Model):
+    """One region's evacuation under way, from its decision to the end of its failback."""
+
+    region: str = Field(description="The region evacuated.")
+    phase: Phase = Field(description="Evacuating, Evacuated or FailingBack.")
+    actor: Actor = Field(description="What caused the last transition: Verdict, SpecEvacuate or Failback.")
+    reason: str = Field(default="", description="Why the last transition happened, in one sentence.")
+    share: float = Field(
+        default=1.0,
+        ge=0,
+        le=1,
+        description="Share of its own traffic the region is meant to serve now: 1 until the shift, 0 once"
+        " evacuated, rising step by step during failback.",
+    )
+    failback_step: int = Field(default=0, ge=0, description="Failback steps taken in the current attempt.")
+    step_held_at: str | None = Field(
+        default=None, description="When every route held the current failback step's weights."
+    )
+    aborts: int = Field(default=0, ge=0, description="Failback attempts aborted so far (sets the backoff).")
+    backoff_until: str | None = Field(
+        default=None, description="No failback attempt before this time (after an aborted one)."
+    )
+    last_transition_at: str = Field(description="When the phase last changed (the dwell counts from it).")
+    waiting_for: str | None = Field(default=None, description="What the evacuation waits for now, if anything.")
+    timeline: EvacuationTimeline = Field(description="The milestones of this evacuation.")
+
+
+class RouteWeights(Model):
+    """The weights of one route regionshift manages, per region (backend or weighted record)."""
+
+    provider: TrafficProviderKind = Field(description="GatewayAPI, IngressNginx or ExternalDNS.")
+    route: str = Field(description="Name of the HTTPRoute, Ingress or DNSEndpoint.")
+    current: dict[str, int] | None = Field(default=None, description="Weights the provider reported last.")
+    recorded: dict[str, int] | None = Field(
+        default=None,
+        description="Weights in force before the first change; failback restores exactly these.",
+    )
+    desired: dict[str, int] | None = Field(default=None, description="Weights regionshift wants now.")
+    written: dict[str, int] | None = Field(default=None, description="Weights regionshift wrote last.")
+    written_at: str | None = Field(default=None, description="When it wrote them.")
+    holds: bool = Field(
+        default=False, description="True when the provider reports the desired weights and verified them."
+    )
+    drifted_at: str | None = Field(
+        default=None, description="When something else last changed a weight regionshift had set here."
+    )
+    conflict: bool = Field(
+        default=False,
+        description="True when something else overwrote the weights twice within the dwell time: regionshift"
+        " stops writing the same weights again until the route holds them or its desired weights change.",
+    )
+
+
+class Transition(Model):
+    """One transition of one region's evacuation."""
+
+    region: str = Field(description="The region whose evacuation changed phase.")
+    from_phase: Phase = Field(description="Phase before the transition.")
+    to_phase: Phase = Field(description="Phase after the transition.")
+    reason: str = Field(default="", description="Why, in one sentence.")
+    actor: Actor = Field(description="Verdict, SpecEvacuate or Failback.")
+    at: str = Field(description="RFC 3339 time of the transition.")
+
+
+class PlannedWeights(Model):
+    """A weight change an evacuation would make on one route."""
+
+    provider: TrafficProviderKind = Field(description="GatewayAPI, IngressNginx or ExternalDNS.")
+    route: str = Field(description="Name of the route.")
+    from_weights: dict[str, int] = Field(default_factory=dict, description="Weights now, per region.")
+    to_weights: dict[str, int] = Field(default_factory=dict, description="Weights after the shift, per region.")
+
+
+class EvacuationPlan(Model):
+    """What evacuating some regions would do here (DryRun, or a recommendation in Manual mode)."""
+
+    regions: list[str] = Field(default_factory=list, description="The regions the plan evacuates.")
+    ungate: list[str] = Field(
+        default_factory=list, description="DarkClusters of this region whose gate the plan would open."
+    )
+    weights: list[PlannedWeights] = Field(
+        default_factory=list, description="Weight changes on this region's routes, proxy routes before DNS."
+    )
+    message: str = Field(default="", description="The plan in one or two sentences.")
+
+
+class Recommendation(Model):
+    """Manual mode: regions whose verdict is Unhealthy, waiting for spec.evacuate."""
+
+    regions: list[str] = Field(default_factory=list, description="Regions recommended for evacuation.")
+    reason: str = Field(default="", description="Why, in one sentence.")
+    since: str = Field(description="RFC 3339 time the recommendation took its current form.")
 
 
 class RegionFailoverStatus(Model):
@@ -564,14 +710,57 @@ class RegionFailoverStatus(Model):
         default=None,
         description="RFC 3339 time of the last detection run, whatever its outcome: an old time means a stale status.",
     )
-    phase: str | None = Field(default=None, description="Steady, Evacuating, Evacuated, FailingBack.")
+    phase: Phase | None = Field(
+        default=None,
+        description="Steady, Evacuating, Evacuated or FailingBack: the most urgent phase of the evacuations"
+        " under way (Evacuating, then FailingBack, then Evacuated), Steady when there is none.",
+    )
     regions: list[RegionSignalStatus] = Field(default_factory=list, description="Per-region signal.")
     unhealthy: list[str] = Field(default_factory=list, description="Regions whose verdict is Unhealthy.")
     held_back: list[str] = Field(
         default_factory=list, description="Regions that look unhealthy but a guard holds the evacuation back."
     )
-    weights: dict[str, int] = Field(default_factory=dict, description="Current traffic weight per region.")
-    timeline: EvacuationTimeline | None = Field(default=None, description="The last evacuation.")
+    evacuations: list[RegionEvacuation] = Field(
+        default_factory=list,
+        description="Evacuations under way, one per evacuated region (keyed by region).",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["region"]},
+    )
+    roles: dict[str, Role] | None = Field(
+        default=None, description="Each region's role while evacuations are under way: Evacuated, Savior or Serving"
+        " (absent in Steady; empty maps are never written: server-side apply would store them as null).",
+    )
+    weights: list[RouteWeights] = Field(
+        default_factory=list, description="Weights of every route regionshift manages, per region."
+    )
+    savior_capacity: dict[str, int] | None = Field(
+        default=None,
+        description="Ready dark replicas per savior that the weight split uses (refreshed when a savior joins,"
+        " leaves, or its capacity moves by more than a fifth).",
+    )
+    evacuation_gate: Gate | None = Field(
+        default=None,
+        description="The gate evacuations want on this region's DarkClusters (combined with each one's spec.gate).",
+    )
+    evacuation_gate_written_at: str | None = Field(
+        default=None, description="When the evacuation gate was last written."
+    )
+    deferred: dict[str, str] | None = Field(
+        default=None,
+        description="Regions that spec.evacuate or an Unhealthy verdict would evacuate but that wait, and why"
+        " (the dwell after a change, or no region left to serve).",
+    )
+    last_evacuation: EvacuationTimeline | None = Field(
+        default=None, description="The timeline of the last evacuation that ended (failback done)."
+    )
+    history: list[Transition] = Field(
+        default_factory=list, max_length=20, description="The last transitions, oldest first (at most 20)."
+    )
+    recommendation: Recommendation | None = Field(
+        default=None, description="Manual mode: the evacuation the verdicts recommend, waiting for spec.evacuate."
+    )
+    plan: EvacuationPlan | None = Field(
+        default=None, description="DryRun and Manual mode: what an evacuation would do here, written nowhere else."
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
         description="Detecting and GuardsKnown (written by detection), Sizing and DarkClustersSynced (by sizing).",
