@@ -230,18 +230,22 @@ REAPPLYING_MANAGERS = ("kubectl-client-side-apply",)
 """Managers whose Update operations are in fact applies of a manifest."""
 
 
-def last_foreign_writer(obj: Mapping[str, Any], *, top_field: str = "f:spec") -> tuple[str | None, bool]:
-    """Who besides regionshift owns ``top_field`` of the object, and whether by an apply.
+def last_foreign_writer(obj: Mapping[str, Any], *, path: tuple[str, ...] = ("f:spec",)) -> tuple[str | None, bool]:
+    """Who besides regionshift owns the field at ``path`` now, and whether by an apply.
 
-    Reads ``metadata.managedFields``: returns the most recent other manager owning part of
-    the field, and True when that was an Apply (server-side apply: kubectl --server-side,
-    Flux, Argo CD with ServerSideApply) or a client-side ``kubectl apply``.
+    Reads ``metadata.managedFields``. Point ``path`` at the atomic list holding the weights
+    (``f:spec``, ``f:rules`` of an HTTPRoute): whoever changed that list last owns it whole.
+    Returns that manager (the most recent, when several share it) and True when it wrote by
+    an Apply (server-side apply: kubectl --server-side, Flux, Argo CD with ServerSideApply)
+    or by a client-side ``kubectl apply``.
     """
-    entries = [
-        e
-        for e in (obj.get("metadata") or {}).get("managedFields") or []
-        if e.get("manager") != FIELD_MANAGER and top_field in (e.get("fieldsV1") or {})
-    ]
+    entries = []
+    for entry in (obj.get("metadata") or {}).get("managedFields") or []:
+        fields: Any = entry.get("fieldsV1") or {}
+        for key in path:
+            fields = fields.get(key) if isinstance(fields, dict) else None
+        if fields is not None and entry.get("manager") != FIELD_MANAGER:
+            entries.append(entry)
     if not entries:
         return None, False
     latest = max(entries, key=lambda e: e.get("time") or "")

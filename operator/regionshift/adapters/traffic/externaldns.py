@@ -13,7 +13,7 @@ The weight is validated, never guessed: a missing or unparsable ``aws/weight`` i
 reads it as 0, which would look like an evacuated region). Route 53 takes 0..255.
 
 Writes are a JSON patch guarded by the resourceVersion (``spec.endpoints`` is an atomic
-list) that ``test``s the setIdentifier at each index it touches. Verification reads
+list): indices are safe because the patch sets the resourceVersion it was computed from. Verification reads
 ``status.observedGeneration``: external-dns sets it when its source has read that
 generation, which is not yet the DNS provider having applied it; without it,
 ``holds=None`` ("Unreported").
@@ -108,7 +108,6 @@ def weight_patch(obj: Mapping[str, Any], *, region: str, weight: int) -> list[di
         at = [j for j, p in enumerate(properties) if p.get("name") == WEIGHT_PROPERTY]
         if at and properties[at[0]].get("value") == str(weight) and len(at) == 1:
             continue
-        ops.append({"op": "test", "path": f"{path}/setIdentifier", "value": region})
         rest = [p for p in properties if p.get("name") != WEIGHT_PROPERTY]
         where = at[0] if at else len(rest)
         replaced = [*rest[:where], {"name": WEIGHT_PROPERTY, "value": str(weight)}, *rest[where:]]
@@ -205,7 +204,7 @@ class ExternalDNSProvider(TrafficProvider):
         actual = region_weight(obj, region=self.region)
         if actual == expected:
             return None
-        writer, applied = last_foreign_writer(obj)
+        writer, applied = last_foreign_writer(obj, path=("f:spec", "f:endpoints"))
         manifest = last_applied(obj)
         if manifest is not None and not applied:
             try:

@@ -7,10 +7,11 @@ other rule, match, filter and backendRef as the user wrote it.
 
 Why a JSON patch and not server-side apply: in the published CRD ``spec.rules`` and each
 rule's ``backendRefs`` are atomic lists, so a field manager cannot own one weight. The
-patch names each weight by its index and guards the whole write twice over: it sets
-``metadata.resourceVersion`` to the version the patch was computed from (the API server
+patch names each weight by its index, which is safe because it also sets
+``metadata.resourceVersion`` to the version the patch was computed from: the API server
 answers 409 Conflict when the route moved on, and the write is computed again from the
-fresh route), and it ``test``s the name at every index it touches. Defaulted fields
+fresh route. (A JSON-patch ``test`` op would fail with a bare 422 before that precondition
+is checked, so none is used.) Defaulted fields
 (``group``, ``kind``, ``weight``) are written explicitly on every backendRef it touches,
 so a GitOps tool comparing the live object with a manifest that spells them out sees no
 difference beyond the weights (argo-cd#22151). A peer's backendRef is appended only when
@@ -178,7 +179,6 @@ def weight_patch(
                 if ref.get(key) != value
             ]
             if changes:
-                sets.append({"op": "test", "path": f"{path}/name", "value": service})
                 sets.extend({"op": "add", "path": f"{path}/{key}", "value": value} for key, value in changes)
         added = 0
         for region, weight in desired.items():
@@ -200,19 +200,12 @@ def weight_patch(
             raise InvalidWeights(
                 f"{KIND} {namespace}/{name} rules[{i}] would end with every weight 0", kind=KIND, name=name
             )
-        for op in reversed(rule_removes):  # highest index first, so the others keep theirs
-            removes.append({"op": "test", "path": f"{op['path']}/name", "value": _name_at(rules, op["path"])})
-            removes.append(op)
+        removes.extend(reversed(rule_removes))  # highest index first, so the others keep theirs
     ops = sets + removes + appends
     if not ops:
         return []
     version = {"op": "replace", "path": "/metadata/resourceVersion", "value": route["metadata"]["resourceVersion"]}
     return [version, *ops]
-
-
-def _name_at(rules: list[Any], path: str) -> Any:
-    _, _, _, i, _, j = path.split("/")
-    return rules[int(i)]["backendRefs"][int(j)].get("name")
 
 
 class GatewayAPIProvider(TrafficProvider):
@@ -281,7 +274,7 @@ class GatewayAPIProvider(TrafficProvider):
         """Give the managed backendRefs the desired weights; peers with weight above 0 must have their Service."""
         wanted = validate_weights(desired, maximum=MAX_WEIGHT)
         backends = self.backends(route)
-        self._get(route)  # RouteNotFound before anything else
+        managed_rule_weights(self._get(route), backends=backends)  # RouteNotFound, LocalBackendMissing first
         self._require_service(backends.local_service)
         for region, weight in wanted.items():
             if weight > 0 and region != self.region:
@@ -336,7 +329,7 @@ class GatewayAPIProvider(TrafficProvider):
         for weights in managed_rule_weights(obj, backends=backends):
             actual = {r: weights.get(r, 0) for r in expected}
             if actual != expected:
-                writer, applied = last_foreign_writer(obj)
+                writer, applied = last_foreign_writer(obj, path=("f:spec", "f:rules"))
                 manifest = last_applied(obj)
                 reapplied = applied
                 if manifest is not None and not reapplied:

@@ -346,7 +346,7 @@ class IngressNginxProvider(TrafficProvider):
         now = self._weights(route, canary)
         if now.weights[PEERS] == expected:
             return None
-        writer, applied = last_foreign_writer(canary, top_field="f:metadata") if canary else (None, False)
+        writer, applied = last_foreign_writer(canary, path=("f:metadata", "f:annotations")) if canary else (None, False)
         return Drift(
             kind=KIND,
             name=canary_name(route),
