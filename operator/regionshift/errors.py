@@ -14,6 +14,7 @@ ones caused by a resource's content into a status condition and an Event, never 
     │       ├── ServiceNotFound      a Service the route needs (the local one or a peer's) does not exist
     │       ├── LocalBackendMissing  the route has nothing for this region (no local backendRef, no own record)
     │       ├── ForeignCanary        another canary Ingress already serves the same host and path
+    │       ├── PeerUnreachable      no usable gateway address for a peer, or its Service name is taken
     │       ├── WeightUnparsable     a weight on the object is missing or not a valid integer
     │       ├── InvalidWeights       the desired weights break an invariant (range, all zero, unknown region)
     │       └── WriteConflict        the object kept changing: every guarded retry met a newer version
@@ -43,6 +44,7 @@ __all__ = [
     "ServiceNotFound",
     "LocalBackendMissing",
     "ForeignCanary",
+    "PeerUnreachable",
     "WeightUnparsable",
     "InvalidWeights",
     "WriteConflict",
@@ -117,6 +119,13 @@ class ForeignCanary(TrafficError):
     """Another canary Ingress already serves the same host and path (ingress-nginx allows one)."""
 
     reason = "ForeignCanary"
+
+
+class PeerUnreachable(TrafficError):
+    """A peer that would get traffic cannot be reached: its gateway address is missing or not
+    host:port, or the Service meant to reach it exists and was not created by regionshift."""
+
+    reason = "PeerUnreachable"
 
 
 class WeightUnparsable(TrafficError):

@@ -17,7 +17,7 @@ from kubernetes import client
 
 from regionshift.adapters.traffic import Backends, ensure_peer_service, provider_for
 from regionshift.adapters.traffic.gatewayapi import GROUP, GatewayAPIProvider
-from regionshift.errors import InvalidWeights, LocalBackendMissing, RouteNotFound, ServiceNotFound, WriteConflict
+from regionshift.errors import InvalidWeights, LocalBackendMissing, PeerUnreachable, RouteNotFound, ServiceNotFound, WriteConflict
 from regionshift.local.cluster import LocalCluster
 from tests.support.cluster import Kube
 from tests.support.traffic import service, traffic_crds, traffic_kube  # noqa: F401 - fixtures
@@ -71,8 +71,8 @@ def shop(kube_cluster: LocalCluster, traffic_kube: Kube) -> Kube:
     service(kube, "web")
     service(kube, "static", port=8080)
     kubectl(kube_cluster, kube, "apply", "-f", "-", stdin=ROUTE)
-    for peer, address in PEERS.items():
-        ensure_peer_service(api=kube.api, namespace=kube.namespace, service=f"web-{peer}", gateways={peer: address}, port=80)
+    assert provider(kube).ensure_peer_services(route="web", gateways={**PEERS, "ap": None})
+    assert not provider(kube).ensure_peer_services(route="web", gateways=PEERS)  # idempotent
     return kube
 
 
@@ -89,7 +89,7 @@ def test_peer_service_is_selectorless_with_an_endpoint_slice_to_the_gateway(shop
                                    gateways={"us-west": PEERS["us-west"]}, port=80)
     assert ensure_peer_service(api=shop.api, namespace=shop.namespace, service="web-us-west",
                                gateways={"us-west": "10.1.2.4:8443"}, port=80)
-    with pytest.raises(InvalidWeights, match="not managed by regionshift"):
+    with pytest.raises(PeerUnreachable, match="not managed by regionshift"):
         ensure_peer_service(api=shop.api, namespace=shop.namespace, service="web", gateways={}, port=80)
 
 

@@ -21,7 +21,7 @@ from regionshift.adapters.traffic.ingress_nginx import (
     canary_name,
     canary_service_name,
 )
-from regionshift.errors import ForeignCanary, InvalidWeights, RouteNotFound, WeightUnparsable
+from regionshift.errors import ForeignCanary, InvalidWeights, PeerUnreachable, RouteNotFound, WeightUnparsable
 from tests.support.cluster import Kube, eventually
 from tests.support.traffic import service, traffic_crds, traffic_kube  # noqa: F401 - fixtures
 
@@ -139,7 +139,7 @@ def test_bad_input_is_a_typed_error_and_nothing_is_written(shop: tuple[Kube, Ing
     kube, nginx, _ = shop
     with pytest.raises(RouteNotFound):
         nginx.apply(route="nope", desired={REGION: 0, "us-west": 1})
-    with pytest.raises(InvalidWeights, match="no gateway address"):
+    with pytest.raises(PeerUnreachable, match="no gateway address"):
         nginx.apply(route="web", desired={REGION: 0, "ap": 1})
     with pytest.raises(InvalidWeights, match="every weight is 0"):
         nginx.apply(route="web", desired={REGION: 0, "us-west": 0})

@@ -21,6 +21,7 @@ from regionshift.adapters.traffic.peers import endpoint_slice_for, parse_gateway
 from regionshift.errors import (
     InvalidWeights,
     LocalBackendMissing,
+    PeerUnreachable,
     ReconcileError,
     TrafficError,
     WeightUnparsable,
@@ -214,7 +215,7 @@ def test_gateway_addresses_parse_to_endpoint_slices() -> None:
     assert parse_gateway_address("[fd00::7]:8443").host == "fd00::7"
     assert parse_gateway_address("GW.example.com:80").host == "gw.example.com"
     for bad in ("10.0.0.7", "https://gw:443", "gw:0", "gw:70000"):
-        with pytest.raises(InvalidWeights):
+        with pytest.raises(PeerUnreachable):
             parse_gateway_address(bad)
     sl = endpoint_slice_for(namespace="n", service="web-west", region="west",
                             gateway=parse_gateway_address("10.0.0.7:443"), owner=None)

@@ -49,6 +49,7 @@ from .base import (
     raise_for,
     validate_weights,
 )
+from .peers import ensure_peer_service
 
 __all__ = [
     "GROUP",
@@ -254,6 +255,35 @@ class GatewayAPIProvider(TrafficProvider):
         return self._weights(self._get(route))
 
     # ------------------------------------------------------------------ writes
+
+    def ensure_peer_services(
+        self, *, route: str, gateways: Mapping[str, str | None], owner: Mapping[str, Any] | None = None
+    ) -> bool:
+        """Make each peer's Service of this route reach that peer's gateway (idempotent).
+
+        The Services get the port the local backendRef uses, so the backendRefs appended for
+        the peers carry the same port. Peers without a gateway address are skipped: they
+        cannot get weight (apply answers ServiceNotFound). True when something was written.
+        """
+        obj = self._get(route)
+        backends = self.backends(route)
+        managed_rule_weights(obj, backends=backends)  # LocalBackendMissing
+        rules = obj["spec"]["rules"]
+        namespace = obj["metadata"]["namespace"]
+        port = next(
+            ref.get("port")
+            for i in _local_rules(obj, backends=backends)
+            for ref in rules[i]["backendRefs"]
+            if _service_name(ref, namespace=namespace) == backends.local_service
+        ) or 80
+        wrote = False
+        for region, address in sorted(gateways.items()):
+            if address:
+                wrote |= ensure_peer_service(
+                    api=self.api, namespace=self.namespace, service=backends.service_of(region),
+                    gateways={region: address}, port=int(port), owner=owner,
+                )
+        return wrote
 
     def _write(self, *, route: str, desired: dict[str, int], drop_unlisted: bool) -> RouteWeights:
         backends = self.backends(route)

@@ -32,7 +32,7 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from regionshift.api.models import TrafficProviderKind
-from regionshift.errors import ForeignCanary, InvalidWeights, RouteNotFound, WeightUnparsable
+from regionshift.errors import ForeignCanary, InvalidWeights, PeerUnreachable, RouteNotFound, WeightUnparsable
 from .base import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
@@ -281,7 +281,7 @@ class IngressNginxProvider(TrafficProvider):
         serving = [r for r, w in wanted.items() if r != self.region and w > 0]
         missing = [r for r in serving if not self.gateways.get(r)]
         if weight > 0 and (missing or (not serving and PEERS in wanted)):
-            raise InvalidWeights(
+            raise PeerUnreachable(
                 f"peers {missing or [PEERS]} get traffic but have no gateway address to reach them", kind=KIND, name=route
             )
         if weight > 0:

@@ -23,7 +23,7 @@ from typing import Any
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
-from regionshift.errors import InvalidWeights
+from regionshift.errors import PeerUnreachable
 from .base import FIELD_MANAGER, MANAGED_BY_LABEL
 
 __all__ = ["PEER_LABEL", "GatewayAddress", "endpoint_slice_for", "ensure_peer_service", "parse_gateway_address"]
@@ -46,10 +46,10 @@ class GatewayAddress:
 
 
 def parse_gateway_address(text: str) -> GatewayAddress:
-    """``10.0.0.7:443``, ``[fd00::7]:443`` or ``gw.us-west.example.com:443``; InvalidWeights otherwise."""
+    """``10.0.0.7:443``, ``[fd00::7]:443`` or ``gw.us-west.example.com:443``; PeerUnreachable otherwise."""
     match = _HOST_PORT.match(text)
     if not match or not 1 <= int(match.group("port")) <= 65535:
-        raise InvalidWeights(f"gateway address {text!r} is not host:port")
+        raise PeerUnreachable(f"gateway address {text!r} is not host:port")
     port = int(match.group("port"))
     if match.group("v6"):
         return GatewayAddress(host=str(ipaddress.IPv6Address(match.group("v6"))), port=port, address_type="IPv6")
@@ -115,7 +115,7 @@ def ensure_peer_service(
     """Make ``service`` reach the gateways of the given peers (region -> host:port).
 
     Returns True when something was written. Never touches a Service of the same name that
-    regionshift did not create (InvalidWeights: the name is taken).
+    regionshift did not create (PeerUnreachable: the name is taken).
     """
     parsed = {region: parse_gateway_address(address) for region, address in gateways.items()}
     core = client.CoreV1Api(api)
@@ -131,7 +131,7 @@ def ensure_peer_service(
         wrote = True
     else:
         if (current.metadata.labels or {}).get(MANAGED_BY_LABEL) != FIELD_MANAGER:
-            raise InvalidWeights(
+            raise PeerUnreachable(
                 f"Service {namespace}/{service} exists and is not managed by regionshift", kind="Service", name=service
             )
         if current.spec.selector or [(p.name, p.port) for p in current.spec.ports or []] != [("http", port)]:
