@@ -9,6 +9,7 @@ users and GitOps tools apply it.
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from kubernetes import client
 from regionshift.adapters.traffic import Backends, ensure_peer_service, provider_for
 from regionshift.adapters.traffic.gatewayapi import GROUP, GatewayAPIProvider
 from regionshift.errors import InvalidWeights, LocalBackendMissing, PeerUnreachable, RouteNotFound, ServiceNotFound, WriteConflict
-from regionshift.local.cluster import LocalCluster
+from regionshift.local.cluster import LocalCluster, thirdparty
 from tests.support.cluster import Kube
 from tests.support.traffic import service, traffic_crds, traffic_kube  # noqa: F401 - fixtures
 
@@ -258,3 +259,24 @@ def test_explicit_backends_override_the_naming_convention(shop: Kube) -> None:
     gateway.apply(route="web", desired={REGION: 1, "us-west": 3})
     refs = route(shop)["spec"]["rules"][0]["backendRefs"]
     assert [(r["name"], r["weight"]) for r in refs] == [("web", 1), ("to-west", 3)]
+
+
+def test_the_crds_come_from_the_pinned_module_and_are_cached_by_version(
+    kube_cluster: LocalCluster, traffic_crds: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = client.ApiextensionsV1Api(kube_cluster.api_client()).read_custom_resource_definition(
+        "httproutes.gateway.networking.k8s.io")
+    assert served.metadata.annotations["gateway.networking.k8s.io/bundle-version"] == "v1.6.3"
+    assert served.metadata.annotations["gateway.networking.k8s.io/channel"] == "standard"
+    assert "dnsendpoints.externaldns.k8s.io" in traffic_crds
+
+    monkeypatch.setenv("REGIONSHIFT_CACHE", str(tmp_path))
+    fetched = thirdparty.third_party_crds(names=("external-dns",))
+    assert [m["metadata"]["name"] for m in fetched] == ["dnsendpoints.externaldns.k8s.io"]
+    assert (tmp_path / "crds" / "sigs.k8s.io_external-dns@v0.22.0.yaml").exists()
+
+    def no_go() -> str:
+        raise AssertionError("a cached version must not call Go again")
+
+    monkeypatch.setattr(thirdparty, "_go", no_go)
+    assert thirdparty.third_party_crds(names=("external-dns",)) == fetched

@@ -9,10 +9,7 @@ built in and needs nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
-
 import pytest
-from kubernetes import client
 
 from regionshift.local.cluster import LocalCluster, install_crds, third_party_crds
 from tests.support.cluster import Kube, namespace_in

@@ -352,20 +352,26 @@ class GatewayAPIProvider(TrafficProvider):
         return Verification(True, "Accepted", f"every parent accepted generation {generation} of {KIND} {route}")
 
     def drift(self, *, route: str, last_written: Weights) -> Drift | None:
-        """A rule whose managed weights differ from ``last_written``, with who wrote it when known."""
+        """A rule whose managed weights differ from ``last_written``, with who wrote it when known.
+
+        A re-apply of the user's manifest shows as an Apply (or ``kubectl apply``) owning
+        ``spec.rules`` now, or as weights equal to those of the manifest ``kubectl apply``
+        recorded in the last-applied annotation (client-side appliers under other names).
+        """
         obj = self._get(route)
         backends = self.backends(route)
         expected = dict(last_written)
         for weights in managed_rule_weights(obj, backends=backends):
             actual = {r: weights.get(r, 0) for r in expected}
-            if actual != expected:
-                writer, applied = last_foreign_writer(obj, path=("f:spec", "f:rules"))
-                manifest = last_applied(obj)
-                reapplied = applied
-                if manifest is not None and not reapplied:
-                    try:
-                        reapplied = weights in managed_rule_weights(manifest | {"metadata": obj["metadata"]}, backends=backends)
-                    except (LocalBackendMissing, WeightUnparsable):
-                        reapplied = False
-                return Drift(kind=KIND, name=route, expected=expected, actual=actual, writer=writer, reapplied=reapplied)
+            if actual == expected:
+                continue
+            writer, reapplied = last_foreign_writer(obj, path=("f:spec", "f:rules"))
+            manifest = last_applied(obj)
+            if manifest is not None and not reapplied:
+                try:
+                    recorded = managed_rule_weights({**manifest, "metadata": obj["metadata"]}, backends=backends)
+                except (LocalBackendMissing, WeightUnparsable):
+                    recorded = []
+                reapplied = weights in recorded
+            return Drift(kind=KIND, name=route, expected=expected, actual=actual, writer=writer, reapplied=reapplied)
         return None

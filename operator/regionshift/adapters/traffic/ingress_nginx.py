@@ -44,7 +44,6 @@ from .base import (
     guarded_write,
     last_foreign_writer,
     peer_service_name,
-    raise_for,
     validate_weights,
 )
 from .peers import ensure_peer_service
