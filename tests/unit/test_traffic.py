@@ -254,3 +254,26 @@ def test_third_party_crds_are_pinned_and_cached_by_version() -> None:
     assert (GATEWAY_API.module, GATEWAY_API.version) == ("sigs.k8s.io/gateway-api", "v1.6.3")
     assert (EXTERNAL_DNS.module, EXTERNAL_DNS.version) == ("sigs.k8s.io/external-dns", "v0.22.0")
     assert GATEWAY_API.cache_file.name == "sigs.k8s.io_gateway-api@v1.6.3.yaml"
+
+
+def test_the_error_tree_drawing_names_every_error_under_its_parent() -> None:
+    import inspect
+
+    from regionshift import errors
+
+    drawn: dict[str, str | None] = {}  # class name -> parent drawn above it
+    stack: list[tuple[int, str]] = []
+    for line in (errors.__doc__ or "").splitlines():
+        plain = line.replace("│", " ").replace("├──", "   ").replace("└──", "   ")
+        if not plain.strip() or not line.strip().startswith(("Regionshift", "├", "│", "└")):
+            continue
+        depth, name = len(plain) - len(plain.lstrip()), plain.split()[0]
+        while stack and stack[-1][0] >= depth:
+            stack.pop()
+        drawn[name] = stack[-1][1] if stack else None
+        stack.append((depth, name))
+    classes = {n: c for n, c in inspect.getmembers(errors, inspect.isclass) if issubclass(c, errors.RegionshiftError)}
+    assert set(drawn) == set(classes) == set(errors.__all__)
+    for name, cls in classes.items():
+        expected = None if cls is errors.RegionshiftError else cls.__mro__[1].__name__
+        assert drawn[name] == expected, f"{name} is drawn under {drawn[name]}, not {expected}"

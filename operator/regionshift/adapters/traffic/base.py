@@ -198,19 +198,25 @@ def guarded_write(
     attempts: int = 5,
     kind: str,
     name: str,
+    first: T | None = None,
 ) -> R:
     """Read, then write on that version; on a resourceVersion conflict read again and retry.
 
     ``write`` carries the version it was given as a precondition (409 Conflict when the
-    object moved on) and decides again from the fresh object on every attempt.
+    object moved on) and decides again from the fresh object on every attempt. ``first``,
+    when given, is an object the caller has just read: the first attempt uses it instead of
+    reading again.
     """
+    current = first
     for _ in range(attempts):
-        current = read()
+        if current is None:
+            current = read()
         try:
             return write(current)
         except ApiException as exc:
             if exc.status != 409:
                 raise
+        current = None
     raise WriteConflict(f"{kind} {name} changed under each of {attempts} guarded writes", kind=kind, name=name)
 
 

@@ -157,7 +157,8 @@ class ExternalDNSProvider(TrafficProvider):
     def apply(self, *, route: str, desired: Weights) -> RouteWeights:
         """Set this region's record to its desired weight (the other regions' keys are theirs)."""
         weight = self._own(desired)
-        weight_patch(self._get(route), region=self.region, weight=weight)  # validate before any write
+        current = self._get(route)
+        weight_patch(current, region=self.region, weight=weight)  # every error before any write
 
         def write(current: dict[str, Any]) -> RouteWeights:
             patch = weight_patch(current, region=self.region, weight=weight)
@@ -169,7 +170,7 @@ class ExternalDNSProvider(TrafficProvider):
             )
             return self._weights(updated, written=True)
 
-        return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route)
+        return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route, first=current)
 
     def restore(self, *, route: str, recorded: Weights) -> RouteWeights:
         """Back to the recorded weight of this region's record."""

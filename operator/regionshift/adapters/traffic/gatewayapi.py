@@ -285,7 +285,9 @@ class GatewayAPIProvider(TrafficProvider):
                 )
         return wrote
 
-    def _write(self, *, route: str, desired: dict[str, int], drop_unlisted: bool) -> RouteWeights:
+    def _write(
+        self, *, route: str, desired: dict[str, int], drop_unlisted: bool, first: dict[str, Any] | None = None
+    ) -> RouteWeights:
         backends = self.backends(route)
 
         def write(current: dict[str, Any]) -> RouteWeights:
@@ -298,18 +300,19 @@ class GatewayAPIProvider(TrafficProvider):
             )
             return self._weights(updated, written=True)
 
-        return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route)
+        return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route, first=first)
 
     def apply(self, *, route: str, desired: Weights) -> RouteWeights:
         """Give the managed backendRefs the desired weights; peers with weight above 0 must have their Service."""
         wanted = validate_weights(desired, maximum=MAX_WEIGHT)
         backends = self.backends(route)
-        managed_rule_weights(self._get(route), backends=backends)  # RouteNotFound, LocalBackendMissing first
+        current = self._get(route)
+        managed_rule_weights(current, backends=backends)  # RouteNotFound, LocalBackendMissing first
         self._require_service(backends.local_service)
         for region, weight in wanted.items():
             if weight > 0 and region != self.region:
                 self._require_service(backends.service_of(region))
-        return self._write(route=route, desired=wanted, drop_unlisted=False)
+        return self._write(route=route, desired=wanted, drop_unlisted=False, first=current)
 
     def restore(self, *, route: str, recorded: Weights) -> RouteWeights:
         """Back to the recorded weights; peer backendRefs added since are removed."""
