@@ -48,13 +48,14 @@ def _cmd_cluster_build(args: argparse.Namespace) -> int:
 
 
 def _cmd_cluster_up(args: argparse.Namespace) -> int:
-    from regionshift.local.cluster import LocalCluster, state_root
+    from regionshift.local.cluster import LocalCluster, state_root, third_party_crds
 
     workdir = state_root() / args.name
     if (workdir / "state.json").exists():
         print(f"cluster {args.name} is already up; `regionshift cluster down --name {args.name}` first", file=sys.stderr)
         return 1
-    cluster = LocalCluster(name=args.name, workdir=workdir, nodes=args.nodes, tie_to_parent=False)
+    crds = third_party_crds() if args.traffic_crds else []
+    cluster = LocalCluster(name=args.name, workdir=workdir, nodes=args.nodes, tie_to_parent=False, crds=crds)
     cluster.start()
     print(f"export KUBECONFIG={cluster.kubeconfig}")
     return 0
@@ -118,6 +119,8 @@ def _parser() -> argparse.ArgumentParser:
     up = csub.add_parser("up", help="start a local region in the background")
     up.add_argument("--name", required=True)
     up.add_argument("--nodes", type=int, default=2)
+    up.add_argument("--traffic-crds", action="store_true",
+                    help="also install the Gateway API (standard channel) and DNSEndpoint CRDs, pinned, from their Go modules")
     up.set_defaults(func=_cmd_cluster_up)
     down = csub.add_parser("down", help="stop a local region")
     down.add_argument("--name", required=True)
