@@ -7,7 +7,7 @@ recorded weights back. Writes run on a thread pool, as the operator would run th
 kopf's. The API calls are counted from the client side (every HTTP request the providers
 make, through ApiClient.call_api), so the figure includes reads.
 
-    PYTHONPATH=operator:. python tests/benchmarks/bench_traffic.py [--routes 100] [--workers 8]
+    PYTHONPATH=operator:. python tests/benchmarks/bench_traffic.py [--routes 100] [--workers 8] [--index]
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--routes", type=int, default=100)
     parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--index", action="store_true",
+                        help="check the Services against one namespace-wide snapshot instead of per route")
     args = parser.parse_args()
     with LocalCluster(name="bench-traffic", crds=third_party_crds(names=("gateway-api",)), log=lambda _: None) as cluster, \
             cluster.api_client() as api:
@@ -77,7 +79,9 @@ def main() -> None:
             reads = sum(counts.values())
             counts.clear()
             started = time.monotonic()
-            shifted = list(pool.map(lambda n: gateway.apply(route=n, desired={REGION: 0, PEER: 100}), names))
+            index = gateway.backend_index() if args.index else None
+            shifted = list(pool.map(lambda n: gateway.apply(route=n, desired={REGION: 0, PEER: 100}, index=index),
+                                    names))
             shift_seconds = time.monotonic() - started
             shift_calls = dict(counts)
             counts.clear()
@@ -87,7 +91,7 @@ def main() -> None:
             restore_calls = dict(counts)
         assert all(s.written for s in shifted)
         assert all(gateway.read(route=n).weights == {REGION: 1} for n in names)
-    print(f"routes {args.routes}, workers {args.workers}")
+    print(f"routes {args.routes}, workers {args.workers}, {'one index' if args.index else 'per-route checks'}")
     print(f"record (read every route): {reads} GETs")
     print(f"shift: {shift_seconds:.2f} s, API calls {shift_calls}")
     print(f"restore: {restore_seconds:.2f} s, API calls {restore_calls}")

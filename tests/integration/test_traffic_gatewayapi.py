@@ -236,16 +236,25 @@ def test_bad_routes_are_typed_errors_and_nothing_is_written(shop: Kube) -> None:
     shop.core.delete_namespaced_service("web-eu", shop.namespace)
     with pytest.raises(ServiceNotFound, match="web-eu"):
         gateway.apply(route="web", desired={REGION: 0, "us-west": 50, "eu": 50})
+    ensure_peer_service(api=shop.api, namespace=shop.namespace, service="web-eu", gateways={}, port=80)
+    with pytest.raises(PeerUnreachable, match="no ready address"):  # a Service without endpoints
+        gateway.apply(route="web", desired={REGION: 0, "us-west": 50, "eu": 50})
     with pytest.raises(InvalidWeights, match="every weight is 0"):
         gateway.apply(route="web", desired={REGION: 0, "us-west": 0})
     with pytest.raises(InvalidWeights, match="neither"):
         gateway.apply(route="web", desired={REGION: 1, "ap": 1})
     with pytest.raises(InvalidWeights):
         gateway.apply(route="web", desired={REGION: -1, "us-west": 1})
+    index = gateway.backend_index()  # the same checks against a namespace-wide snapshot
+    assert "web-us-west" in index.resolving and "web-eu" in index.services and "web-eu" not in index.resolving
+    with pytest.raises(PeerUnreachable):
+        gateway.apply(route="web", desired={REGION: 0, "us-west": 50, "eu": 50}, index=index)
     assert route(shop)["metadata"]["resourceVersion"] == version
     shop.core.delete_namespaced_service("web", shop.namespace)
     with pytest.raises(ServiceNotFound, match="web"):
         gateway.apply(route="web", desired={REGION: 1, "us-west": 1})
+    with pytest.raises(ServiceNotFound, match="web"):
+        gateway.apply(route="web", desired={REGION: 1, "us-west": 1}, index=gateway.backend_index())
     assert route(shop)["metadata"]["resourceVersion"] == version
 
 

@@ -57,7 +57,8 @@ __all__ = [
 ]
 
 Weights = Mapping[str, int]
-"""Desired or observed weights, keyed by region name."""
+"""Desired or observed weights, keyed by region name (the ingress-nginx provider reads the
+peers' share back under the key ``peers``: a canary splits in two only)."""
 
 FIELD_MANAGER = "regionshift"
 """The field manager of every write regionshift makes (visible in managedFields and audit logs)."""

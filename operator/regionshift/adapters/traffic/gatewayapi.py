@@ -28,13 +28,21 @@ that status (as in the local test clusters, which run none), :meth:`verify` answ
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from regionshift.api.models import TrafficProviderKind
-from regionshift.errors import InvalidWeights, LocalBackendMissing, RouteNotFound, ServiceNotFound, WeightUnparsable
+from regionshift.errors import (
+    InvalidWeights,
+    LocalBackendMissing,
+    PeerUnreachable,
+    RouteNotFound,
+    ServiceNotFound,
+    WeightUnparsable,
+)
 from .base import (
     FIELD_MANAGER,
     Backends,
@@ -53,6 +61,7 @@ from .peers import ensure_peer_service
 
 __all__ = [
     "GROUP",
+    "BackendIndex",
     "MAX_BACKEND_REFS",
     "MAX_WEIGHT",
     "GatewayAPIProvider",
@@ -209,6 +218,20 @@ def weight_patch(
     return [version, *ops]
 
 
+def _ready(endpoint: Any) -> bool:
+    """An EndpointSlice endpoint with an address that is not marked unready."""
+    return bool(endpoint.addresses) and (endpoint.conditions is None or endpoint.conditions.ready is not False)
+
+
+@dataclass(frozen=True)
+class BackendIndex:
+    """The Services of a namespace, taken once for a batch of routes."""
+
+    services: frozenset[str]
+    resolving: frozenset[str]
+    """Services whose EndpointSlices list at least one ready address."""
+
+
 class GatewayAPIProvider(TrafficProvider):
     """HTTPRoutes (gateway.networking.k8s.io/v1) in one namespace."""
 
@@ -233,11 +256,49 @@ class GatewayAPIProvider(TrafficProvider):
             raise_for(exc, RouteNotFound, kind=KIND, name=route, namespace=self.namespace)
             raise
 
-    def _require_service(self, name: str) -> None:
+    def backend_index(self) -> BackendIndex:
+        """Every Service of the namespace and those with a ready address, in two LIST calls.
+
+        Pass it to :meth:`apply` when shifting many routes at once, instead of two reads per
+        route and peer; it is as fresh as the moment it was taken.
+        """
+        services = self._core.list_namespaced_service(self.namespace).items
+        slices = client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(self.namespace).items
+        return BackendIndex(
+            services=frozenset(s.metadata.name for s in services),
+            resolving=frozenset(
+                (piece.metadata.labels or {}).get("kubernetes.io/service-name", "")
+                for piece in slices
+                if any(_ready(endpoint) for endpoint in piece.endpoints or [])
+            ),
+        )
+
+    def _require_service(self, name: str, index: BackendIndex | None) -> None:
+        if index is not None:
+            if name not in index.services:
+                raise ServiceNotFound(f"Service {self.namespace}/{name} does not exist", kind="Service", name=name)
+            return
         try:
             self._core.read_namespaced_service(name, self.namespace)
         except ApiException as exc:
             raise_for(exc, ServiceNotFound, kind="Service", name=name, namespace=self.namespace)
+
+    def _require_peer_backend(self, *, region: str, name: str, index: BackendIndex | None) -> None:
+        """The peer's Service exists and lists at least one ready address (its backend resolves)."""
+        self._require_service(name, index)
+        if index is not None:
+            resolves = name in index.resolving
+        else:
+            slices = client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
+                self.namespace, label_selector=f"kubernetes.io/service-name={name}"
+            ).items
+            resolves = any(_ready(endpoint) for piece in slices for endpoint in piece.endpoints or [])
+        if not resolves:
+            raise PeerUnreachable(
+                f"Service {self.namespace}/{name} lists no ready address: {region}'s backend does not resolve",
+                kind="Service",
+                name=name,
+            )
 
     def _weights(self, obj: Mapping[str, Any], *, written: bool = False) -> RouteWeights:
         rules = managed_rule_weights(obj, backends=self.backends(obj["metadata"]["name"]))
@@ -302,16 +363,23 @@ class GatewayAPIProvider(TrafficProvider):
 
         return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route, first=first)
 
-    def apply(self, *, route: str, desired: Weights) -> RouteWeights:
-        """Give the managed backendRefs the desired weights; peers with weight above 0 must have their Service."""
+    def apply(self, *, route: str, desired: Weights, index: BackendIndex | None = None) -> RouteWeights:
+        """Give the managed backendRefs the desired weights.
+
+        Before any write: the route exists (RouteNotFound) and references the local Service
+        (LocalBackendMissing), the local Service exists (ServiceNotFound), and every peer
+        given a weight above 0 has its Service (ServiceNotFound) with a ready address in its
+        EndpointSlices (PeerUnreachable): a peer gets traffic only when its backend resolves.
+        With an ``index`` (:meth:`backend_index`) the Services are checked against it.
+        """
         wanted = validate_weights(desired, maximum=MAX_WEIGHT)
         backends = self.backends(route)
         current = self._get(route)
         managed_rule_weights(current, backends=backends)  # RouteNotFound, LocalBackendMissing first
-        self._require_service(backends.local_service)
+        self._require_service(backends.local_service, index)
         for region, weight in wanted.items():
             if weight > 0 and region != self.region:
-                self._require_service(backends.service_of(region))
+                self._require_peer_backend(region=region, name=backends.service_of(region), index=index)
         return self._write(route=route, desired=wanted, drop_unlisted=False, first=current)
 
     def restore(self, *, route: str, recorded: Weights) -> RouteWeights:
