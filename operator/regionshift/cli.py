@@ -82,15 +82,16 @@ def _env_lines(*, kubeconfig: Path, bin_dir: Path, kubernetes: str) -> list[str]
 
 def _cmd_cluster_up(args: argparse.Namespace) -> int:
     from regionshift.api.crdgen import crd_manifests
-    from regionshift.local.cluster import LocalCluster, pins, state_root
+    from regionshift.local.cluster import LocalCluster, pins, state_root, third_party_crds
 
     workdir = state_root() / args.name
     if (workdir / "state.json").exists():
         print(f"cluster {args.name} is already up; `regionshift cluster down --name {args.name}` first", file=sys.stderr)
         return 1
     manifests = [] if args.no_crds else list(crd_manifests().values())
+    extra = third_party_crds() if args.traffic_crds else []
     cluster = LocalCluster(name=args.name, workdir=workdir, nodes=args.nodes, tie_to_parent=False,
-                           crds=manifests, log=_progress)
+                           crds=manifests + extra, log=_progress)
     cluster.start()
     assert cluster.binaries is not None
     prog, name = _program(), args.name
@@ -211,6 +212,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--name", required=True)
     up.add_argument("--nodes", type=int, default=2)
     up.add_argument("--no-crds", action="store_true", help="do not install regionshift's CRDs")
+    up.add_argument("--traffic-crds", action="store_true",
+                    help="also install the Gateway API (standard channel) and DNSEndpoint CRDs, pinned, from their Go modules")
     up.set_defaults(func=_cmd_cluster_up)
     env = csub.add_parser("env", help="print the KUBECONFIG and PATH exports for a local region")
     env.add_argument("--name", required=True)

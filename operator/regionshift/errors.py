@@ -8,7 +8,16 @@ ones caused by a resource's content into a status condition and an Event, never 
     │   ├── BuildError               compiling the pinned Go modules failed
     │   └── StartupError             a component exited or did not become healthy in time
     ├── ReconcileError               a resource cannot be acted on as it stands
-    │   └── TargetNotFound           a DarkCluster's target Deployment does not exist (yet)
+    │   ├── TargetNotFound           a DarkCluster's target Deployment does not exist (yet)
+    │   └── TrafficError             a traffic provider cannot act on a route as it stands
+    │       ├── RouteNotFound        the HTTPRoute, Ingress or DNSEndpoint does not exist
+    │       ├── ServiceNotFound      a Service the route needs (the local one or a peer's) does not exist
+    │       ├── LocalBackendMissing  the route has nothing for this region (no local backendRef, no own record)
+    │       ├── ForeignCanary        another canary Ingress already serves the same host and path
+    │       ├── PeerUnreachable      no usable gateway address for a peer, or its Service name is taken
+    │       ├── WeightUnparsable     a weight on the object is missing or not a valid integer
+    │       ├── InvalidWeights       the desired weights break an invariant (range, all zero, unknown region)
+    │       └── WriteConflict        the object kept changing: every guarded retry met a newer version
     └── SignalError                  the business signal cannot be read
         ├── PrometheusUnavailable    Prometheus did not answer (connection, timeout, 5xx) after retries
         ├── QueryRejected            Prometheus refused the query (bad PromQL, 4xx)
@@ -30,6 +39,15 @@ __all__ = [
     "SignalError",
     "StartupError",
     "TargetNotFound",
+    "TrafficError",
+    "RouteNotFound",
+    "ServiceNotFound",
+    "LocalBackendMissing",
+    "ForeignCanary",
+    "PeerUnreachable",
+    "WeightUnparsable",
+    "InvalidWeights",
+    "WriteConflict",
 ]
 
 
@@ -59,6 +77,73 @@ class TargetNotFound(ReconcileError):
     """A DarkCluster's target Deployment does not exist (yet)."""
 
     reason = "TargetNotFound"
+
+
+class TrafficError(ReconcileError):
+    """A traffic provider cannot act on a route as it stands; nothing was written.
+
+    ``kind`` and ``name`` say which object (an HTTPRoute, Ingress, DNSEndpoint or Service).
+    """
+
+    reason = "TrafficError"
+
+    def __init__(self, message: str, *, kind: str = "", name: str = "") -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.name = name
+
+
+class RouteNotFound(TrafficError):
+    """The HTTPRoute, Ingress or DNSEndpoint a provider owns does not exist."""
+
+    reason = "RouteNotFound"
+
+
+class ServiceNotFound(TrafficError):
+    """A Service the route needs does not exist: the local Service, or a peer's before it gets weight."""
+
+    reason = "ServiceNotFound"
+
+
+class LocalBackendMissing(TrafficError):
+    """The route has nothing for this region, so there is no weight to shift.
+
+    An HTTPRoute without a rule whose backendRefs include the local Service, or a
+    DNSEndpoint without a record whose setIdentifier is this region.
+    """
+
+    reason = "LocalBackendMissing"
+
+
+class ForeignCanary(TrafficError):
+    """Another canary Ingress already serves the same host and path (ingress-nginx allows one)."""
+
+    reason = "ForeignCanary"
+
+
+class PeerUnreachable(TrafficError):
+    """A peer that would get traffic cannot be reached: its gateway address is missing or not
+    host:port, or the Service meant to reach it exists and was not created by regionshift."""
+
+    reason = "PeerUnreachable"
+
+
+class WeightUnparsable(TrafficError):
+    """A weight on the object is missing or not a valid integer; never read as 0."""
+
+    reason = "WeightUnparsable"
+
+
+class InvalidWeights(TrafficError):
+    """The desired weights break an invariant: out of range, all zero, or a region without a backend."""
+
+    reason = "InvalidWeights"
+
+
+class WriteConflict(TrafficError):
+    """The object changed under every guarded write (resourceVersion conflict) until the retries ran out."""
+
+    reason = "WriteConflict"
 
 
 class SignalError(RegionshiftError):
