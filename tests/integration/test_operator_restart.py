@@ -16,29 +16,10 @@ from kubernetes import client, watch
 
 from regionshift.local.cluster import LocalCluster
 from tests.support.cluster import Kube, eventually, namespace_in
+from tests.support.manifests import APP
 from tests.support.operator_process import StartOperator, operator_process  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
-
-APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: api, labels: {app: api}}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: api}}
-  template:
-    metadata: {labels: {app: api}}
-    spec:
-      containers: [{name: api, image: registry.example/api:1}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: api}
-spec:
-  selector: {app: api}
-  ports: [{port: 80}]
-"""
 
 SHADOW = "api-dark"
 """The shadow Deployment of the DarkCluster ``api``; its pods are named ``api-dark-...``."""

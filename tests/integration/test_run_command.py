@@ -17,30 +17,11 @@ import pytest
 
 from regionshift.local.cluster import LocalCluster
 from tests.support.cluster import Kube, eventually, namespace_in
+from tests.support.manifests import APP
 from tests.support.operator_process import StartOperator, operator_process  # noqa: F401  (the fixture)
 from tests.support.prometheus_server import Metric, PrometheusServer
 
 pytestmark = pytest.mark.integration
-
-APP = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: api, labels: {app: api}}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: api}}
-  template:
-    metadata: {labels: {app: api}}
-    spec:
-      containers: [{name: api, image: registry.example/api:1}]
----
-apiVersion: v1
-kind: Service
-metadata: {name: api}
-spec:
-  selector: {app: api}
-  ports: [{port: 80}]
-"""
 
 REGIONS = {"us-east": 1000.0, "us-west": 700.0, "eu-west": 400.0}
 DAY = 86_400.0

@@ -1,0 +1,26 @@
+"""Sample objects the integration tests share: a Deployment and the Service in front of it."""
+
+from __future__ import annotations
+
+__all__ = ["APP"]
+
+APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: api, labels: {app: api}}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: api}}
+  template:
+    metadata: {labels: {app: api}}
+    spec:
+      containers: [{name: api, image: registry.example/api:1}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: api}
+spec:
+  selector: {app: api}
+  ports: [{port: 80}]
+"""
+"""A Deployment ``api`` (2 replicas, label ``app: api``) and a Service ``api`` selecting its pods."""
