@@ -67,6 +67,10 @@ def test_call_retries_then_returns_and_logs_quietly(caplog: pytest.LogCaptureFix
 # ---------------------------------------------------------------------------- mock API server
 
 
+POD_PATH = "/api/v1/namespaces/ns/pods/p"
+"""The one object the mock API server answers for: the gated pod of these tests."""
+
+
 class _MockApiServer:
     """An HTTP server that answers pod patches from a script of statuses."""
 
@@ -78,6 +82,11 @@ class _MockApiServer:
         class Handler(BaseHTTPRequestHandler):
             def do_PATCH(self) -> None:  # noqa: N802 (http.server's naming)
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if not self.path.startswith(POD_PATH):
+                    # Another writer of this process (an operator the integration tests left
+                    # running in-process) shares the swapped client: refuse it, count nothing.
+                    self.send_error(503)
+                    return
                 outer.requests.append(self.path)
                 status = outer.script.pop(0) if outer.script else 200
                 body = {"kind": "Pod", "apiVersion": "v1", "metadata": {"name": "p", "namespace": "ns"}} \

@@ -12,6 +12,7 @@ import datetime as dt
 import logging
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 from regionshift.adapters.kube import REQUEST_TIMEOUT, ApiException, api_client
@@ -29,6 +30,8 @@ def post_event(*, involved: dict[str, Any], type_: str, reason: str, message: st
         _create(meta=meta, involved=involved, type_=type_, reason=reason, message=message, now=now)
     except ApiException as exc:
         log.warning("could not post Event %s about %s/%s: %s", reason, meta.get("namespace"), meta["name"], exc.reason)
+    except (urllib3.exceptions.HTTPError, OSError) as exc:  # the API server did not answer
+        log.warning("could not post Event %s about %s/%s: %s", reason, meta.get("namespace"), meta["name"], exc)
 
 
 def _create(*, meta: dict[str, Any], involved: dict[str, Any], type_: str, reason: str, message: str,
