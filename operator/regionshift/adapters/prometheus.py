@@ -159,7 +159,7 @@ class PrometheusClient:
                 "step": _number(step_seconds),
             }
             data = await self._post("api/v1/query_range", params, query=query)
-            for part in _parse(data, query=query):
+            for part in await asyncio.to_thread(_parse, data, query=query):
                 key = frozenset(part.labels.items())
                 joined.setdefault(key, (part.labels, []))[1].extend(part.samples)
         if not joined:
@@ -217,7 +217,8 @@ class PrometheusClient:
                 failure = type(error).__name__ + (f": {error}" if str(error) else "")
             else:
                 if response.status_code < 500 and response.status_code != 429:
-                    return self._data(response, query=query)
+                    # Decoding weeks of samples takes tens of milliseconds: off the event loop.
+                    return await asyncio.to_thread(self._data, response, query=query)
                 failure = f"HTTP {response.status_code}: {_error_text(response)}"
             if attempt < attempts:
                 delay = self._backoff_seconds * 2 ** (attempt - 1)

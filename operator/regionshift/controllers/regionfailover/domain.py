@@ -23,7 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -192,6 +192,14 @@ async def prometheus_client(*, spec: RegionFailoverSpec, namespace: str) -> Prom
     )
 
 
+def _merged(
+    history: History | None, samples: Sequence[tuple[float, float]], *, now: float, key: SeriesKey
+) -> History:
+    """The history with new samples merged in (CPU work for weeks of samples: run in a thread)."""
+    points = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+    return merge(history, points, now=now, step_seconds=key.step_seconds, window_seconds=key.window_seconds)
+
+
 async def _fetch(prom: PrometheusClient, domain: Domain, *, name: str, key: SeriesKey, now: float) -> History:
     """Refresh one series: only what is new when its key is unchanged, else the whole window."""
     current = domain.series.get(name)
@@ -205,8 +213,7 @@ async def _fetch(prom: PrometheusClient, domain: Domain, *, name: str, key: Seri
         answer = []
     if len(answer) > 1:
         raise QueryRejected(f"the query {key.query!r} yields {len(answer)} series; aggregate it to one")
-    samples = np.asarray(answer[0].samples if answer else (), dtype=np.float64).reshape(-1, 2)
-    merged = merge(history, samples, now=now, step_seconds=key.step_seconds, window_seconds=key.window_seconds)
+    merged = await asyncio.to_thread(_merged, history, answer[0].samples if answer else (), now=now, key=key)
     if not np.isfinite(merged.values).any():
         raise NoData(f"the query {key.query!r} has no samples in the last {key.window_seconds / DAY_SECONDS:.1f} days")
     domain.series[name] = Series(key=key, history=merged, fetched_at=now)
