@@ -94,10 +94,11 @@ def test_changes_made_while_the_operator_is_dead_take_effect_in_a_new_process(
                        p["spec"]["containers"][0]["image"] == "registry.example/api:2"
                        for name, p in dark_pods(kube).items() if name in serving_dark_pods(kube)),
                    timeout_seconds=90, what="three dark pods of the new image serve behind the Service")
-        final = eventually(lambda: (s := status(kube)).get("readyReplicas") == 3 and s.get("gated") is False
-                           and ready_condition(kube) == "True" and s,
-                           timeout_seconds=60, what="the status of an open gate with three serving pods")
-        assert final["desiredReplicas"] == 3 and final["warmReplicas"] == 3
+        # The shadow rolls like its target (a surge pod for a while), so wait for the rollout's end too.
+        eventually(lambda: (s := status(kube)).get("readyReplicas") == 3 and s.get("gated") is False
+                   and s.get("desiredReplicas") == 3 and s.get("warmReplicas") == 3
+                   and ready_condition(kube) == "True" and s,
+                   timeout_seconds=90, what="the status of an open gate with three warm, serving pods")
 
 
 def _kill_at_first_dark_pod_write(kube: Kube, *, since: str, kill: Any, timeout_seconds: float) -> None:
@@ -143,7 +144,7 @@ def test_a_process_killed_in_the_middle_of_an_ungate_is_finished_by_the_next(
         eventually(lambda: len(serving_dark_pods(kube)) == replicas, timeout_seconds=120,
                    what="every dark pod serves behind the Service")
         assert serving_dark_pods(kube) == set(dark_pods(kube)), "the dark pods that serve are the shadow's pods"
-        final = eventually(lambda: (s := status(kube)).get("readyReplicas") == replicas and s.get("gated") is False
-                           and ready_condition(kube) == "True" and s,
-                           timeout_seconds=60, what="the status of an open gate with every dark pod serving")
-        assert final["warmReplicas"] == replicas and final["desiredReplicas"] == replicas
+        eventually(lambda: (s := status(kube)).get("readyReplicas") == replicas and s.get("gated") is False
+                   and s.get("warmReplicas") == replicas and s.get("desiredReplicas") == replicas
+                   and ready_condition(kube) == "True" and s,
+                   timeout_seconds=60, what="the status of an open gate with every dark pod warm and serving")
