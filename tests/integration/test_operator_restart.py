@@ -16,7 +16,7 @@ from kubernetes import client, watch
 
 from regionshift.local.cluster import LocalCluster
 from tests.support.cluster import Kube, eventually, namespace_in
-from tests.support.manifests import APP
+from tests.support.manifests import APP, dark_cluster
 from tests.support.operator_process import StartOperator, operator_process  # noqa: F401  (the fixture)
 
 pytestmark = pytest.mark.integration
@@ -24,18 +24,6 @@ pytestmark = pytest.mark.integration
 SHADOW = "api-dark"
 """The shadow Deployment of the DarkCluster ``api``; its pods are named ``api-dark-...``."""
 
-
-def dark_cluster(*, replicas: int, gate: str = "Closed") -> dict[str, Any]:
-    return {
-        "apiVersion": "regionshift.io/v1alpha1",
-        "kind": "DarkCluster",
-        "metadata": {"name": "api"},
-        "spec": {
-            "targetDeployment": "api",
-            "replicas": {"source": "Fixed", "fixedReplicas": replicas, "minReplicas": 0, "maxReplicas": 50},
-            "gate": gate,
-        },
-    }
 
 
 def dark_pods(kube: Kube) -> dict[str, dict[str, Any]]:

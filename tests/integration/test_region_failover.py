@@ -18,10 +18,8 @@ import base64
 import datetime as dt
 import gzip
 import json
-import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -34,38 +32,19 @@ from tests.support.cluster import Kube, eventually, namespace_in
 from tests.support.operator_process import StartOperator, operator_process  # noqa: F401  (the fixture)
 from tests.support.prometheus_server import Metric, PrometheusServer
 from tests.support.recording_proxy import RecordingProxy
+from tests.support.synthetic_day import DAY, PHASES, SyntheticDay
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_operator")]
 
 REGIONS = {"east": 1000.0, "west": 800.0, "central": 600.0}
-DAY = 86_400.0
 HISTORY_DAYS = 8
-PHASES = {"trough": -math.pi / 2, "rising": 0.0, "peak": math.pi / 2, "falling": math.pi}
-"""Where in the synthetic day the run starts: sin(phase) is -1, 0 going up, 1, 0 going down."""
 PHASED = ("regional", "sizing", "savior")
 """Scenarios that run at every phase of the day."""
 SINGLE = ("global", "rollout", "gap", "fallback", "errors", "children", "cache", "refresh")
 SHORT_PEER_HOURS = 6.0
 
 
-@dataclass(frozen=True)
-class SyntheticDay:
-    """The tests' daily wave, its phase counted from the start of the run, not the wall clock."""
-
-    start: float
-
-    def signal(self, region: str, t: float, *, phase: str = "rising", scale: float = 1.0) -> float:
-        """The healthy signal of a region at ``t``: a daily wave of ±30 % around its level."""
-        angle = 2 * math.pi * (t - self.start) / DAY + PHASES[phase]
-        return scale * REGIONS.get(region, 500.0) * (1.0 + 0.3 * math.sin(angle))
-
-    @staticmethod
-    def replicas_for(traffic: float) -> float:
-        """What the participating Deployment's autoscaler runs for a traffic: 2 + 1 per 100."""
-        return float(round(2 + traffic / 100.0))
-
-
-RUN = SyntheticDay(start=time.time())
+RUN = SyntheticDay(start=time.time(), levels=REGIONS)
 
 
 def metric(scenario: str, phase: str = "rising") -> str:

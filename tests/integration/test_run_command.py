@@ -7,7 +7,6 @@ only for what needs a human.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from collections.abc import Iterator
@@ -17,30 +16,18 @@ import pytest
 
 from regionshift.local.cluster import LocalCluster
 from tests.support.cluster import Kube, eventually, namespace_in
-from tests.support.manifests import APP
+from tests.support.manifests import APP, dark_cluster
 from tests.support.operator_process import StartOperator, operator_process  # noqa: F401  (the fixture)
 from tests.support.prometheus_server import Metric, PrometheusServer
+from tests.support.synthetic_day import DAY, SyntheticDay
 
 pytestmark = pytest.mark.integration
 
 REGIONS = {"us-east": 1000.0, "us-west": 700.0, "eu-west": 400.0}
-DAY = 86_400.0
 
 ALARMING = re.compile(r"^\S+ \S+ (ERROR|CRITICAL) |Traceback \(most recent call last\)", re.MULTILINE)
 """A log line at ERROR or CRITICAL (the format of ``regionshift run``), or a traceback."""
 
-
-def dark_cluster(*, replicas: int, gate: str = "Closed") -> dict[str, Any]:
-    return {
-        "apiVersion": "regionshift.io/v1alpha1",
-        "kind": "DarkCluster",
-        "metadata": {"name": "api"},
-        "spec": {
-            "targetDeployment": "api",
-            "replicas": {"source": "Fixed", "fixedReplicas": replicas, "minReplicas": 0, "maxReplicas": 20},
-            "gate": gate,
-        },
-    }
 
 
 def test_run_reconciles_serves_metrics_and_stops_on_sigterm(
@@ -58,8 +45,11 @@ def test_run_reconciles_serves_metrics_and_stops_on_sigterm(
         assert operator.terminate() == 0, operator.log_tail()
 
 
+RUN = SyntheticDay(start=time.time(), levels=REGIONS)
+
+
 def signal(region: str, t: float) -> float:
-    return REGIONS[region] * (1.0 + 0.3 * math.sin(2 * math.pi * t / DAY))
+    return RUN.signal(region, t)
 
 
 @pytest.fixture(scope="module")

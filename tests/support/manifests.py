@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["APP"]
+from typing import Any
+
+__all__ = ["APP", "dark_cluster"]
 
 APP = """
 apiVersion: apps/v1
@@ -24,3 +26,17 @@ spec:
   ports: [{port: 80}]
 """
 """A Deployment ``api`` (2 replicas, label ``app: api``) and a Service ``api`` selecting its pods."""
+
+
+def dark_cluster(*, replicas: int, gate: str = "Closed") -> dict[str, Any]:
+    """A DarkCluster ``api`` shadowing the Deployment of :data:`APP` with a fixed number of dark replicas."""
+    return {
+        "apiVersion": "regionshift.io/v1alpha1",
+        "kind": "DarkCluster",
+        "metadata": {"name": "api"},
+        "spec": {
+            "targetDeployment": "api",
+            "replicas": {"source": "Fixed", "fixedReplicas": replicas, "minReplicas": 0, "maxReplicas": 50},
+            "gate": gate,
+        },
+    }
