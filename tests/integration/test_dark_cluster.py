@@ -240,9 +240,11 @@ def test_a_deleted_target_leaves_no_dark_pod_serving_and_a_recreated_one_gets_a_
     kube.apply(deployment("api", labels=new_labels, image="registry.example/api:2"))
     eventually(lambda: len(running(dark_pods(kube))) == 2, timeout_seconds=90,
                what="the dark cluster rebuilt for the recreated target")
-    pods = dark_pods(kube)
+    # Every dark pod is born gated; the open gate's labels (the new ones) follow in a moment.
+    pods = eventually(lambda: (ps := dark_pods(kube)) and all(
+                          {k: p["metadata"]["labels"].get(k) for k in new_labels} == new_labels for p in ps) and ps,
+                      timeout_seconds=30, what="the rebuilt dark pods carry the new serving labels")
     assert not {p["metadata"]["name"] for p in pods} & old_names
-    assert all({k: p["metadata"]["labels"].get(k) for k in new_labels} == new_labels for p in pods)
     assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {"registry.example/api:2"}
     shadow = kube.deployment("api-dark")
     dc = kube.get_custom("darkclusters", "api")
