@@ -23,6 +23,9 @@ __all__ = [
     "BUDGET_RECOUNTS",
     "RECONCILIATIONS",
     "SHADOW_WRITES",
+    "REGION_DARK_REPLICAS",
+    "REGION_DEPLOYMENTS_READY",
+    "REGION_SERVED_SHARE",
     "serve_metrics",
 ]
 
@@ -100,6 +103,30 @@ SIZING_SECONDS = Histogram(
 EVENT_LOOP_LAG_SECONDS = Gauge(
     "regionshift_event_loop_lag_max_seconds",
     "Longest stall of the operator's event loop seen since start (a timer's lateness).",
+)
+
+
+# What each region's operator tells the others through the shared Prometheus. Operators
+# never write to each other's clusters: a savior learns that the region it saved serves its
+# whole share again, and every region learns the others' warm and Ready dark capacity, from
+# these three series, labelled with the RegionFailover's name (the domain's name in every
+# region) and the region the operator runs in.
+REGION_DARK_REPLICAS = Gauge(
+    "regionshift_region_dark_replicas",
+    "This region's dark replicas in a failover domain, summed over its DarkClusters, by state"
+    " (warm: running with all containers ready, gated or not; ready: ungated and taking traffic).",
+    ["regionfailover", "region", "state"],
+)
+REGION_DEPLOYMENTS_READY = Gauge(
+    "regionshift_region_deployments_ready",
+    "1 when every participating Deployment of this region has all its replicas Ready, else 0.",
+    ["regionfailover", "region"],
+)
+REGION_SERVED_SHARE = Gauge(
+    "regionshift_region_served_share",
+    "Share of its own traffic this region's evacuation says it serves: 1 in Steady, 0 when evacuated,"
+    " rising step by step during its failback.",
+    ["regionfailover", "region"],
 )
 
 
