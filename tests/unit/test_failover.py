@@ -161,7 +161,7 @@ def test_detection_status_is_the_model_lists_unhealthy_and_held_back_and_keeps_d
     assert all(isinstance(r, RegionSignalStatus) for r in status.regions)
     out = wire(status)
     assert out["lastEvaluatedAt"] == "2026-11-01T00:00:05Z" and out["observedGeneration"] == 2
-    assert out["unhealthy"] == ["west"] and out["heldBack"] == ["central"] and out["phase"] == "Steady"
+    assert out["unhealthy"] == ["west"] and out["heldBack"] == ["central"] and "phase" not in out  # the evacuation owns phase
     assert out["regions"][0]["ratio"] == 0.9877
     assert out["regions"][1]["dropStartedAt"] == "2026-11-01T00:00:00Z"
     assert out["regions"][3]["message"].startswith("NoForecast: only 5.0 h of history")

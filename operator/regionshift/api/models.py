@@ -405,6 +405,11 @@ class DetectionPolicy(Model):
     stale_after_seconds: int = Field(
         default=300, ge=1, description="Data older than this counts as missing."
     )
+    dwell_seconds: int = Field(
+        default=60, ge=0, le=86400,
+        description="No verdict starts an evacuation of a region within this long of that region's last"
+        " transition (no flapping); spec.evacuate is not held back by it.",
+    )
 
 
 class DarkCapacityPolicy(Model):
@@ -461,6 +466,16 @@ class FailbackPolicy(Model):
     step_interval_seconds: int = Field(default=120, ge=1, description="Seconds between steps.")
     ratio_threshold: float = Field(
         default=0.9, gt=0, le=1, description="Go on only while served/expected stays above this."
+    )
+    cooldown_seconds: int = Field(
+        default=300, ge=0, le=86400,
+        description="An automatic failback starts no sooner than this after the evacuation settled"
+        " (a region taken out of spec.evacuate fails back at once).",
+    )
+    backoff_seconds: int = Field(
+        default=300, ge=1, le=86400,
+        description="Wait after an aborted failback before the next attempt; doubles with every further abort"
+        " (at most an hour, or this value when it is larger).",
     )
 
 
@@ -521,8 +536,7 @@ class RegionFailoverSpec(Model):
         default=Mode.DRY_RUN,
         description="Who pushes the button. DryRun (the default): decide and report, never act."
         " Manual: act only on spec.evacuate; an Unhealthy verdict is a recommendation."
-        " Automatic: an Unhealthy verdict evacuates too. Until evacuation is implemented,"
-        " every mode only reports.",
+        " Automatic: an Unhealthy verdict evacuates too.",
     )
     evacuate: list[Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]] = Field(
         default_factory=list,

@@ -1,10 +1,13 @@
-"""RegionFailover: read the signal, judge every region, size the dark clusters.
+"""RegionFailover: read the signal, judge every region, evacuate and fail back, size the dark clusters.
 
-One kopf daemon per RegionFailover (:func:`serve`) runs two loops, as in the talk:
+One kopf daemon per RegionFailover (:func:`serve`) runs three loops:
 
 * detection (:mod:`.detection`), every ``signal.stepSeconds``: each region's recent signal
   against its seasonal forecast, with this region's rollouts and warm dark capacity as
   guards; verdicts and ``lastEvaluatedAt`` go to status on every run, whatever happened;
+* evacuation (:mod:`.evacuation`), a task of its own, woken by every detection run and
+  every second while an evacuation or a failback moves: the pure state machine of
+  :mod:`regionshift.decide.evacuation` decides, and this region's gates and routes follow;
 * sizing (:mod:`.sizing`), a task of its own every ``signal.refitIntervalSeconds``, and at
   once when the spec or the participating Deployments change: the DarkClusters follow the
   domain (:mod:`.children`) and each is sized from the scaling fit and the forecast peaks.
@@ -26,13 +29,16 @@ from typing import Any, Protocol
 
 from regionshift.controllers.regionfailover.detection import detect
 from regionshift.controllers.regionfailover.domain import REGIONFAILOVER_LABEL, Domain, domain_of, expand, forget
+from regionshift.controllers.regionfailover.evacuation import evacuate
 from regionshift.controllers.regionfailover.sizing import size
 
-__all__ = ["REGIONFAILOVER_LABEL", "detect", "domain_of", "expand", "forget", "serve", "size"]
+__all__ = ["REGIONFAILOVER_LABEL", "detect", "domain_of", "evacuate", "expand", "forget", "serve", "size"]
 
 log = logging.getLogger(__name__)
 RETRY_SECONDS = 30.0
 """Wait before another sizing run when the last could not list the participants or failed."""
+MOVING_INTERVAL_SECONDS = 1.0
+"""Seconds between evacuation runs while an evacuation or a failback is moving."""
 
 
 class Stopped(Protocol):
@@ -69,22 +75,51 @@ async def _size_forever(*, body: Mapping[str, Any], uid: str) -> None:
             await asyncio.wait_for(domain_of(uid=uid).wake.wait(), timeout=interval)
 
 
+async def _evacuate_forever(*, body: Mapping[str, Any], uid: str) -> None:
+    while True:
+        domain = domain_of(uid=uid)
+        domain.evacuation_wake.clear()
+        moving = await evacuate(body=_snapshot(body), domain=domain)
+        interval = float(_snapshot(body).get("spec", {}).get("signal", {}).get("stepSeconds", 60))
+        if moving:
+            interval = min(interval, MOVING_INTERVAL_SECONDS)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(domain_of(uid=uid).evacuation_wake.wait(), timeout=interval)
+
+
+def _restarted(task: asyncio.Task[None], start: Any, what: str, uid: str) -> asyncio.Task[None]:
+    """The task, or a new one when it ended (its run functions never raise; should one, say why)."""
+    if not task.done():
+        return task
+    log.error("%s task of %s ended: %r; restarting it", what, uid, task.exception() if not task.cancelled() else None)
+    return asyncio.create_task(start(), name=f"{what} {uid}")
+
+
 async def serve(*, body: Mapping[str, Any], stopped: Stopped) -> None:
-    """Detect every step and size in the background until kopf stops the daemon."""
+    """Detect every step; size and evacuate in tasks of their own until kopf stops the daemon."""
     uid = body["metadata"]["uid"]
-    sizing = asyncio.create_task(_size_forever(body=body, uid=uid), name=f"sizing {uid}")
+
+    def sizing_task() -> Any:
+        return _size_forever(body=body, uid=uid)
+
+    def evacuation_task() -> Any:
+        return _evacuate_forever(body=body, uid=uid)
+
+    sizing = asyncio.create_task(sizing_task(), name=f"sizing {uid}")
+    evacuation = asyncio.create_task(evacuation_task(), name=f"evacuation {uid}")
     try:
         while not stopped:
             snapshot = _snapshot(body)
             domain = domain_of(uid=uid)
             await detect(body=snapshot, domain=domain)
+            domain.evacuation_wake.set()
             if _sizing_due(snapshot, domain):
                 domain.wake.set()
-            if sizing.done():  # size() never raises; should it ever, start it again and say why
-                log.error("sizing task of %s ended: %r; restarting it", uid, sizing.exception())
-                sizing = asyncio.create_task(_size_forever(body=body, uid=uid), name=f"sizing {uid}")
+            sizing = _restarted(sizing, sizing_task, "sizing", uid)
+            evacuation = _restarted(evacuation, evacuation_task, "evacuation", uid)
             await stopped.wait(float(snapshot.get("spec", {}).get("signal", {}).get("stepSeconds", 60)))
     finally:
-        sizing.cancel()
-        await asyncio.gather(sizing, return_exceptions=True)
+        for task in (sizing, evacuation):
+            task.cancel()
+        await asyncio.gather(sizing, evacuation, return_exceptions=True)
         forget(uid=uid)

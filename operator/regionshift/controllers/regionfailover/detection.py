@@ -236,7 +236,7 @@ async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
     ]
     status = rf_status.detection_status(
         verdicts=verdicts, regions=names, conditions=conditions, generation=generation, evaluated_at=evaluated_at,
-        phase=old_status.get("phase"), intervals=intervals, notes=notes)
+        intervals=intervals, notes=notes)
     DETECTIONS.labels(signal[1]).inc()
     for region, verdict in verdicts.items():
         VERDICTS.labels(meta["namespace"], meta["name"], region).state(verdict.verdict.value)

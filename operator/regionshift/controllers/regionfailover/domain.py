@@ -116,6 +116,14 @@ class Domain:
     retry_soon: bool = False
     """The last sizing run could not even list what to size: the next comes after a short wait."""
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Wakes the sizing task (the spec or the participants changed)."""
+    evacuation_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    """Wakes the evacuation task (detection wrote new verdicts)."""
+    route_book: Any = None
+    """The traffic providers of the RegionFailover (a :class:`.routes.RouteBook`), rebuilt when its routes change."""
+    route_book_key: str | None = None
+    last_run_error: str | None = None
+    """The last evacuation run's unexpected error, so its Event is posted once, not every second."""
     refresh_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def nbytes(self) -> int:

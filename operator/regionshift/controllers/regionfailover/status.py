@@ -1,17 +1,18 @@
 """RegionFailover status: built from the pydantic models, written by server-side apply.
 
-Two writers share a RegionFailover's status, each under its own field manager, so neither
+Three writers share a RegionFailover's status, each under its own field manager, so neither
 overwrites the other and neither needs a read-modify-write:
 
 * detection (:data:`DETECTION_MANAGER`) owns ``observedGeneration``, ``lastEvaluatedAt``,
-  ``phase``, ``regions``, ``unhealthy``, ``heldBack`` and the conditions ``Detecting`` and
+  ``regions``, ``unhealthy``, ``heldBack`` and the conditions ``Detecting`` and
   ``GuardsKnown``; it writes on every run, whatever the outcome, so a stale
   ``lastEvaluatedAt`` (the ``Evaluated`` column) always means the operator is not running;
 * sizing (:data:`SIZING_MANAGER`) owns the conditions ``Sizing`` and ``DarkClustersSynced``.
 
 ``conditions`` is a list map keyed by ``type``, so each writer's conditions are its own.
-``phase`` is detection's only until the evacuation has a writer of its own, which should
-then own it (and ``weights`` and ``timeline``, which detection never writes).
+* the evacuation (``regionshift-evacuation``, :mod:`.evacuation`) owns ``phase``,
+  ``evacuations``, ``roles``, ``weights``, the evacuation gate, ``history``,
+  ``recommendation``, ``plan`` and the conditions ``RoutesReady`` and ``ActionsApplied``.
 A condition whose status or reason changed posts an Event (through
 :func:`regionshift.adapters.events.post_event`).
 """
@@ -95,7 +96,7 @@ def previous_verdicts(status: Mapping[str, Any]) -> dict[str, RegionVerdict]:
 
 def detection_status(
     *, verdicts: Mapping[str, RegionVerdict], regions: Sequence[str], conditions: Sequence[Condition],
-    generation: int | None, evaluated_at: str, phase: str | None,
+    generation: int | None, evaluated_at: str, phase: str | None = None,
     intervals: Mapping[str, Mapping[str, float | None]] | None = None, notes: Mapping[str, str] | None = None,
 ) -> RegionFailoverStatus:
     """The part of the status detection owns, for a set of verdicts (pure).
@@ -133,7 +134,7 @@ def detection_status(
     return RegionFailoverStatus(
         observed_generation=generation,
         last_evaluated_at=evaluated_at,
-        phase=phase or "Steady",
+        phase=phase,
         regions=entries,
         unhealthy=[r for r in regions if verdicts[r].verdict == Verdict.UNHEALTHY],
         held_back=[r for r in regions if verdicts[r].verdict == Verdict.HELD_BACK],

@@ -1,0 +1,296 @@
+"""One evacuation run of a RegionFailover: gather, decide, act, then write status. Never raises.
+
+The decision is the pure state machine :func:`regionshift.decide.evacuation.step`; this
+module only feeds it and carries its actions out, in this order on every run:
+
+1. read the RegionFailover afresh (the status the last run wrote, not kopf's cached copy,
+   so two runs never decide from the same old status);
+2. gather the observations: the verdicts detection wrote (Unknown once they are stale),
+   this region's DarkClusters and Deployments, every route of ``spec.traffic``
+   (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
+3. call ``step``;
+4. carry the actions out: open or close the evacuation gate of DarkClusters (their
+   ``status.evacuationGate``, never their spec), set route weights, post Events;
+5. write the evacuation's part of the status under its own field manager
+   (:data:`EVACUATION_MANAGER`): phase, evacuations, roles, weights, the gate, history,
+   recommendation and plan, and the conditions ``RoutesReady`` and ``ActionsApplied``;
+6. export this region's progress for the peers (:func:`.progress.export`).
+
+Actions come before the status that records them: a crash in between makes the next run
+decide the same writes again from the same status, and every write is idempotent (a route
+already carrying its weights, a gate already open, are left alone). In DryRun mode nothing
+but the status and Events is written: the routes are read without making sure of the peer
+Services, and the step yields no write.
+
+A failed action (a route deleted under us, a refused write) becomes a Warning Event and the
+``ActionsApplied=False`` condition; the state machine sees its effect missing and tries
+again after ``Tuning.retry_seconds``; every other route, gate and RegionFailover goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from regionshift.adapters import kube
+from regionshift.api.models import (
+    Condition,
+    Gate,
+    Mode,
+    Phase,
+    RegionFailoverSpec,
+    RegionFailoverStatus,
+    Verdict,
+)
+from regionshift.controllers.darkcluster import DARKCLUSTERS
+from regionshift.controllers.regionfailover import status as rf_status
+from regionshift.controllers.regionfailover.detection import owned_by, participants
+from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
+from regionshift.controllers.regionfailover.progress import PeerProgress, export, read_peers
+from regionshift.controllers.regionfailover.routes import RouteBook, read_routes, set_weights
+from regionshift.decide.evacuation import (
+    Action,
+    CloseGates,
+    DarkClusterObservation,
+    Decision,
+    FailbackSignal,
+    Observations,
+    OpenGates,
+    PostEvent,
+    Recommend,
+    RouteReport,
+    SetWeights,
+    Tuning,
+    step,
+)
+from regionshift.errors import TrafficError
+
+__all__ = ["EVACUATION_MANAGER", "OWNED_FIELDS", "evacuate", "tuning_of", "verdicts_of"]
+
+log = logging.getLogger(__name__)
+
+EVACUATION_MANAGER = "regionshift-evacuation"
+"""The field manager of the evacuation's part of a RegionFailover's status."""
+OWNED_FIELDS = frozenset({
+    "phase", "evacuations", "roles", "weights", "savior_capacity", "evacuation_gate", "evacuation_gate_written_at",
+    "deferred", "last_evacuation", "history", "recommendation", "plan",
+})
+"""The status fields the evacuation writes (by their Python names); detection and sizing own the rest."""
+GATE_CONCURRENCY = 16
+"""Evacuation-gate writes in flight at once."""
+EVENTS = {"RoutesReady": ("RoutesReady", "RoutesNotReady"), "ActionsApplied": ("ActionsApplied", "ActionFailed")}
+
+
+def tuning_of(spec: RegionFailoverSpec) -> Tuning:
+    """The state machine's timings from the spec (the rest keep their defaults)."""
+    return Tuning(
+        dwell_seconds=float(spec.detection.dwell_seconds),
+        cooldown_seconds=float(spec.failback.cooldown_seconds),
+        backoff_seconds=float(spec.failback.backoff_seconds),
+        backoff_max_seconds=max(3600.0, float(spec.failback.backoff_seconds)),
+    )
+
+
+def verdicts_of(*, spec: RegionFailoverSpec, status: RegionFailoverStatus, now: dt.datetime) -> dict[str, Verdict]:
+    """Detection's verdicts from status; all Unknown when detection has not run lately (never act on stale data)."""
+    evaluated = status.last_evaluated_at
+    fresh_for = max(3.0 * spec.signal.step_seconds, 30.0)
+    if evaluated is None or (now - dt.datetime.fromisoformat(evaluated.replace("Z", "+00:00"))).total_seconds() > fresh_for:
+        return {}
+    return {r.name: Verdict(r.verdict) for r in status.regions}
+
+
+def _dark_clusters(*, namespace: str, uid: str) -> list[DarkClusterObservation]:
+    out = []
+    for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace):
+        if not owned_by(dc, uid):
+            continue
+        status = dc.get("status") or {}
+        out.append(DarkClusterObservation(
+            name=dc["metadata"]["name"], evacuation_gate=Gate(status.get("evacuationGate") or Gate.CLOSED.value),
+            warm=int(status.get("warmReplicas") or 0), ready=int(status.get("readyReplicas") or 0)))
+    return sorted(out, key=lambda d: d.name)
+
+
+def _deployments_ready(*, namespace: str, spec: RegionFailoverSpec) -> bool:
+    deployments = participants(namespace=namespace, spec=spec)
+    return bool(deployments) and all(
+        int((d.get("status") or {}).get("readyReplicas") or 0) >= int((d.get("spec") or {}).get("replicas") or 0)
+        for d in deployments)
+
+
+async def _peers(*, spec: RegionFailoverSpec, namespace: str, name: str) -> tuple[PeerProgress, str | None]:
+    try:
+        async with await prometheus_client(spec=spec, namespace=namespace) as prom:
+            return await read_peers(prom=prom, name=name, peers=[p.name for p in spec.peers]), None
+    except Exception as exc:  # the peers' progress unknown: nothing moves onto them, say why
+        reason, message = rf_status.describe(exc)
+        return PeerProgress(), f"{reason}: {message}"
+
+
+def _book(domain: Domain, *, namespace: str, spec: RegionFailoverSpec, owner: Mapping[str, Any]) -> RouteBook:
+    key = spec.model_dump_json(include={"region", "peers", "traffic"})
+    if domain.route_book is None or domain.route_book_key != key:
+        domain.route_book = RouteBook(api=kube.api_client(), namespace=namespace, spec=spec, owner=owner)
+        domain.route_book_key = key
+    return domain.route_book
+
+
+async def _observe(
+    *, fresh: Mapping[str, Any], spec: RegionFailoverSpec, status: RegionFailoverStatus, domain: Domain,
+    now: dt.datetime,
+) -> tuple[Observations, list[str], list[TrafficError], bool | None]:
+    """The observations, the problems met reading them, the route errors, and this region's readiness."""
+    meta = fresh["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    owner = {"apiVersion": fresh["apiVersion"], "kind": fresh["kind"], "name": name, "uid": uid,
+             "controller": True, "blockOwnerDeletion": False}
+    act = Mode(spec.mode) is not Mode.DRY_RUN
+    book = _book(domain, namespace=namespace, spec=spec, owner=owner)
+    problems: list[str] = []
+
+    async def guarded(what: str, call: Any, default: Any) -> Any:
+        try:
+            return await asyncio.to_thread(call)
+        except Exception as exc:
+            reason, message = rf_status.describe(exc)
+            problems.append(f"{what} unreadable: {message}")
+            return default
+
+    (dark, ready, (reports, errors), (peers, peer_problem)) = await asyncio.gather(
+        guarded("DarkClusters", lambda: _dark_clusters(namespace=namespace, uid=uid), []),
+        guarded("Deployments", lambda: _deployments_ready(namespace=namespace, spec=spec), None),
+        guarded("routes", lambda: read_routes(book, status=status, act=act), ([], [])),
+        _peers(spec=spec, namespace=namespace, name=name),
+    )
+    if peer_problem:
+        problems.append(f"peers' progress unreadable from Prometheus: {peer_problem}")
+    if not reports and spec.traffic:
+        reports = [RouteReport(provider=t.kind, route=r, weights=None, verified=False, error="unreadable")
+                   for t in spec.traffic for r in t.routes]
+    deployments_ready = dict(peers.deployments_ready)
+    if ready is not None:
+        deployments_ready[spec.region] = ready
+    signal = {r.name: FailbackSignal(served=r.actual, forecast=r.expected) for r in status.regions}
+    observations = Observations(
+        verdicts=verdicts_of(spec=spec, status=status, now=now), dark_clusters=dark, capacity=peers.capacity,
+        deployments_ready=deployments_ready, routes=reports, signal=signal, served_share=peers.served_share)
+    return observations, problems, errors, ready
+
+
+async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate) -> list[tuple[str, BaseException]]:
+    limit = asyncio.Semaphore(GATE_CONCURRENCY)
+
+    async def one(name: str) -> tuple[str, BaseException] | None:
+        async with limit:
+            try:
+                await asyncio.to_thread(kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate)
+            except Exception as exc:
+                return name, exc
+        return None
+
+    return [r for r in await asyncio.gather(*(one(n) for n in names)) if r is not None]
+
+
+async def _carry_out(
+    *, fresh: Mapping[str, Any], decision: Decision, book: RouteBook,
+) -> list[str]:
+    """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
+    namespace = fresh["metadata"]["namespace"]
+    failed: list[str] = []
+    for action in decision.actions:
+        if isinstance(action, (OpenGates, CloseGates)):
+            gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
+            for name, exc in await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate):
+                failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
+        elif isinstance(action, SetWeights):
+            try:
+                await asyncio.to_thread(set_weights, book, action=action, status=decision.status)
+            except Exception as exc:
+                reason, message = rf_status.describe(exc)
+                failed.append(f"weights on {action.provider.value} {action.route}: {reason}: {message}")
+        elif isinstance(action, PostEvent):
+            await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
+        elif isinstance(action, Recommend):
+            await rf_status.post(body=fresh, type_="Warning", reason="EvacuationRecommended", message=action.message)
+    for sentence in failed:
+        await rf_status.post(body=fresh, type_="Warning", reason="ActionFailed", message=sentence)
+    return failed
+
+
+def _conditions(
+    *, old: RegionFailoverStatus, generation: int | None, now: str, problems: Sequence[str],
+    errors: Sequence[TrafficError], failed: Sequence[str],
+) -> list[Condition]:
+    old_conditions = [c.model_dump(by_alias=True, mode="json") for c in old.conditions]
+    if errors:
+        routes = (False, type(errors[0]).__name__, "; ".join(str(e) for e in errors))
+    elif problems:
+        routes = (False, "ObservationsIncomplete", "; ".join(problems))
+    else:
+        routes = (True, "Read", "every route of spec.traffic, the dark clusters and the peers' progress were read")
+    actions = (False, "ActionFailed", "; ".join(failed)) if failed else (True, "Applied", "every action was carried out")
+    return [
+        rf_status.make_condition(type_="RoutesReady", ok=routes[0], reason=routes[1], message=routes[2], now=now,
+                                 generation=generation, old=old_conditions),
+        rf_status.make_condition(type_="ActionsApplied", ok=actions[0], reason=actions[1], message=actions[2], now=now,
+                                 generation=generation, old=old_conditions),
+    ]
+
+
+def evacuation_payload(status: RegionFailoverStatus, conditions: Sequence[Condition]) -> dict[str, Any]:
+    """The evacuation's part of the status, camelCase, for its server-side apply (None fields left out)."""
+    payload = status.model_dump(by_alias=True, mode="json", include=set(OWNED_FIELDS), exclude_none=True)
+    payload["conditions"] = [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions]
+    return payload
+
+
+def _served_share(status: RegionFailoverStatus, region: str) -> float:
+    for evac in status.evacuations:
+        if evac.region == region:
+            return float(evac.share)
+    return 1.0
+
+
+async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime | None = None) -> bool:
+    """One run; True when an evacuation is moving and the next run should come soon. Never raises."""
+    meta = body["metadata"]
+    namespace, name = meta["namespace"], meta["name"]
+    try:
+        fresh = await asyncio.to_thread(kube.read_custom, plural=rf_status.REGIONFAILOVERS, namespace=namespace,
+                                        name=name)
+        if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+            return False
+        spec = RegionFailoverSpec.model_validate(fresh["spec"])
+        status = RegionFailoverStatus.model_validate(fresh.get("status") or {})
+        moment = now or dt.datetime.now(dt.timezone.utc)
+        observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
+                                                               now=moment)
+        decision = step(spec=spec, status=status, observations=observations, now=moment, tuning=tuning_of(spec))
+        failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book)  # type: ignore[arg-type]
+        stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        conditions = _conditions(old=status, generation=fresh["metadata"].get("generation"), now=stamp,
+                                 problems=problems, errors=errors, failed=failed)
+        await asyncio.to_thread(
+            kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover", namespace=namespace,
+            name=name, status=evacuation_payload(decision.status, conditions), field_manager=EVACUATION_MANAGER)
+        await rf_status.post_transitions(body=fresh, old=[c.model_dump(by_alias=True, mode="json")
+                                                          for c in status.conditions],
+                                         new=conditions, events_for=EVENTS)
+        export(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
+               ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready,
+               served_share=_served_share(decision.status, spec.region))
+        domain.last_run_error = None
+        moving = decision.status.phase in (Phase.EVACUATING, Phase.FAILING_BACK)
+        return bool(moving or decision.writes or failed)
+    except Exception as exc:  # a bug or a surprise: say so, keep the daemon alive; the next run tries again
+        log.exception("evacuation run of %s/%s failed", namespace, name)
+        reason, message = rf_status.describe(exc)
+        if domain.last_run_error != message:
+            domain.last_run_error = message
+            await rf_status.post(body=body, type_="Warning", reason="EvacuationRunFailed",
+                                 message=f"{reason}: {message}")
+        return False

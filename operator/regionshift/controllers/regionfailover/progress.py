@@ -1,0 +1,106 @@
+"""How the regions of a domain learn each other's progress without writing to each other's clusters.
+
+Each region's operator writes only to its own cluster. What the others need to know about
+it, it exports on its own ``/metrics``, which the domain's shared Prometheus scrapes (the
+same Prometheus the business signal comes from):
+
+* ``regionshift_region_dark_replicas{regionfailover, region, state}``: its warm and Ready
+  dark replicas, so that the others split an evacuated region's weight in proportion to
+  each savior's Ready capacity, and give none to a savior without it;
+* ``regionshift_region_deployments_ready{regionfailover, region}``: whether its own
+  Deployments are Ready, which the saviors check before its failback;
+* ``regionshift_region_served_share{regionfailover, region}``: the share of its own traffic
+  its evacuation says it serves (1 in Steady), so that a savior re-gates its dark pods only
+  once the region it saved serves its whole share again.
+
+``regionfailover`` is the RegionFailover's name, the same in every region of a domain.
+:func:`export` sets this region's series; :func:`read_peers` reads the others'. A peer
+that exports nothing (its operator down, Prometheus not scraping it) is simply missing:
+no capacity, Deployments not known to be Ready, served share unknown, which holds back
+what depends on it and never moves traffic onto it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from regionshift.adapters.prometheus import PrometheusClient
+from regionshift.decide.evacuation import RegionCapacity
+from regionshift.errors import NoData
+from regionshift.metrics import REGION_DARK_REPLICAS, REGION_DEPLOYMENTS_READY, REGION_SERVED_SHARE
+
+__all__ = ["PeerProgress", "export", "forget", "read_peers"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerProgress:
+    """What the other regions exported, as the shared Prometheus has it now."""
+
+    capacity: dict[str, RegionCapacity] = field(default_factory=dict)
+    deployments_ready: dict[str, bool] = field(default_factory=dict)
+    served_share: dict[str, float] = field(default_factory=dict)
+
+
+def export(*, name: str, region: str, warm: int, ready: int, deployments_ready: bool | None, served_share: float) -> None:
+    """Set this region's three series for the peers."""
+    REGION_DARK_REPLICAS.labels(name, region, "warm").set(warm)
+    REGION_DARK_REPLICAS.labels(name, region, "ready").set(ready)
+    if deployments_ready is not None:
+        REGION_DEPLOYMENTS_READY.labels(name, region).set(1 if deployments_ready else 0)
+    REGION_SERVED_SHARE.labels(name, region).set(served_share)
+
+
+def forget(*, name: str, region: str) -> None:
+    """Stop exporting a RegionFailover that went away."""
+    for state in ("warm", "ready"):
+        _remove(REGION_DARK_REPLICAS, name, region, state)
+    _remove(REGION_DEPLOYMENTS_READY, name, region)
+    _remove(REGION_SERVED_SHARE, name, region)
+
+
+def _remove(metric: object, *labels: str) -> None:
+    try:
+        metric.remove(*labels)  # type: ignore[attr-defined]
+    except KeyError:
+        pass
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')
+
+
+async def _by_region(prom: PrometheusClient, query: str, *, extra: str | None = None) -> dict[tuple[str, str], float]:
+    try:
+        series = await prom.instant(query)
+    except NoData:
+        return {}
+    out = {}
+    for item in series:
+        if not item.samples:
+            continue
+        value = item.samples[-1][1]
+        if math.isfinite(value):
+            out[(item.labels.get("region", ""), item.labels.get(extra, "") if extra else "")] = value
+    return out
+
+
+async def read_peers(*, prom: PrometheusClient, name: str, peers: Iterable[str]) -> PeerProgress:
+    """The peers' exported progress (the freshest sample of each, within Prometheus' lookback)."""
+    wanted = set(peers)
+    selector = f'regionfailover="{_quote(name)}"'
+    dark = await _by_region(prom, f"max by (region, state) (regionshift_region_dark_replicas{{{selector}}})",
+                            extra="state")
+    ready = await _by_region(prom, f"max by (region) (regionshift_region_deployments_ready{{{selector}}})")
+    served = await _by_region(prom, f"min by (region) (regionshift_region_served_share{{{selector}}})")
+    capacity = {}
+    for region in wanted:
+        if (region, "warm") in dark or (region, "ready") in dark:
+            capacity[region] = RegionCapacity(warm=int(dark.get((region, "warm"), 0)),
+                                              ready=int(dark.get((region, "ready"), 0)))
+    return PeerProgress(
+        capacity=capacity,
+        deployments_ready={r: v >= 1 for (r, _), v in ready.items() if r in wanted},
+        served_share={r: v for (r, _), v in served.items() if r in wanted},
+    )

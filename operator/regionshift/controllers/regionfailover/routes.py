@@ -1,0 +1,168 @@
+"""The routes of a RegionFailover: what each provider reports, and the weight writes carried out.
+
+The state machine (:mod:`regionshift.decide.evacuation`) thinks in weights per region on
+each route of ``spec.traffic``. This module stands between it and the providers of
+:mod:`regionshift.adapters.traffic`:
+
+* :func:`read_routes` reads every route and turns each provider's answer into a
+  :class:`~regionshift.decide.evacuation.RouteReport`: the weights per region, whether they
+  are verified, which peers' backends resolve, and which regions' weights this operator
+  owns (a DNS route: only its own record);
+* :func:`set_weights` carries one ``SetWeights`` action out, through the provider's
+  ``restore`` when the weights asked for are the recorded ones and no evacuation is left
+  (so peer backends added during the evacuation go again and the route is as it was).
+
+Two translations happen here, so that neither the providers nor the state machine need to
+know about the other:
+
+* an ingress-nginx canary splits traffic in two only (this region and "the peers"). It is
+  reported per region: when the canary carries the projection of the desired weights, as
+  the desired weights; otherwise the peers' share spread evenly over the peers;
+* verification: where no controller reports on a route (no gateway controller on the
+  HTTPRoute's parents, no external-dns on the DNSEndpoint, no address published for the
+  canary: ``holds=None``, "Unreported"), the route counts as holding once the object
+  carries the weights. The state machine would otherwise wait for ever where nothing
+  reports; the route's verification reason says which case it is.
+
+Every provider call is blocking (the official client): call these from a thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+
+from regionshift.adapters.traffic import TrafficProvider, provider_for
+from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
+from regionshift.adapters.traffic.ingress_nginx import PEERS, canary_weight
+from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, TrafficProviderKind
+from regionshift.decide.evacuation import RouteReport, SetWeights
+from regionshift.errors import TrafficError
+
+__all__ = ["RouteBook", "read_routes", "set_weights"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class RouteBook:
+    """The providers of one RegionFailover, and the peer Services already made sure of (memory only)."""
+
+    api: client.ApiClient
+    namespace: str
+    spec: RegionFailoverSpec
+    owner: Mapping[str, Any] | None
+    peer_services_done: set[tuple[str, tuple[tuple[str, str | None], ...]]] = field(default_factory=set)
+    """(route, gateways) pairs whose peer Services were ensured in this process: ensured once, not every run."""
+    _providers: dict[TrafficProviderKind, TrafficProvider] = field(default_factory=dict)
+
+    @property
+    def gateways(self) -> dict[str, str | None]:
+        return {p.name: p.gateway_address for p in self.spec.peers}
+
+    def provider(self, kind: TrafficProviderKind | str) -> TrafficProvider:
+        kind = TrafficProviderKind(kind)
+        if kind not in self._providers:
+            self._providers[kind] = provider_for(kind, api=self.api, namespace=self.namespace, region=self.spec.region,
+                                                 peers=self.gateways, owner=self.owner)
+        return self._providers[kind]
+
+
+def _desired(status: RegionFailoverStatus, kind: TrafficProviderKind, route: str) -> dict[str, int] | None:
+    for state in status.weights:
+        if TrafficProviderKind(state.provider) == kind and state.route == route:
+            return dict(state.desired) if state.desired else None
+    return None
+
+
+def _canary_as_regions(read: Mapping[str, int], *, here: str, peers: Sequence[str],
+                       desired: Mapping[str, int] | None, total: int) -> dict[str, int]:
+    """An ingress-nginx split ``{here, peers}`` as weights per region (see the module docstring)."""
+    canary = read.get(PEERS, 0)
+    if desired and canary_weight(desired, region=here, total=total) == canary:
+        return {here: desired.get(here, 0), **{p: desired.get(p, 0) for p in peers}}
+    out = {here: read.get(here, 0), **{p: 0 for p in peers}}
+    if canary and peers:
+        each, extra = divmod(canary, len(peers))
+        for i, peer in enumerate(sorted(peers)):
+            out[peer] = each + (1 if i < extra else 0)
+    return out
+
+
+def _report(book: RouteBook, *, kind: TrafficProviderKind, route: str, status: RegionFailoverStatus,
+            act: bool) -> RouteReport:
+    """One route's report; ``act`` False (DryRun) never writes, not even a peer Service."""
+    spec, here = book.spec, book.spec.region
+    peers = [p.name for p in spec.peers]
+    provider = book.provider(kind)
+    desired = _desired(status, kind, route)
+    if kind is TrafficProviderKind.GATEWAY_API:
+        assert isinstance(provider, GatewayAPIProvider)
+        gateways = tuple(sorted(book.gateways.items()))
+        if act and (route, gateways) not in book.peer_services_done:
+            provider.ensure_peer_services(route=route, gateways=book.gateways, owner=book.owner)
+            book.peer_services_done.add((route, gateways))
+        weights = dict(provider.read(route=route).weights)
+        index = provider.backend_index()
+        backends = provider.backends(route)
+        if act:
+            resolvable = frozenset(p for p in peers if backends.service_of(p) in index.resolving)
+        else:  # DryRun plans as if the peer Services were there for every peer with a gateway
+            resolvable = frozenset(p for p in peers if book.gateways.get(p))
+        owned = None
+    elif kind is TrafficProviderKind.INGRESS_NGINX:
+        total = getattr(provider, "total", 100)
+        weights = _canary_as_regions(provider.read(route=route).weights, here=here, peers=peers, desired=desired,
+                                     total=total)
+        resolvable = frozenset(p for p in peers if book.gateways.get(p))
+        owned = None
+    else:
+        weights = dict(provider.read(route=route).weights)
+        resolvable = frozenset()
+        owned = frozenset({here})
+    check = desired if desired else weights
+    verification = provider.verify(route=route, desired=check) if any(check.values()) else None
+    verified = verification is None or verification.holds is not False
+    return RouteReport(provider=kind, route=route, weights=weights, verified=verified, resolvable=resolvable,
+                       owned=owned, error=None if verified or verification is None else verification.message)
+
+
+def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> tuple[list[RouteReport], list[TrafficError]]:
+    """A report for every route of ``spec.traffic``; a route that cannot be read is reported without weights.
+
+    Returns the reports and the typed errors met (a route or Service that does not exist, a
+    route without a backendRef for the local Service, a foreign canary, an unparsable DNS
+    weight), which the caller turns into a condition and Events.
+    """
+    reports: list[RouteReport] = []
+    errors: list[TrafficError] = []
+    for traffic in book.spec.traffic:
+        kind = TrafficProviderKind(traffic.kind)
+        for route in traffic.routes:
+            try:
+                reports.append(_report(book, kind=kind, route=route, status=status, act=act))
+            except TrafficError as exc:
+                errors.append(exc)
+                reports.append(RouteReport(provider=kind, route=route, weights=None, verified=False,
+                                           error=f"{type(exc).__name__}: {exc}"))
+    return reports, errors
+
+
+def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverStatus) -> None:
+    """Carry one SetWeights out; raises the provider's typed error when the route refuses it."""
+    kind = TrafficProviderKind(action.provider)
+    provider = book.provider(kind)
+    weights = action.as_dict()
+    recorded = next((dict(w.recorded) for w in status.weights
+                     if TrafficProviderKind(w.provider) == kind and w.route == action.route and w.recorded), None)
+    restoring = (not status.evacuations and recorded is not None
+                 and all(weights.get(r, 0) == recorded.get(r, 0) for r in set(weights) | set(recorded)))
+    if restoring and kind is not TrafficProviderKind.EXTERNAL_DNS:
+        assert recorded is not None
+        provider.restore(route=action.route, recorded=recorded)
+    else:
+        provider.apply(route=action.route, desired=weights)
