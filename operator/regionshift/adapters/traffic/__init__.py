@@ -9,8 +9,8 @@ drift), one module per traffic API, and one factory choosing by ``TrafficProvide
 * :mod:`.externaldns`: this region's own weighted record in an external-dns DNSEndpoint.
 
 Providers take desired weights as plain data ``{region: int}`` and never compute them;
-the arithmetic and its invariants are pure functions in ``decide/``. Not wired into the
-controllers yet.
+the arithmetic and its invariants are pure functions in ``decide/``. The RegionFailover
+controller reaches them through :mod:`regionshift.controllers.regionfailover.routes`.
 """
 
 from .base import (
