@@ -67,6 +67,7 @@ from regionshift.decide.evacuation import (
     step,
 )
 from regionshift.errors import TrafficError
+from regionshift.failpoints import failpoint
 
 __all__ = ["EVACUATION_MANAGER", "OWNED_FIELDS", "evacuate", "tuning_of", "verdicts_of"]
 
@@ -183,13 +184,18 @@ async def _observe(
 
 async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate) -> list[tuple[str, BaseException]]:
     limit = asyncio.Semaphore(GATE_CONCURRENCY)
+    done = 0
 
     async def one(name: str) -> tuple[str, BaseException] | None:
+        nonlocal done
         async with limit:
             try:
                 await asyncio.to_thread(kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate)
             except Exception as exc:
                 return name, exc
+            done += 1
+            if done == 1 and len(names) > 1:
+                failpoint("mid-ungate")
         return None
 
     return [r for r in await asyncio.gather(*(one(n) for n in names)) if r is not None]
@@ -201,6 +207,10 @@ async def _carry_out(
     """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
     namespace = fresh["metadata"]["namespace"]
     failed: list[str] = []
+    if decision.writes:
+        failpoint("after-decision")
+    routes_written = 0
+    failing_back = decision.status.phase is Phase.FAILING_BACK
     for action in decision.actions:
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
@@ -212,6 +222,10 @@ async def _carry_out(
             except Exception as exc:
                 reason, message = rf_status.describe(exc)
                 failed.append(f"weights on {action.provider.value} {action.route}: {reason}: {message}")
+            else:
+                routes_written += 1
+                if routes_written == 1 and sum(isinstance(a, SetWeights) for a in decision.actions) > 1:
+                    failpoint("mid-failback" if failing_back else "mid-shift")
         elif isinstance(action, PostEvent):
             await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
         elif isinstance(action, Recommend):

@@ -91,7 +91,8 @@ class LocalCluster:
     """Opt-in, for benchmarks: the API server also accepts a static bearer token for the user
     :data:`OPERATOR_USER` (group ``system:masters``), written into :attr:`operator_kubeconfig`,
     and records every request of that user, and of no other, in :attr:`audit_log` (one JSON
-    line per request at Metadata level, two for a watch: started and completed). The
+    line per request, two for a watch: started and completed; writes at Request level, with
+    the body sent, reads at Metadata level). The
     controllers and kwok keep the admin identity, so the log holds only the operator's calls."""
     ports: dict[str, int] = field(default_factory=dict)
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
@@ -267,7 +268,13 @@ class LocalCluster:
             "apiVersion": "audit.k8s.io/v1",
             "kind": "Policy",
             "omitStages": ["RequestReceived"],
-            "rules": [{"level": "Metadata", "users": [OPERATOR_USER]}, {"level": "None"}],
+            "rules": [
+                # writes with what they wrote, so a test can tell a write repeated with another value
+                {"level": "Request", "users": [OPERATOR_USER],
+                 "verbs": ["create", "update", "patch", "delete", "deletecollection"]},
+                {"level": "Metadata", "users": [OPERATOR_USER]},
+                {"level": "None"},
+            ],
         }
         (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(policy))
         config = {

@@ -1,0 +1,42 @@
+"""Crash points for the crash-safety tests: kill the operator at an exact step of its work.
+
+An operator killed at a random moment proves little; one killed right after it decided,
+between two gate writes, between two route writes or in the middle of a failback proves
+that every action converges when the restarted operator resumes from the status alone. No
+signal sent from outside can hit those moments reliably, so the operator kills itself
+there, with SIGKILL (no cleanup, no final status write, as in a node failure), when it is
+started with ``REGIONSHIFT_FAILPOINTS`` naming the point. Without that variable (always,
+outside tests) :func:`failpoint` does nothing.
+
+Points (see where :func:`failpoint` is called):
+
+* ``after-decision``: the state machine decided writes; none is carried out yet;
+* ``mid-ungate``: the first evacuation-gate write of a run is done, the others are not;
+* ``mid-shift``: the first route write of an evacuation run is done, the others are not;
+* ``mid-failback``: the first route write of a failback run is done, the others are not.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+__all__ = ["ENVIRONMENT_VARIABLE", "POINTS", "failpoint"]
+
+log = logging.getLogger(__name__)
+
+ENVIRONMENT_VARIABLE = "REGIONSHIFT_FAILPOINTS"
+POINTS = frozenset({"after-decision", "mid-ungate", "mid-shift", "mid-failback"})
+
+
+def failpoint(name: str) -> None:
+    """SIGKILL this process when ``name`` is listed (comma-separated) in $REGIONSHIFT_FAILPOINTS."""
+    if name not in POINTS:
+        raise ValueError(f"unknown failpoint {name!r}")
+    armed = os.environ.get(ENVIRONMENT_VARIABLE, "")
+    if name in {p.strip() for p in armed.split(",")}:
+        log.warning("failpoint %s: killing the operator (SIGKILL)", name)
+        for handler in logging.getLogger().handlers:
+            handler.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
