@@ -402,6 +402,7 @@ def step(
     mode = Mode(spec.mode)
     if mode is Mode.DRY_RUN:
         _dry_run(work)
+        _summarise(work, before=status)
     else:
         _observe_routes(work)
         for _ in range(32):  # transitions feed each other (e.g. no routes at all): run to a fixed point

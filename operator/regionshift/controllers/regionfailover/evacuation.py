@@ -50,7 +50,7 @@ from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
 from regionshift.controllers.regionfailover.progress import PeerProgress, export, read_peers
-from regionshift.controllers.regionfailover.routes import RouteBook, read_routes, set_weights
+from regionshift.controllers.regionfailover.routes import RouteBook, describe_route_error, read_routes, set_weights
 from regionshift.decide.evacuation import (
     Action,
     CloseGates,
@@ -143,7 +143,7 @@ def _book(domain: Domain, *, namespace: str, spec: RegionFailoverSpec, owner: Ma
 async def _observe(
     *, fresh: Mapping[str, Any], spec: RegionFailoverSpec, status: RegionFailoverStatus, domain: Domain,
     now: dt.datetime,
-) -> tuple[Observations, list[str], list[TrafficError], bool | None]:
+) -> tuple[Observations, list[str], list[Exception], bool | None]:
     """The observations, the problems met reading them, the route errors, and this region's readiness."""
     meta = fresh["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
@@ -237,11 +237,13 @@ async def _carry_out(
 
 def _conditions(
     *, old: RegionFailoverStatus, generation: int | None, now: str, problems: Sequence[str],
-    errors: Sequence[TrafficError], failed: Sequence[str],
+    errors: Sequence[Exception], failed: Sequence[str],
 ) -> list[Condition]:
     old_conditions = [c.model_dump(by_alias=True, mode="json") for c in old.conditions]
     if errors:
-        routes = (False, type(errors[0]).__name__, "; ".join(str(e) for e in errors))
+        first = errors[0]
+        reason = type(first).__name__ if isinstance(first, TrafficError) else rf_status.describe(first)[0]
+        routes = (False, reason, "; ".join(describe_route_error(e) for e in errors))
     elif problems:
         routes = (False, "ObservationsIncomplete", "; ".join(problems))
     else:

@@ -29,12 +29,14 @@ Every provider call is blocking (the official client): call these from a thread.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from regionshift.adapters.traffic import TrafficProvider, provider_for
 from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
@@ -43,7 +45,7 @@ from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, Tra
 from regionshift.decide.evacuation import RouteReport, SetWeights
 from regionshift.errors import TrafficError
 
-__all__ = ["RouteBook", "read_routes", "set_weights"]
+__all__ = ["RouteBook", "describe_route_error", "read_routes", "set_weights"]
 
 log = logging.getLogger(__name__)
 
@@ -131,25 +133,40 @@ def _report(book: RouteBook, *, kind: TrafficProviderKind, route: str, status: R
                        owned=owned, error=None if verified or verification is None else verification.message)
 
 
-def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> tuple[list[RouteReport], list[TrafficError]]:
+def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> tuple[list[RouteReport], list[Exception]]:
     """A report for every route of ``spec.traffic``; a route that cannot be read is reported without weights.
 
-    Returns the reports and the typed errors met (a route or Service that does not exist, a
-    route without a backendRef for the local Service, a foreign canary, an unparsable DNS
-    weight), which the caller turns into a condition and Events.
+    Returns the reports and the errors met, one per route at most: typed ones
+    (:class:`~regionshift.errors.TrafficError`: a route or Service that does not exist, a
+    route without a backendRef for the local Service, an unparsable DNS weight) and the API's
+    refusals (an invalid peer gateway address, a 403), which the caller turns into a
+    condition and Events. One route's error never hides the others.
     """
     reports: list[RouteReport] = []
-    errors: list[TrafficError] = []
+    errors: list[Exception] = []
     for traffic in book.spec.traffic:
         kind = TrafficProviderKind(traffic.kind)
         for route in traffic.routes:
             try:
                 reports.append(_report(book, kind=kind, route=route, status=status, act=act))
-            except TrafficError as exc:
+            except Exception as exc:  # noqa: BLE001 - reported per route, the other routes go on
+                if not isinstance(exc, (TrafficError, ApiException)):
+                    raise
                 errors.append(exc)
                 reports.append(RouteReport(provider=kind, route=route, weights=None, verified=False,
-                                           error=f"{type(exc).__name__}: {exc}"))
+                                           error=f"{kind.value} {route}: {describe_route_error(exc)}"))
     return reports, errors
+
+
+def describe_route_error(exc: Exception) -> str:
+    """One line for a route's error: the typed error's class and text, or the API's status and message."""
+    if isinstance(exc, ApiException):
+        try:
+            detail = json.loads(exc.body).get("message", exc.reason) if exc.body else exc.reason
+        except (ValueError, AttributeError):
+            detail = exc.reason
+        return f"HTTP {exc.status}: {detail}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverStatus) -> None:
