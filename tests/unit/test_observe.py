@@ -235,7 +235,7 @@ def test_progress_counts_each_milestone_once_through_a_whole_evacuation_and_fail
     counts = {s: stage_count(s) for s in stages}
     sums = {s: stage_sum(s) for s in stages}
     rf = {"namespace": NS, "regionfailover": ObservedRun.rf}
-    evacuations = value("regionshift_evacuations_total", **rf, actor="Verdict") or 0.0
+    evacuations = 0.0  # every test forgets its RegionFailover, counters included
     run = ObservedRun()
     try:
         evacuate_east(run)
@@ -266,6 +266,9 @@ def test_progress_counts_each_milestone_once_through_a_whole_evacuation_and_fail
         assert state("regionshift_regionfailover_phase", "Steady", **rf) == 1
     finally:
         forget(namespace=NS, name=ObservedRun.rf)
+    assert value("regionshift_evacuations_total", **rf, actor="Verdict") is None, "counters go with the RegionFailover"
+    assert value("regionshift_evacuation_transitions_total", **rf, from_phase="Steady", to_phase="Evacuating",
+                 actor="Verdict") is None
 
 
 def test_an_aborted_failback_counts_a_new_attempt_when_it_starts_again() -> None:
