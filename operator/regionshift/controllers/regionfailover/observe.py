@@ -218,8 +218,9 @@ def record_progress(*, namespace: str, name: str, before: RegionFailoverStatus, 
         for stage, seconds in _reached(previous if _same_evacuation(previous, evac.timeline) else None,
                                        evac.timeline):
             record_stage(stage=stage, seconds=seconds)
-    last = after.last_evacuation
-    if last is not None and last != before.last_evacuation:
+    last, earlier = after.last_evacuation, before.last_evacuation
+    if last is not None and (earlier is None or not _same_evacuation(earlier, last)
+                             or earlier.failback_done_at != last.failback_done_at):
         # An evacuation ended in this step: its timeline moved from evacuations to lastEvacuation.
         previous = old.get(last.region)
         for stage, seconds in _reached(previous if _same_evacuation(previous, last) else None, last):
