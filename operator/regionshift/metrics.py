@@ -26,6 +26,23 @@ __all__ = [
     "REGION_DARK_REPLICAS",
     "REGION_DEPLOYMENTS_READY",
     "REGION_SERVED_SHARE",
+    "REGIONFAILOVER_PHASE",
+    "EVACUATION_PHASE",
+    "REGION_ROLE",
+    "EVACUATION_SHARE",
+    "EVACUATION_RECOMMENDED",
+    "EVACUATION_DEFERRED",
+    "EVACUATION_DARK_REPLICAS",
+    "ROUTE_WEIGHT",
+    "ROUTE_HOLDS",
+    "ROUTE_CONFLICT",
+    "EVACUATION_STAGE_SECONDS",
+    "EVACUATION_STAGES",
+    "EVACUATION_ACTIONS",
+    "ACTION_KINDS",
+    "ACTION_RESULTS",
+    "EVACUATIONS",
+    "EVACUATION_TRANSITIONS",
     "serve_metrics",
 ]
 
@@ -127,6 +144,104 @@ REGION_SERVED_SHARE = Gauge(
     "Share of its own traffic this region's evacuation says it serves: 1 in Steady, 0 when evacuated,"
     " rising step by step during its failback.",
     ["regionfailover", "region"],
+)
+
+
+# Evacuation and failback, as this region's operator sees them (set from the RegionFailover's
+# status by controllers/regionfailover/observe.py, which also removes the series of routes
+# and regions that left the status, so none lingers). Label values are the status's words.
+_PHASES = ["Steady", "Evacuating", "Evacuated", "FailingBack"]
+
+REGIONFAILOVER_PHASE = Enum(
+    "regionshift_regionfailover_phase",
+    "The phase of each failover domain (status.phase): the most urgent of its evacuations, Steady when none.",
+    ["namespace", "regionfailover"],
+    states=_PHASES,
+)
+EVACUATION_PHASE = Enum(
+    "regionshift_evacuation_phase",
+    "Each region's evacuation phase as this region's operator sees it (status.evacuations[].phase; Steady when"
+    " the region is not evacuated).",
+    ["namespace", "regionfailover", "region"],
+    states=_PHASES,
+)
+REGION_ROLE = Enum(
+    "regionshift_region_role",
+    "Each region's role while evacuations are under way (status.roles): Evacuated, Savior or Serving"
+    " (Serving for every region in Steady).",
+    ["namespace", "regionfailover", "region"],
+    states=["Serving", "Evacuated", "Savior"],
+)
+EVACUATION_SHARE = Gauge(
+    "regionshift_evacuation_share",
+    "Share of its own traffic each region is meant to serve, as this region's evacuations see it: 1 when not"
+    " evacuated, 0 once evacuated, rising step by step during its failback (status.evacuations[].share).",
+    ["namespace", "regionfailover", "region"],
+)
+EVACUATION_RECOMMENDED = Gauge(
+    "regionshift_evacuation_recommended",
+    "1 for a region that an evacuation is recommended or planned for but the mode leaves to a human"
+    " (Manual: status.recommendation; DryRun: status.plan).",
+    ["namespace", "regionfailover", "region"],
+)
+EVACUATION_DEFERRED = Gauge(
+    "regionshift_evacuation_deferred",
+    "1 for a region that spec.evacuate or an Unhealthy verdict would evacuate but that waits (status.deferred:"
+    " the dwell after its last transition, or no other region left serving).",
+    ["namespace", "regionfailover", "region"],
+)
+EVACUATION_DARK_REPLICAS = Gauge(
+    "regionshift_evacuation_dark_replicas",
+    "This region's dark replicas in a failover domain, summed over its DarkClusters, by state (ready: ungated"
+    " and taking traffic; gated: warm but not serving).",
+    ["namespace", "regionfailover", "state"],
+)
+ROUTE_WEIGHT = Gauge(
+    "regionshift_route_weight",
+    "Weight per region on each route regionshift manages, as its provider reported it last"
+    " (status.weights[].current; an ingress-nginx canary reports this region and \"peers\").",
+    ["namespace", "regionfailover", "provider", "route", "region"],
+)
+ROUTE_HOLDS = Gauge(
+    "regionshift_route_holds",
+    "1 when a route's provider reports the weights regionshift wants and verified them (status.weights[].holds).",
+    ["namespace", "regionfailover", "provider", "route"],
+)
+ROUTE_CONFLICT = Gauge(
+    "regionshift_route_conflict",
+    "1 when something else overwrote a route's weights twice within the dwell time and regionshift stopped"
+    " setting them again (status.weights[].conflict).",
+    ["namespace", "regionfailover", "provider", "route"],
+)
+EVACUATION_STAGES = ("ungated", "shifted", "settled", "failback_started", "failback_done")
+"""The milestones of an evacuation's timeline, in order."""
+EVACUATION_STAGE_SECONDS = Histogram(
+    "regionshift_evacuation_stage_seconds",
+    "Seconds from an evacuation's decision to each of its milestones, by stage (ungated, shifted, settled,"
+    " failback_started, failback_done): the timeline's *AfterSeconds.",
+    ["stage"],
+    buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
+)
+ACTION_KINDS = ("OpenGates", "CloseGates", "SetWeights", "PostEvent", "Recommend")
+"""The actions of the evacuation state machine (decide/evacuation.py)."""
+ACTION_RESULTS = ("Done", "Failed", "Skipped")
+"""Done: carried out; Failed: the write was refused or raised; Skipped: not carried out (e.g. a later one failed)."""
+EVACUATION_ACTIONS = Counter(
+    "regionshift_evacuation_actions_total",
+    "Actions of the evacuation state machine carried out, by kind (OpenGates, CloseGates, SetWeights, PostEvent,"
+    " Recommend) and result (Done, Failed, Skipped).",
+    ["kind", "result"],
+)
+EVACUATIONS = Counter(
+    "regionshift_evacuations_total",
+    "Evacuations started, by what decided them (actor: Verdict or SpecEvacuate).",
+    ["namespace", "regionfailover", "actor"],
+)
+EVACUATION_TRANSITIONS = Counter(
+    "regionshift_evacuation_transitions_total",
+    "Transitions of regions' evacuations (status.history), by phase before and after and actor (Verdict,"
+    " SpecEvacuate, Failback); an aborted failback is FailingBack to Evacuated by Failback.",
+    ["namespace", "regionfailover", "from_phase", "to_phase", "actor"],
 )
 
 

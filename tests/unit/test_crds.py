@@ -135,3 +135,37 @@ def test_printer_columns_tell_the_story() -> None:
                for kind, m in crd_manifests().items()}
     assert columns["DarkCluster"][:5] == ["Target", "Gate", "Desired", "Warm", "Serving"]
     assert {"Region", "Mode", "Phase"} <= set(columns["RegionFailover"])
+    story = columns["RegionFailover"]
+    assert story[:5] == ["Region", "Mode", "Phase", "Evacuated", "Reason"], "what happens, first"
+    assert {"Unhealthy", "Evaluated"} <= set(story)
+
+
+def _field_of(schema: dict[str, Any], json_path: str) -> dict[str, Any] | None:
+    """The schema node a simple printer-column JSONPath ends on (filters and slices step into items)."""
+    node: dict[str, Any] | None = schema
+    for part in re.findall(r"\.([A-Za-z]+)|\[[^\]]*\]", json_path):
+        if node is None:
+            return None
+        if part:  # a field
+            node = node.get("properties", {}).get(part)
+        else:  # [?(...)] or [-1:]: an element of the list
+            node = node.get("items")
+    return node
+
+
+@pytest.mark.parametrize("kind", ["RegionFailover", "DarkCluster"])
+def test_every_printer_column_reads_a_field_of_the_schema(kind: str) -> None:
+    version = crd_manifests()[kind]["spec"]["versions"][0]
+    schema = version["schema"]["openAPIV3Schema"]
+    for column in version["additionalPrinterColumns"]:
+        if column["jsonPath"].startswith(".metadata."):
+            continue
+        assert _field_of(schema, column["jsonPath"]) is not None, f"{kind} column {column['name']}: {column['jsonPath']}"
+
+
+def test_reason_column_is_the_last_transition_and_evacuated_a_status_field() -> None:
+    columns = {c["name"]: c for c in crd_manifests()["RegionFailover"]["spec"]["versions"][0]["additionalPrinterColumns"]}
+    # A negative slice is what client-go's JSONPath (the API server's table convertor) reads as "the last one".
+    assert columns["Reason"]["jsonPath"] == ".status.history[-1:].reason"
+    assert columns["Evacuated"]["jsonPath"] == ".status.evacuatedRegions"
+    assert _field_of(_schema("RegionFailover"), ".status.evacuatedRegions")["type"] == "string"

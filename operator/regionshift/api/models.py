@@ -729,6 +729,14 @@ class RegionFailoverStatus(Model):
         description="Steady, Evacuating, Evacuated or FailingBack: the most urgent phase of the evacuations"
         " under way (Evacuating, then FailingBack, then Evacuated), Steady when there is none.",
     )
+    evacuated_regions: str | None = Field(
+        default=None,
+        max_length=4096,
+        description="The regions under evacuation in one line, for the EVACUATED column of kubectl get:"
+        " an Evacuated region by name, one still Evacuating or FailingBack with its phase (and the share it"
+        " serves again), e.g. 'us-west, eu-west (FailingBack 30%)'. Derived from evacuations by the state"
+        " machine (decide/summary.py); absent in Steady.",
+    )
     regions: list[RegionSignalStatus] = Field(default_factory=list, description="Per-region signal.")
     unhealthy: list[str] = Field(default_factory=list, description="Regions whose verdict is Unhealthy.")
     held_back: list[str] = Field(
