@@ -240,7 +240,7 @@ class _Stopped:
 
 
 async def test_detection_keeps_its_step_while_sizing_hangs_with_stubbed_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The daemon's two loops are independent: a sizing run that never ends does not hold detection."""
+    """The daemon's loops are independent: a sizing run that never ends does not hold detection or evacuation."""
     from regionshift.controllers import regionfailover
 
     detections: list[float] = []
@@ -253,10 +253,18 @@ async def test_detection_keeps_its_step_while_sizing_hangs_with_stubbed_runs(mon
         sizing_started.set()
         await asyncio.Event().wait()
 
+    evacuations: list[float] = []
+
+    async def evacuate(*, body: dict, domain: object) -> bool:  # type: ignore[type-arg]
+        evacuations.append(time.monotonic())
+        return False
+
     monkeypatch.setattr(regionfailover, "detect", detect)
     monkeypatch.setattr(regionfailover, "size", size_forever)
+    monkeypatch.setattr(regionfailover, "evacuate", evacuate)
     stopped = _Stopped()
-    body = {"metadata": {"uid": "stub-uid", "generation": 1}, "spec": {"signal": {"stepSeconds": 0.01}}}
+    body = {"metadata": {"uid": "stub-uid", "generation": 1, "namespace": "ns", "name": "domain"},
+            "spec": {"signal": {"stepSeconds": 0.01}}}
     daemon = asyncio.create_task(regionfailover.serve(body=body, stopped=stopped))
     await asyncio.wait_for(sizing_started.wait(), timeout=5)
     count_then = len(detections)
@@ -264,6 +272,7 @@ async def test_detection_keeps_its_step_while_sizing_hangs_with_stubbed_runs(mon
         await asyncio.sleep(0.01)
     stopped.stop = True
     await asyncio.wait_for(daemon, timeout=5)
+    assert len(evacuations) >= 10  # woken by every detection run
     assert "stub-uid" not in regionfailover.domain._domains  # released when the daemon stops
 
 

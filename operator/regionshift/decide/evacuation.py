@@ -79,6 +79,7 @@ from regionshift.api.models import (
     Transition,
     Verdict,
 )
+from regionshift.decide.summary import evacuated_regions
 from regionshift.decide.weights import (
     Layer,
     WeightInvariantError,
@@ -947,6 +948,7 @@ def _summarise(work: _Work, *, before: RegionFailoverStatus) -> None:
             work.event("NoSavior", f"{evac.region}: {evac.waiting_for}", warning=True)
     phases = {Phase(e.phase) for e in status.evacuations}
     status.phase = next((p for p in _URGENCY if p in phases), Phase.STEADY)
+    status.evacuated_regions = evacuated_regions(status.evacuations)
     if not status.evacuations:
         status.roles = None
         return

@@ -27,6 +27,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from regionshift.controllers.regionfailover import observe, progress
 from regionshift.controllers.regionfailover.detection import detect
 from regionshift.controllers.regionfailover.domain import REGIONFAILOVER_LABEL, Domain, domain_of, expand, forget
 from regionshift.controllers.regionfailover.evacuation import evacuate
@@ -123,3 +124,6 @@ async def serve(*, body: Mapping[str, Any], stopped: Stopped) -> None:
             task.cancel()
         await asyncio.gather(sizing, evacuation, return_exceptions=True)
         forget(uid=uid)
+        meta = body["metadata"]
+        observe.forget(namespace=meta["namespace"], name=meta["name"])
+        progress.forget(name=meta["name"], region=str(body.get("spec", {}).get("region", "")))

@@ -46,6 +46,7 @@ from regionshift.api.models import (
     Verdict,
 )
 from regionshift.controllers.darkcluster import DARKCLUSTERS
+from regionshift.controllers.regionfailover import observe
 from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
@@ -77,7 +78,7 @@ EVACUATION_MANAGER = "regionshift-evacuation"
 """The field manager of the evacuation's part of a RegionFailover's status."""
 OWNED_FIELDS = frozenset({
     "phase", "evacuations", "roles", "weights", "savior_capacity", "evacuation_gate", "evacuation_gate_written_at",
-    "deferred", "last_evacuation", "history", "recommendation", "plan",
+    "deferred", "last_evacuation", "history", "recommendation", "plan", "evacuated_regions",
 })
 """The status fields the evacuation writes (by their Python names); detection and sizing own the rest."""
 GATE_CONCURRENCY = 16
@@ -212,24 +213,31 @@ async def _carry_out(
     routes_written = 0
     failing_back = decision.status.phase is Phase.FAILING_BACK
     for action in decision.actions:
+        kind = type(action).__name__
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
-            for name, exc in await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate):
+            refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate)
+            for name, exc in refused:
                 failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
+            observe.record_action(kind=kind, result="Failed" if refused else "Done")
         elif isinstance(action, SetWeights):
             try:
                 await asyncio.to_thread(set_weights, book, action=action, status=decision.status)
             except Exception as exc:
                 reason, message = rf_status.describe(exc)
                 failed.append(f"weights on {action.provider.value} {action.route}: {reason}: {message}")
+                observe.record_action(kind=kind, result="Failed")
             else:
+                observe.record_action(kind=kind, result="Done")
                 routes_written += 1
                 if routes_written == 1 and sum(isinstance(a, SetWeights) for a in decision.actions) > 1:
                     failpoint("mid-failback" if failing_back else "mid-shift")
         elif isinstance(action, PostEvent):
             await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
+            observe.record_action(kind=kind, result="Done")
         elif isinstance(action, Recommend):
             await rf_status.post(body=fresh, type_="Warning", reason="EvacuationRecommended", message=action.message)
+            observe.record_action(kind=kind, result="Done")
     for sentence in failed:
         await rf_status.post(body=fresh, type_="Warning", reason="ActionFailed", message=sentence)
     return failed
@@ -274,7 +282,7 @@ def _served_share(status: RegionFailoverStatus, region: str) -> float:
 async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime | None = None) -> bool:
     """One run; True when an evacuation is moving and the next run should come soon. Never raises."""
     meta = body["metadata"]
-    namespace, name = meta["namespace"], meta["name"]
+    namespace, name = meta.get("namespace", ""), meta.get("name", "")
     try:
         fresh = await asyncio.to_thread(kube.read_custom, plural=rf_status.REGIONFAILOVERS, namespace=namespace,
                                         name=name)
@@ -296,6 +304,9 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         await rf_status.post_transitions(body=fresh, old=[c.model_dump(by_alias=True, mode="json")
                                                           for c in status.conditions],
                                          new=conditions, events_for=EVENTS)
+        observe.record_progress(namespace=namespace, name=name, before=status, after=decision.status)
+        observe.record_status(namespace=namespace, name=name, status=decision.status)
+        observe.record_dark_capacity(namespace=namespace, name=name, dark_clusters=observations.dark_clusters)
         export(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
                ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready,
                served_share=_served_share(decision.status, spec.region))
