@@ -48,7 +48,7 @@ GATE_WRITES = Counter(
 )
 DARK_CLUSTER_WAKES = Counter(
     "regionshift_darkcluster_wakes_total",
-    "Wake-ups of DarkCluster reconciles, by cause (darkcluster, pod, shadow, target, sizing, start).",
+    "Wake-ups of DarkCluster reconciles, by cause (darkcluster, evacuation, pod, shadow, target, sizing, start).",
     ["cause"],
 )
 DARK_CLUSTER_RECONCILE_SECONDS = Histogram(

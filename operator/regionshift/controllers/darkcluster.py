@@ -9,14 +9,26 @@ controller's status fields, so no reconcile ever acts on an older copy than the 
 it: a gate that was opened cannot be closed again by a run that started earlier.
 
 Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark pod or a
-shadow that changed, the target that changed or went, and sizing, which writes
-``status.forecastReplicas`` under its own field manager. Wakes that arrive during a run
+shadow that changed, the target that changed or went, sizing, which writes
+``status.forecastReplicas`` under its own field manager, and an evacuation, which writes
+``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`).
+Both are status-only changes that bump no generation, so a kopf ``on.update`` or field
+handler would not see them reliably; the raw ``on.event`` handler sees every watch event
+and wakes the daemon when one of the values a run acts on moved (:func:`acted_on`).
+
+The gate enforced on the dark pods is the one in force
+(:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate`` or
+the evacuation's ``status.evacuationGate`` is Open. This controller never writes either of
+them, only the summary ``status.effectiveGate`` and the GateOpen condition. Wakes that arrive during a run
 collapse into one more run. A slow jittered resync (:data:`RESYNC_SECONDS`) repairs drift;
 a DarkCluster waiting for its target looks for it with a backoff, since the operator does
 not watch Deployments that are not labelled as its own.
 
 Status is built from :class:`regionshift.api.models.DarkClusterStatus` and written with
-server-side apply under :data:`FIELD_MANAGER`, and only when it changed.
+server-side apply under :data:`FIELD_MANAGER`, and only when it changed. The applied status
+holds this controller's own fields only (:data:`~regionshift.decide.darkcapacity.OWN_STATUS_FIELDS`),
+so the evacuation's and sizing's fields, owned by other field managers, are never removed
+or overwritten by it.
 """
 
 from __future__ import annotations
@@ -55,7 +67,7 @@ from regionshift.decide.darkcapacity import (
     target_label_patch,
     target_missing_status,
 )
-from regionshift.decide.gate import RECOUNT_ANNOTATION, budgets_to_recount, gate_label_patches
+from regionshift.decide.gate import RECOUNT_ANNOTATION, budgets_to_recount, effective_gate, gate_label_patches
 from regionshift.metrics import (
     BUDGET_RECOUNTS,
     DARK_CLUSTER_RECONCILE_SECONDS,
@@ -73,6 +85,7 @@ __all__ = [
     "FIELD_MANAGER",
     "RESYNC_SECONDS",
     "Outcome",
+    "acted_on",
     "dark_cluster_changed",
     "dark_pod_changed",
     "deployment_changed",
@@ -111,8 +124,8 @@ class _Waker:
     loop: asyncio.AbstractEventLoop
     event: asyncio.Event = field(default_factory=asyncio.Event)
     causes: set[str] = field(default_factory=set)
-    seen: tuple[Any, Any] | None = None
-    """(generation, forecastReplicas) the last run read: a DarkCluster event wakes only when they moved."""
+    seen: tuple[Any, ...] | None = None
+    """:func:`acted_on` of what the last run read: a DarkCluster event wakes only when it moved."""
 
     def set(self, cause: str) -> None:
         self.causes.add(cause)
@@ -148,17 +161,30 @@ def wake(*, namespace: str, name: str, cause: str = "sizing") -> bool:
 
 
 
+def acted_on(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The values of a DarkCluster a reconcile acts on and another writer may move.
+
+    Its spec (through the generation), sizing's ``status.forecastReplicas`` and the
+    evacuation's ``status.evacuationGate``. Everything else in its status is this
+    controller's own output.
+    """
+    status = body.get("status") or {}
+    return ((body.get("metadata") or {}).get("generation"), status.get("forecastReplicas"),
+            status.get("evacuationGate"))
+
+
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
-    """A DarkCluster event: wake its daemon if its spec or its forecast moved since the last run.
+    """A DarkCluster event: wake its daemon if its spec, its forecast or its evacuation gate moved since the last run.
 
     Our own status writes come back as events too; they do not wake anything.
     """
     waker = _wakers.get((namespace, name))
     if waker is None or type_ == "DELETED":
         return
-    seen = ((body.get("metadata") or {}).get("generation"), (body.get("status") or {}).get("forecastReplicas"))
+    seen = acted_on(body)
     if seen != waker.seen:
-        wake(namespace=namespace, name=name, cause="darkcluster")
+        cause = "evacuation" if waker.seen is not None and seen[2] != waker.seen[2] else "darkcluster"
+        wake(namespace=namespace, name=name, cause=cause)
 
 
 def dark_pod_changed(*, namespace: str, labels: Mapping[str, str],
@@ -200,7 +226,7 @@ class Outcome:
 
     reason: str
     """Reconciled, TargetNotFound, ShadowConflict, Gone, Conflict, Retrying, Forbidden, Invalid, ..."""
-    seen: tuple[Any, Any] | None = None
+    seen: tuple[Any, ...] | None = None
 
 
 _ROUTINE = frozenset({"Conflict", "Retrying"})
@@ -344,8 +370,10 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     uid, generation = meta["uid"], meta.get("generation")
     spec = DarkClusterSpec.model_validate(body["spec"])
     old_status = body.get("status") or {}
-    seen = (generation, old_status.get("forecastReplicas"))
+    seen = acted_on(body)
     now = now_rfc3339()
+    evacuation_gate = old_status.get("evacuationGate")  # an enum in the schema: Open, Closed or absent
+    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate)
 
     target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
     current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
@@ -361,11 +389,12 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
     # shadow's own update.
-    written = _write_gates(namespace=namespace, pods=pods, gate=spec.gate)
+    written = _write_gates(namespace=namespace, pods=pods, gate=in_force.gate.value)
     if written:
-        verb = "opened" if spec.gate == Gate.OPEN.value else "closed"
+        verb = "opened" if in_force.is_open else "closed"
         _event(body, type_="Normal", reason=f"Gate{verb.capitalize()}",
-               message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}")
+               message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}"
+                       f" ({in_force.describe()})")
     if current is not None and shadow_needs_recreate(current=current, desired=desired):
         _delete_shadow(body=body, current=current)
         current = None
@@ -374,13 +403,14 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
             return _conflict(body, spec=spec, seen=seen)
     if written or current is None:
         pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
-    status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now)
+    status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now,
+                         evacuation_gate=evacuation_gate)
     _write_status(body, status)
     _export(namespace=namespace, name=name, status=status)
     return Outcome(reason="Reconciled", seen=seen)
 
 
-def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, Any]) -> Outcome:
+def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, ...]) -> Outcome:
     """The shadow's name is taken by a Deployment this DarkCluster does not own: touch nothing of it."""
     status = conflict_status(spec=spec, generation=body["metadata"].get("generation"),
                              old_status=body.get("status") or {}, now=now_rfc3339())
@@ -391,7 +421,7 @@ def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, A
 
 
 def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dict[str, Any] | None,
-                    pods: list[dict[str, Any]], seen: tuple[Any, Any]) -> Outcome:
+                    pods: list[dict[str, Any]], seen: tuple[Any, ...]) -> Outcome:
     """No target (never created, or deleted): nothing of the dark cluster may serve.
 
     Every dark pod's gate closes (at once: out of the endpoints) and the shadow scales to
