@@ -12,17 +12,19 @@ Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark po
 shadow that changed, the target that changed or went, sizing, which writes
 ``status.forecastReplicas`` under its own field manager, and an evacuation, which writes
 ``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`).
-Both are status-only changes that bump no generation, so a kopf ``on.update`` or field
-handler would not see them reliably; the raw ``on.event`` handler sees every watch event
-and wakes the daemon when one of the values a run acts on moved (:func:`acted_on`).
+Both are status-only changes that bump no generation, which kopf's ``on.update`` and field
+handlers are not made for; the raw ``on.event`` handler sees every watch event and wakes
+the daemon when one of the values a run acts on moved (:func:`acted_on`). Wakes that
+arrive during a run collapse into one more run. A slow jittered resync
+(:data:`RESYNC_SECONDS`) repairs drift; a DarkCluster waiting for its target looks for it
+with a backoff, since the operator does not watch Deployments that are not labelled as its
+own.
 
 The gate enforced on the dark pods is the one in force
 (:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate`` or
 the evacuation's ``status.evacuationGate`` is Open. This controller never writes either of
-them, only the summary ``status.effectiveGate`` and the GateOpen condition. Wakes that arrive during a run
-collapse into one more run. A slow jittered resync (:data:`RESYNC_SECONDS`) repairs drift;
-a DarkCluster waiting for its target looks for it with a backoff, since the operator does
-not watch Deployments that are not labelled as its own.
+them, only the summary ``status.effectiveGate`` and the GateOpen condition, which says who
+opened it.
 
 Status is built from :class:`regionshift.api.models.DarkClusterStatus` and written with
 server-side apply under :data:`FIELD_MANAGER`, and only when it changed. The applied status
@@ -40,7 +42,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import kopf
 import urllib3.exceptions
@@ -84,6 +86,7 @@ __all__ = [
     "DARKCLUSTERS",
     "FIELD_MANAGER",
     "RESYNC_SECONDS",
+    "ActedOn",
     "Outcome",
     "acted_on",
     "dark_cluster_changed",
@@ -161,16 +164,25 @@ def wake(*, namespace: str, name: str, cause: str = "sizing") -> bool:
 
 
 
-def acted_on(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """The values of a DarkCluster a reconcile acts on and another writer may move.
+class ActedOn(NamedTuple):
+    """The values of a DarkCluster a reconcile acts on that another writer may move.
 
-    Its spec (through the generation), sizing's ``status.forecastReplicas`` and the
-    evacuation's ``status.evacuationGate``. Everything else in its status is this
-    controller's own output.
+    Everything else in its status is this controller's own output.
     """
+
+    generation: Any
+    """metadata.generation: its owner's spec."""
+    forecast_replicas: Any
+    """status.forecastReplicas, written by sizing."""
+    evacuation_gate: Any
+    """status.evacuationGate, written by the evacuation."""
+
+
+def acted_on(body: Mapping[str, Any]) -> ActedOn:
+    """What a DarkCluster event must move to wake its daemon (see :class:`ActedOn`)."""
     status = body.get("status") or {}
-    return ((body.get("metadata") or {}).get("generation"), status.get("forecastReplicas"),
-            status.get("evacuationGate"))
+    return ActedOn(generation=(body.get("metadata") or {}).get("generation"),
+                   forecast_replicas=status.get("forecastReplicas"), evacuation_gate=status.get("evacuationGate"))
 
 
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
@@ -183,7 +195,8 @@ def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], 
         return
     seen = acted_on(body)
     if seen != waker.seen:
-        cause = "evacuation" if waker.seen is not None and seen[2] != waker.seen[2] else "darkcluster"
+        gate_moved = waker.seen is not None and seen.evacuation_gate != ActedOn(*waker.seen).evacuation_gate
+        cause = "evacuation" if gate_moved else "darkcluster"
         wake(namespace=namespace, name=name, cause=cause)
 
 
