@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from regionshift.adapters import kube as operator_kube
 from regionshift.api.models import Gate
@@ -58,6 +59,12 @@ def status_fields_of(obj: dict[str, Any], manager: str) -> set[str]:
     return owned
 
 
+def gate_open(kube: Kube, hand: str, name: str = "api") -> float | None:
+    """The in-process operator's regionshift_darkcluster_gate_open for one hand."""
+    return REGISTRY.get_sample_value("regionshift_darkcluster_gate_open",
+                                     {"namespace": kube.namespace, "darkcluster": name, "hand": hand})
+
+
 def serving_dark_pods(kube: Kube, expected: int) -> set[str] | None:
     """The names of ``expected`` running dark pods, each carrying its serving label, or None."""
     pods = running(dark_pods(kube))
@@ -85,6 +92,8 @@ def test_an_evacuation_opens_a_gitops_owned_dark_cluster_without_fighting_its_ma
     opened = eventually(lambda: (s := status(kube)).get("readyReplicas") == 3 and s, what="status counts 3 serving")
     assert (opened["evacuationGate"], opened["effectiveGate"], opened["gated"]) == ("Open", "Open", False)
     assert gate_condition(kube)["message"].startswith("opened by status.evacuationGate")
+    eventually(lambda: (gate_open(kube, "spec"), gate_open(kube, "evacuation"), gate_open(kube, "effective"))
+               == (0, 1, 1), what="the gate metric by hand")
     eventually(lambda: any(e.reason == "GateOpened" and "evacuationGate" in e.message for e in kube.events("api")),
                what="a GateOpened Event naming the evacuation's gate")
 

@@ -69,9 +69,18 @@ from regionshift.decide.darkcapacity import (
     target_label_patch,
     target_missing_status,
 )
-from regionshift.decide.gate import RECOUNT_ANNOTATION, budgets_to_recount, effective_gate, gate_label_patches
+from regionshift.decide.gate import (
+    EVACUATION_HAND,
+    RECOUNT_ANNOTATION,
+    SPEC_HAND,
+    EffectiveGate,
+    budgets_to_recount,
+    effective_gate,
+    gate_label_patches,
+)
 from regionshift.metrics import (
     BUDGET_RECOUNTS,
+    DARK_CLUSTER_GATE_OPEN,
     DARK_CLUSTER_RECONCILE_SECONDS,
     DARK_CLUSTER_WAKES,
     DARK_REPLICAS,
@@ -395,7 +404,7 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
 
     if target is None:
-        return _target_missing(body, spec=spec, current=current, pods=pods, seen=seen)
+        return _target_missing(body, spec=spec, current=current, pods=pods, seen=seen, in_force=in_force)
     _label_target(target)
 
     replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
@@ -419,7 +428,7 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now,
                          evacuation_gate=evacuation_gate)
     _write_status(body, status)
-    _export(namespace=namespace, name=name, status=status)
+    _export(namespace=namespace, name=name, status=status, opened_by=in_force.opened_by)
     return Outcome(reason="Reconciled", seen=seen)
 
 
@@ -434,7 +443,7 @@ def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, .
 
 
 def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dict[str, Any] | None,
-                    pods: list[dict[str, Any]], seen: tuple[Any, ...]) -> Outcome:
+                    pods: list[dict[str, Any]], seen: tuple[Any, ...], in_force: EffectiveGate) -> Outcome:
     """No target (never created, or deleted): nothing of the dark cluster may serve.
 
     Every dark pod's gate closes (at once: out of the endpoints) and the shadow scales to
@@ -458,7 +467,7 @@ def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dic
     _report_blocked(body, reason="TargetNotFound", status=status,
                     message=f"Deployment {spec.target_deployment!r} not found; nothing of the dark cluster serves"
                     " until it appears")
-    _export(namespace=namespace, name=body["metadata"]["name"], status=status)
+    _export(namespace=namespace, name=body["metadata"]["name"], status=status, opened_by=in_force.opened_by)
     return Outcome(reason="TargetNotFound", seen=seen)
 
 
@@ -602,7 +611,10 @@ def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:
         log.warning("could not ask the PodDisruptionBudgets of %s to recount after a close: %s", namespace, exc.reason)
 
 
-def _export(*, namespace: str, name: str, status: DarkClusterStatus) -> None:
+def _export(*, namespace: str, name: str, status: DarkClusterStatus, opened_by: tuple[str, ...]) -> None:
+    for hand in (SPEC_HAND, EVACUATION_HAND):
+        DARK_CLUSTER_GATE_OPEN.labels(namespace, name, hand).set(1 if hand in opened_by else 0)
+    DARK_CLUSTER_GATE_OPEN.labels(namespace, name, "effective").set(1 if status.effective_gate == Gate.OPEN.value else 0)
     DARK_REPLICAS.labels(namespace, name, "desired").set(status.desired_replicas or 0)
     DARK_REPLICAS.labels(namespace, name, "warm").set(status.warm_replicas or 0)
     DARK_REPLICAS.labels(namespace, name, "serving").set(status.ready_replicas or 0)
