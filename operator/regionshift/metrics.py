@@ -11,6 +11,7 @@ from prometheus_client import Counter, Enum, Gauge, Histogram, start_http_server
 __all__ = [
     "DARK_CLUSTER_RECONCILE_SECONDS",
     "DARK_CLUSTER_WAKES",
+    "DARK_CLUSTER_GATE_OPEN",
     "DARK_REPLICAS",
     "STATUS_WRITES",
     "TARGET_LABEL_WRITES",
@@ -65,7 +66,7 @@ GATE_WRITES = Counter(
 )
 DARK_CLUSTER_WAKES = Counter(
     "regionshift_darkcluster_wakes_total",
-    "Wake-ups of DarkCluster reconciles, by cause (darkcluster, pod, shadow, target, sizing, start).",
+    "Wake-ups of DarkCluster reconciles, by cause (darkcluster, evacuation, pod, shadow, target, sizing, start).",
     ["cause"],
 )
 DARK_CLUSTER_RECONCILE_SECONDS = Histogram(
@@ -93,6 +94,13 @@ DARK_REPLICAS = Gauge(
     "regionshift_dark_replicas",
     "Dark replicas of a DarkCluster, by state (desired, warm, serving).",
     ["namespace", "darkcluster", "state"],
+)
+
+DARK_CLUSTER_GATE_OPEN = Gauge(
+    "regionshift_darkcluster_gate_open",
+    "1 while a DarkCluster's gate is held open, by hand: spec (its owner's spec.gate), evacuation"
+    " (status.evacuationGate), effective (the gate in force on its dark pods: either, while its target exists).",
+    ["namespace", "darkcluster", "hand"],
 )
 
 DETECTIONS = Counter(

@@ -1,7 +1,9 @@
 """One writer per DarkCluster, under fire: the gate never goes back and no status update is lost.
 
-The gate flips 30 times while everything that could race with it runs at once against
-the real control plane: resyncs (the daemon is woken as a resync would wake it), pod
+The gate flips 30 times, by the owner's hand (``spec.gate``) or by the evacuation's
+(``status.evacuationGate``, a status-only write that must wake the DarkCluster as
+promptly), while everything that could race with it runs at once against the real
+control plane: resyncs (the daemon is woken as a resync would wake it), pod
 events (dark pods deleted and recreated, the shadow scaled up and down) and status writes
 of ``forecastReplicas`` by another field manager (what sizing does). A watch records every
 dark pod's gate throughout; afterwards the test checks, pod by pod, that once a pod showed
@@ -24,6 +26,7 @@ from typing import Any
 import pytest
 from kubernetes import client, config, watch
 
+from regionshift.adapters import kube as operator_kube
 from regionshift.api.models import Gate
 from regionshift.controllers import darkcluster
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
@@ -163,7 +166,18 @@ class Chaos:
         assert not self.errors, self.errors
 
 
-def test_the_gate_never_goes_back_and_no_status_update_is_lost(kube: Kube, caplog: pytest.LogCaptureFixture) -> None:
+def flip_gate(kube: Kube, name: str, *, hand: str, gate: Gate) -> None:
+    """Flip the gate by the owner's hand (spec.gate) or the evacuation's (status.evacuationGate, a status-only write)."""
+    if hand == "spec":
+        kube.patch_custom("darkclusters", name, {"spec": {"gate": gate.value}})
+    else:
+        operator_kube.set_evacuation_gate(namespace=kube.namespace, name=name, gate=gate)
+
+
+@pytest.mark.parametrize("hand", ["spec", "evacuation"])
+def test_the_gate_never_goes_back_and_no_status_update_is_lost(
+    kube: Kube, caplog: pytest.LogCaptureFixture, hand: str
+) -> None:
     name = "api"
     kube.apply(APP)
     kube.apply({"apiVersion": "regionshift.io/v1alpha1", "kind": "DarkCluster", "metadata": {"name": name},
@@ -182,7 +196,7 @@ def test_the_gate_never_goes_back_and_no_status_update_is_lost(kube: Kube, caplo
         for i in range(FLIPS):
             gate = Gate.OPEN if i % 2 == 0 else Gate.CLOSED
             flipped_at = pods.mark()
-            kube.patch_custom("darkclusters", name, {"spec": {"gate": gate.value}})
+            flip_gate(kube, name, hand=hand, gate=gate)
 
             def settled(gate: Gate = gate) -> int | None:
                 mark, state = pods.state()
@@ -245,6 +259,10 @@ def test_the_gate_never_goes_back_and_no_status_update_is_lost(kube: Kube, caplo
     assert "f:forecastReplicas" in owners[SIZING_MANAGER]["fieldsV1"]["f:status"]
     assert "f:forecastReplicas" not in owners[darkcluster.FIELD_MANAGER]["fieldsV1"]["f:status"]
     assert "f:warmReplicas" in owners[darkcluster.FIELD_MANAGER]["fieldsV1"]["f:status"]
+    assert "f:evacuationGate" not in owners[darkcluster.FIELD_MANAGER]["fieldsV1"]["f:status"]
+    if hand == "evacuation":
+        assert "f:evacuationGate" in owners[operator_kube.EVACUATION_FIELD_MANAGER]["fieldsV1"]["f:status"]
+        assert (dc["status"]["evacuationGate"], dc["spec"]["gate"]) == (final_gate.value, Gate.CLOSED.value)
 
     assert all(chaos.counts[k] >= FLIPS * need for k, need in PER_FLIP.items()), chaos.counts
     errors = [r for r in caplog.records if r.name.startswith("regionshift") and r.levelno >= logging.ERROR]

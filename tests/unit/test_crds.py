@@ -133,7 +133,9 @@ def test_cross_field_rules_are_cel() -> None:
 def test_printer_columns_tell_the_story() -> None:
     columns = {kind: [c["name"] for c in m["spec"]["versions"][0]["additionalPrinterColumns"]]
                for kind, m in crd_manifests().items()}
-    assert columns["DarkCluster"][:5] == ["Target", "Gate", "Desired", "Warm", "Serving"]
+    assert columns["DarkCluster"][:7] == ["Target", "Gate", "Spec-Gate", "Evacuation-Gate", "Desired", "Warm", "Serving"]
+    paths = {c["name"]: c["jsonPath"] for c in crd_manifests()["DarkCluster"]["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert paths["Gate"] == ".status.effectiveGate", "GATE is the gate in force, not only the owner's"
     assert {"Region", "Mode", "Phase"} <= set(columns["RegionFailover"])
     story = columns["RegionFailover"]
     assert story[:5] == ["Region", "Mode", "Phase", "Evacuated", "Reason"], "what happens, first"

@@ -186,6 +186,41 @@ def test_status_never_carries_the_sizing_writers_fields_or_conditions() -> None:
     assert own_status(old).wire() == {"conditions": []}
 
 
+def test_status_never_carries_the_evacuations_fields() -> None:
+    """Server-side apply: the controller's status leaves evacuationGate and its time to their field manager."""
+    spec = DarkClusterSpec.model_validate({"targetDeployment": "api"})
+    old = {"evacuationGate": "Open", "evacuationGateSince": "t0"}
+    sent = dark_status(spec=spec, generation=1, old_status=old, replicas=1, pods=[pod()], now="t1",
+                       evacuation_gate="Open").wire()
+    assert "evacuationGate" not in sent and "evacuationGateSince" not in sent
+    assert set(sent) <= OWN_STATUS_FIELDS
+    assert own_status({**old, "effectiveGate": "Open"}).wire() == {"effectiveGate": "Open", "conditions": []}
+
+
+@pytest.mark.parametrize(("spec_gate", "evacuation_gate", "effective", "opened_by"), [
+    ("Closed", None, "Closed", "closed"),
+    ("Closed", "Open", "Open", "opened by status.evacuationGate"),
+    ("Open", "Closed", "Open", "opened by spec.gate"),
+])
+def test_status_reports_the_gate_in_force_and_who_opened_it(
+    spec_gate: str, evacuation_gate: str | None, effective: str, opened_by: str
+) -> None:
+    spec = DarkClusterSpec.model_validate({"targetDeployment": "api", "gate": spec_gate})
+    status = dark_status(spec=spec, generation=1, old_status={}, replicas=1, pods=[pod(ready=True)], now="t",
+                         evacuation_gate=evacuation_gate).wire()
+    assert (status["effectiveGate"], status["gated"]) == (effective, effective == "Closed")
+    gate = next(c for c in status["conditions"] if c["type"] == "GateOpen")
+    assert (gate["status"], gate["reason"]) == (("True", "GateOpen") if effective == "Open" else ("False", "GateClosed"))
+    assert gate["message"].startswith(opened_by)
+
+
+def test_a_missing_target_closes_the_gate_in_force_whatever_the_evacuation_holds() -> None:
+    spec = DarkClusterSpec.model_validate({"targetDeployment": "nope"})
+    status = target_missing_status(spec=spec, generation=1, old_status={"evacuationGate": "Open"}, pods=[pod()],
+                                   now="t").wire()
+    assert (status["effectiveGate"], status["gated"]) == ("Closed", True)
+
+
 def test_target_missing_status_names_the_target_and_reports_nothing_serving() -> None:
     spec = DarkClusterSpec.model_validate({"targetDeployment": "nope", "gate": "Open"})
     status = target_missing_status(spec=spec, generation=2, old_status={}, pods=[pod()], now="t").wire()

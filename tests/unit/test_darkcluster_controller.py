@@ -7,6 +7,7 @@ create).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -92,6 +93,37 @@ def test_a_409_on_create_of_our_own_shadow_is_retried_mock(monkeypatch: pytest.M
 
 def test_wake_without_a_daemon_says_so() -> None:
     assert darkcluster.wake(namespace="nowhere", name="nothing") is False
+
+
+def _dark_cluster_event(*, generation: int = 1, forecast: int | None = None, evacuation_gate: str | None = None,
+                        ready: int = 0) -> dict[str, Any]:
+    status: dict[str, Any] = {"readyReplicas": ready}
+    if forecast is not None:
+        status["forecastReplicas"] = forecast
+    if evacuation_gate is not None:
+        status["evacuationGate"] = evacuation_gate
+    return {"metadata": {"name": "api", "namespace": "ns", "generation": generation}, "status": status}
+
+
+@pytest.mark.parametrize(("event", "wakes", "cause"), [
+    (_dark_cluster_event(ready=3), False, None),  # our own status write comes back: nothing to do
+    (_dark_cluster_event(generation=2), True, "darkcluster"),  # a spec change
+    (_dark_cluster_event(forecast=4), True, "darkcluster"),  # sizing
+    (_dark_cluster_event(evacuation_gate="Open"), True, "evacuation"),  # a status-only change by the evacuation
+])
+async def test_a_dark_cluster_event_wakes_the_daemon_only_when_what_a_run_acts_on_moved(
+    event: dict[str, Any], wakes: bool, cause: str | None
+) -> None:
+    key = ("ns", "api")
+    waker = darkcluster._Waker(loop=asyncio.get_running_loop())
+    waker.seen = darkcluster.acted_on(_dark_cluster_event())
+    darkcluster._wakers[key] = waker
+    try:
+        darkcluster.dark_cluster_changed(namespace="ns", name="api", body=event, type_="MODIFIED")
+        assert waker.event.is_set() is wakes
+        assert waker.causes == ({cause} if cause else set())
+    finally:
+        del darkcluster._wakers[key]
 
 
 def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyPatch,

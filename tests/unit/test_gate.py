@@ -6,10 +6,15 @@ from typing import Any
 
 import pytest
 
+from regionshift.api.models import Gate
 from regionshift.decide.gate import (
+    EVACUATION_HAND,
     SERVING_LABELS_ANNOTATION,
+    SPEC_HAND,
+    EffectiveGate,
     budgets_to_recount,
     carries_serving_labels,
+    effective_gate,
     encode_serving_labels,
     gate_label_patches,
     label_patch,
@@ -128,3 +133,37 @@ def test_after_a_close_only_the_budgets_the_pods_left_are_recounted() -> None:
     ]
     assert budgets_to_recount(budgets=budgets, closed=[SERVING_POD]) == ["target", "tier"]
     assert budgets_to_recount(budgets=budgets, closed=[]) == []
+
+
+# ---------------------------------------------------------------------------- the gate in force
+
+
+@pytest.mark.parametrize(("spec_gate", "evacuation_gate", "expected", "opened_by"), [
+    (Gate.CLOSED, None, Gate.CLOSED, ()),
+    (Gate.CLOSED, Gate.CLOSED, Gate.CLOSED, ()),
+    (Gate.CLOSED, Gate.OPEN, Gate.OPEN, (EVACUATION_HAND,)),
+    (Gate.OPEN, None, Gate.OPEN, (SPEC_HAND,)),
+    (Gate.OPEN, Gate.CLOSED, Gate.OPEN, (SPEC_HAND,)),  # the owner's hand wins for opening
+    (Gate.OPEN, Gate.OPEN, Gate.OPEN, (SPEC_HAND, EVACUATION_HAND)),
+    ("Closed", "Open", Gate.OPEN, (EVACUATION_HAND,)),  # as read from the wire (the models keep enum values)
+])
+def test_the_gate_in_force_is_open_when_either_hand_holds_it_open(
+    spec_gate: Gate | str, evacuation_gate: Gate | str | None, expected: Gate, opened_by: tuple[str, ...]
+) -> None:
+    in_force = effective_gate(spec_gate=spec_gate, evacuation_gate=evacuation_gate)
+    assert in_force == EffectiveGate(gate=expected, opened_by=opened_by)
+    assert in_force.is_open is (expected is Gate.OPEN)
+
+
+def test_the_gate_in_force_says_which_hand_opened_it() -> None:
+    assert effective_gate(spec_gate=Gate.OPEN, evacuation_gate=None).describe() == "opened by spec.gate (its owner)"
+    assert effective_gate(spec_gate=Gate.CLOSED, evacuation_gate=Gate.OPEN).describe() == (
+        "opened by status.evacuationGate (an evacuation)")
+    assert "spec.gate (its owner) and status.evacuationGate" in effective_gate(
+        spec_gate=Gate.OPEN, evacuation_gate=Gate.OPEN).describe()
+    assert effective_gate(spec_gate=Gate.CLOSED, evacuation_gate=Gate.CLOSED).describe().startswith("closed")
+
+
+def test_an_unknown_gate_value_is_refused_not_taken_for_closed() -> None:
+    with pytest.raises(ValueError):
+        effective_gate(spec_gate=Gate.CLOSED, evacuation_gate="open")

@@ -8,7 +8,8 @@ decisions stay pure functions over plain data.
 Every call carries a timeout (:data:`REQUEST_TIMEOUT`): a hung API server costs a reconcile
 some seconds, never a worker thread for good. In a pod, the service-account token is
 re-read from its file as the kubelet rotates it (the client's refresh hook); retries of
-refused writes are the caller's choice, through :mod:`regionshift.adapters.retries`.
+refused writes are the caller's choice, through :mod:`regionshift.adapters.retries`, except
+in :func:`set_evacuation_gate`, whose read, compare and guarded apply are retried as one.
 """
 
 from __future__ import annotations
@@ -22,9 +23,12 @@ from typing import Any, Mapping
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from regionshift.api.models import API_GROUP, API_VERSION
+from regionshift.adapters import retries
+from regionshift.api.conditions import now_rfc3339
+from regionshift.api.models import API_GROUP, API_VERSION, Gate
 
 __all__ = [
+    "EVACUATION_FIELD_MANAGER",
     "REQUEST_TIMEOUT",
     "annotate_pod_disruption_budget",
     "api_client",
@@ -53,6 +57,7 @@ __all__ = [
     "replace_deployment",
     "rest_configuration",
     "scale_deployment",
+    "set_evacuation_gate",
     "write_configmap",
 ]
 
@@ -60,6 +65,8 @@ REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for every call to the API server."""
 CONNECTION_POOL_SIZE = 32
 """Connections kept to the API server: gate writes run 16 at a time, reconciles in parallel."""
+EVACUATION_FIELD_MANAGER = "regionshift-evacuation"
+"""Server-side-apply field manager of a DarkCluster's ``status.evacuationGate`` and ``status.evacuationGateSince``."""
 
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
@@ -251,6 +258,45 @@ def apply_custom_status(
         field_manager=field_manager, force=True, _content_type="application/apply-patch+yaml",
         _request_timeout=REQUEST_TIMEOUT,
     )
+
+
+def set_evacuation_gate(*, namespace: str, name: str, gate: Gate) -> None:
+    """Hold a DarkCluster's evacuation gate at ``gate``: ``status.evacuationGate`` and its ``Since``.
+
+    A server-side apply of exactly those two fields on the status subresource under
+    :data:`EVACUATION_FIELD_MANAGER`, forced, so the evacuation always owns them; nothing
+    else of the DarkCluster changes hands (not its spec, which its owner or a GitOps tool
+    keeps; not the DarkCluster controller's status fields). The DarkCluster controller
+    combines the two gates (:func:`regionshift.decide.gate.effective_gate`) and is woken by
+    the write.
+
+    Idempotent by reading first: when ``status.evacuationGate`` already is ``gate`` nothing
+    is written, so ``evacuationGateSince`` keeps the time the gate last changed. The apply
+    carries the resourceVersion that was read, so a DarkCluster written meanwhile (its
+    controller's status, or a recreated object) answers 409 and the read, the comparison
+    and the apply are made again (:func:`regionshift.adapters.retries.call`, as for every
+    refused write). Raises :class:`ApiException` 404 when the DarkCluster does not exist,
+    and the last refusal once the retries give up.
+    """
+    wanted = Gate(gate).value
+
+    def once() -> None:
+        body = read_custom(plural="darkclusters", namespace=namespace, name=name)
+        if body is None:
+            raise ApiException(status=404, reason=f"DarkCluster {namespace}/{name} not found")
+        if (body.get("status") or {}).get("evacuationGate") == wanted:
+            return
+        apply = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DarkCluster",
+                 "metadata": {"name": name, "namespace": namespace,
+                              "resourceVersion": body["metadata"]["resourceVersion"]},
+                 "status": {"evacuationGate": wanted, "evacuationGateSince": now_rfc3339()}}
+        client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(
+            API_GROUP, API_VERSION, namespace, "darkclusters", name, apply,
+            field_manager=EVACUATION_FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
+            _request_timeout=REQUEST_TIMEOUT,
+        )
+
+    retries.call(once, what=f"evacuation gate {wanted} of DarkCluster {namespace}/{name}")
 
 
 def list_deployments(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:

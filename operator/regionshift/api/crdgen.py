@@ -124,7 +124,12 @@ _COLUMNS = {
     ],
     "DarkCluster": [
         {"name": "Target", "type": "string", "jsonPath": ".spec.targetDeployment"},
-        {"name": "Gate", "type": "string", "jsonPath": ".spec.gate"},
+        {"name": "Gate", "type": "string", "jsonPath": ".status.effectiveGate",
+         "description": "The gate in force: Open when spec.gate or status.evacuationGate is Open."},
+        {"name": "Spec-Gate", "type": "string", "jsonPath": ".spec.gate",
+         "description": "The owner's gate (spec.gate)."},
+        {"name": "Evacuation-Gate", "type": "string", "jsonPath": ".status.evacuationGate",
+         "description": "The gate an evacuation holds (status.evacuationGate); empty when none ever did."},
         {"name": "Desired", "type": "integer", "jsonPath": ".status.desiredReplicas"},
         {"name": "Warm", "type": "integer", "jsonPath": ".status.warmReplicas"},
         {"name": "Serving", "type": "integer", "jsonPath": ".status.readyReplicas"},

@@ -244,9 +244,11 @@ class DarkClusterSpec(Model):
     )
     gate: Gate = Field(
         default=Gate.CLOSED,
-        description="Closed: dark pods run, warm, without their target's pod labels, so no Service,"
-        " PodDisruptionBudget or autoscaler of the target selects them."
-        " Open: the operator adds those labels to every dark pod and they take traffic.",
+        description="The owner's gate. Closed: dark pods run, warm, without their target's pod labels, so no"
+        " Service, PodDisruptionBudget or autoscaler of the target selects them."
+        " Open: the operator adds those labels to every dark pod and they take traffic."
+        " An evacuation opens the dark pods through status.evacuationGate instead, never through this"
+        " field; the gate in force (status.effectiveGate) is Open when either is Open.",
     )
 
 
@@ -279,7 +281,21 @@ class DarkClusterStatus(Model):
     ready_replicas: int | None = Field(
         default=None, description="Dark pods Ready, i.e. ungated and taking traffic."
     )
-    gated: bool | None = Field(default=None, description="True while the gate is closed.")
+    gated: bool | None = Field(default=None, description="True while the gate in force (effectiveGate) is closed.")
+    effective_gate: Gate | None = Field(
+        default=None,
+        description="The gate the operator enforces on the dark pods, written by the DarkCluster controller:"
+        " Open when spec.gate or evacuationGate is Open (Closed, whatever they say, while the target is"
+        " missing). The GateOpen condition says which of them opened it.",
+    )
+    evacuation_gate: Gate | None = Field(
+        default=None,
+        description="The gate an evacuation holds on this dark cluster, written by the RegionFailover's"
+        " operator under the field manager regionshift-evacuation; absent when no evacuation ever touched it.",
+    )
+    evacuation_gate_since: str | None = Field(
+        default=None, description="RFC 3339 time evacuationGate last changed, written with it."
+    )
     model_fit: ModelFit | None = Field(default=None, description="The scaling model behind the forecast.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, GateOpen.")
 

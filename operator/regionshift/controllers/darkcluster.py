@@ -9,14 +9,28 @@ controller's status fields, so no reconcile ever acts on an older copy than the 
 it: a gate that was opened cannot be closed again by a run that started earlier.
 
 Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark pod or a
-shadow that changed, the target that changed or went, and sizing, which writes
-``status.forecastReplicas`` under its own field manager. Wakes that arrive during a run
-collapse into one more run. A slow jittered resync (:data:`RESYNC_SECONDS`) repairs drift;
-a DarkCluster waiting for its target looks for it with a backoff, since the operator does
-not watch Deployments that are not labelled as its own.
+shadow that changed, the target that changed or went, sizing, which writes
+``status.forecastReplicas`` under its own field manager, and an evacuation, which writes
+``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`).
+Both are status-only changes that bump no generation, which kopf's ``on.update`` and field
+handlers are not made for; the raw ``on.event`` handler sees every watch event and wakes
+the daemon when one of the values a run acts on moved (:func:`acted_on`). Wakes that
+arrive during a run collapse into one more run. A slow jittered resync
+(:data:`RESYNC_SECONDS`) repairs drift; a DarkCluster waiting for its target looks for it
+with a backoff, since the operator does not watch Deployments that are not labelled as its
+own.
+
+The gate enforced on the dark pods is the one in force
+(:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate`` or
+the evacuation's ``status.evacuationGate`` is Open. This controller never writes either of
+them, only the summary ``status.effectiveGate`` and the GateOpen condition, which says who
+opened it.
 
 Status is built from :class:`regionshift.api.models.DarkClusterStatus` and written with
-server-side apply under :data:`FIELD_MANAGER`, and only when it changed.
+server-side apply under :data:`FIELD_MANAGER`, and only when it changed. The applied status
+holds this controller's own fields only (:data:`~regionshift.decide.darkcapacity.OWN_STATUS_FIELDS`),
+so the evacuation's and sizing's fields, owned by other field managers, are never removed
+or overwritten by it.
 """
 
 from __future__ import annotations
@@ -28,7 +42,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import kopf
 import urllib3.exceptions
@@ -55,9 +69,18 @@ from regionshift.decide.darkcapacity import (
     target_label_patch,
     target_missing_status,
 )
-from regionshift.decide.gate import RECOUNT_ANNOTATION, budgets_to_recount, gate_label_patches
+from regionshift.decide.gate import (
+    EVACUATION_HAND,
+    RECOUNT_ANNOTATION,
+    SPEC_HAND,
+    EffectiveGate,
+    budgets_to_recount,
+    effective_gate,
+    gate_label_patches,
+)
 from regionshift.metrics import (
     BUDGET_RECOUNTS,
+    DARK_CLUSTER_GATE_OPEN,
     DARK_CLUSTER_RECONCILE_SECONDS,
     DARK_CLUSTER_WAKES,
     DARK_REPLICAS,
@@ -72,7 +95,9 @@ __all__ = [
     "DARKCLUSTERS",
     "FIELD_MANAGER",
     "RESYNC_SECONDS",
+    "ActedOn",
     "Outcome",
+    "acted_on",
     "dark_cluster_changed",
     "dark_pod_changed",
     "deployment_changed",
@@ -111,8 +136,8 @@ class _Waker:
     loop: asyncio.AbstractEventLoop
     event: asyncio.Event = field(default_factory=asyncio.Event)
     causes: set[str] = field(default_factory=set)
-    seen: tuple[Any, Any] | None = None
-    """(generation, forecastReplicas) the last run read: a DarkCluster event wakes only when they moved."""
+    seen: tuple[Any, ...] | None = None
+    """:func:`acted_on` of what the last run read: a DarkCluster event wakes only when it moved."""
 
     def set(self, cause: str) -> None:
         self.causes.add(cause)
@@ -148,17 +173,40 @@ def wake(*, namespace: str, name: str, cause: str = "sizing") -> bool:
 
 
 
+class ActedOn(NamedTuple):
+    """The values of a DarkCluster a reconcile acts on that another writer may move.
+
+    Everything else in its status is this controller's own output.
+    """
+
+    generation: Any
+    """metadata.generation: its owner's spec."""
+    forecast_replicas: Any
+    """status.forecastReplicas, written by sizing."""
+    evacuation_gate: Any
+    """status.evacuationGate, written by the evacuation."""
+
+
+def acted_on(body: Mapping[str, Any]) -> ActedOn:
+    """What a DarkCluster event must move to wake its daemon (see :class:`ActedOn`)."""
+    status = body.get("status") or {}
+    return ActedOn(generation=(body.get("metadata") or {}).get("generation"),
+                   forecast_replicas=status.get("forecastReplicas"), evacuation_gate=status.get("evacuationGate"))
+
+
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
-    """A DarkCluster event: wake its daemon if its spec or its forecast moved since the last run.
+    """A DarkCluster event: wake its daemon if its spec, its forecast or its evacuation gate moved since the last run.
 
     Our own status writes come back as events too; they do not wake anything.
     """
     waker = _wakers.get((namespace, name))
     if waker is None or type_ == "DELETED":
         return
-    seen = ((body.get("metadata") or {}).get("generation"), (body.get("status") or {}).get("forecastReplicas"))
+    seen = acted_on(body)
     if seen != waker.seen:
-        wake(namespace=namespace, name=name, cause="darkcluster")
+        gate_moved = waker.seen is not None and seen.evacuation_gate != ActedOn(*waker.seen).evacuation_gate
+        cause = "evacuation" if gate_moved else "darkcluster"
+        wake(namespace=namespace, name=name, cause=cause)
 
 
 def dark_pod_changed(*, namespace: str, labels: Mapping[str, str],
@@ -200,7 +248,7 @@ class Outcome:
 
     reason: str
     """Reconciled, TargetNotFound, ShadowConflict, Gone, Conflict, Retrying, Forbidden, Invalid, ..."""
-    seen: tuple[Any, Any] | None = None
+    seen: tuple[Any, ...] | None = None
 
 
 _ROUTINE = frozenset({"Conflict", "Retrying"})
@@ -344,8 +392,10 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     uid, generation = meta["uid"], meta.get("generation")
     spec = DarkClusterSpec.model_validate(body["spec"])
     old_status = body.get("status") or {}
-    seen = (generation, old_status.get("forecastReplicas"))
+    seen = acted_on(body)
     now = now_rfc3339()
+    evacuation_gate = old_status.get("evacuationGate")  # an enum in the schema: Open, Closed or absent
+    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate)
 
     target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
     current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
@@ -354,18 +404,19 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
 
     if target is None:
-        return _target_missing(body, spec=spec, current=current, pods=pods, seen=seen)
+        return _target_missing(body, spec=spec, current=current, pods=pods, seen=seen, in_force=in_force)
     _label_target(target)
 
     replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
     desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
     # shadow's own update.
-    written = _write_gates(namespace=namespace, pods=pods, gate=spec.gate)
+    written = _write_gates(namespace=namespace, pods=pods, gate=in_force.gate.value)
     if written:
-        verb = "opened" if spec.gate == Gate.OPEN.value else "closed"
+        verb = "opened" if in_force.is_open else "closed"
         _event(body, type_="Normal", reason=f"Gate{verb.capitalize()}",
-               message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}")
+               message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}"
+                       f" ({in_force.describe()})")
     if current is not None and shadow_needs_recreate(current=current, desired=desired):
         _delete_shadow(body=body, current=current)
         current = None
@@ -374,13 +425,14 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
             return _conflict(body, spec=spec, seen=seen)
     if written or current is None:
         pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
-    status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now)
+    status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now,
+                         evacuation_gate=evacuation_gate)
     _write_status(body, status)
-    _export(namespace=namespace, name=name, status=status)
+    _export(namespace=namespace, name=name, status=status, opened_by=in_force.opened_by)
     return Outcome(reason="Reconciled", seen=seen)
 
 
-def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, Any]) -> Outcome:
+def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, ...]) -> Outcome:
     """The shadow's name is taken by a Deployment this DarkCluster does not own: touch nothing of it."""
     status = conflict_status(spec=spec, generation=body["metadata"].get("generation"),
                              old_status=body.get("status") or {}, now=now_rfc3339())
@@ -391,7 +443,7 @@ def _conflict(body: dict[str, Any], *, spec: DarkClusterSpec, seen: tuple[Any, A
 
 
 def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dict[str, Any] | None,
-                    pods: list[dict[str, Any]], seen: tuple[Any, Any]) -> Outcome:
+                    pods: list[dict[str, Any]], seen: tuple[Any, ...], in_force: EffectiveGate) -> Outcome:
     """No target (never created, or deleted): nothing of the dark cluster may serve.
 
     Every dark pod's gate closes (at once: out of the endpoints) and the shadow scales to
@@ -415,7 +467,7 @@ def _target_missing(body: dict[str, Any], *, spec: DarkClusterSpec, current: dic
     _report_blocked(body, reason="TargetNotFound", status=status,
                     message=f"Deployment {spec.target_deployment!r} not found; nothing of the dark cluster serves"
                     " until it appears")
-    _export(namespace=namespace, name=body["metadata"]["name"], status=status)
+    _export(namespace=namespace, name=body["metadata"]["name"], status=status, opened_by=in_force.opened_by)
     return Outcome(reason="TargetNotFound", seen=seen)
 
 
@@ -559,7 +611,10 @@ def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:
         log.warning("could not ask the PodDisruptionBudgets of %s to recount after a close: %s", namespace, exc.reason)
 
 
-def _export(*, namespace: str, name: str, status: DarkClusterStatus) -> None:
+def _export(*, namespace: str, name: str, status: DarkClusterStatus, opened_by: tuple[str, ...]) -> None:
+    for hand in (SPEC_HAND, EVACUATION_HAND):
+        DARK_CLUSTER_GATE_OPEN.labels(namespace, name, hand).set(1 if hand in opened_by else 0)
+    DARK_CLUSTER_GATE_OPEN.labels(namespace, name, "effective").set(1 if status.effective_gate == Gate.OPEN.value else 0)
     DARK_REPLICAS.labels(namespace, name, "desired").set(status.desired_replicas or 0)
     DARK_REPLICAS.labels(namespace, name, "warm").set(status.warm_replicas or 0)
     DARK_REPLICAS.labels(namespace, name, "serving").set(status.ready_replicas or 0)

@@ -27,7 +27,12 @@ from typing import Any
 
 from regionshift.api.conditions import condition, set_condition
 from regionshift.api.models import Condition, DarkClusterSpec, DarkClusterStatus, Gate, ReplicaSource
-from regionshift.decide.gate import SERVING_LABELS_ANNOTATION, carries_serving_labels, encode_serving_labels
+from regionshift.decide.gate import (
+    SERVING_LABELS_ANNOTATION,
+    carries_serving_labels,
+    effective_gate,
+    encode_serving_labels,
+)
 
 __all__ = [
     "DARK_CLUSTER_LABEL",
@@ -73,9 +78,11 @@ ROLE_TARGET = "target"
 OWN_CONDITIONS = frozenset({"Ready", "GateOpen"})
 """Condition types the DarkCluster controller owns (server-side apply, one list-map entry each)."""
 OWN_STATUS_FIELDS = frozenset(
-    {"observedGeneration", "shadowDeployment", "desiredReplicas", "warmReplicas", "readyReplicas", "gated", "conditions"}
+    {"observedGeneration", "shadowDeployment", "desiredReplicas", "warmReplicas", "readyReplicas", "gated",
+     "effectiveGate", "conditions"}
 )
-"""Status fields the DarkCluster controller owns; sizing owns forecastReplicas and modelFit."""
+"""Status fields the DarkCluster controller owns; sizing owns forecastReplicas and modelFit, the
+evacuation (field manager regionshift-evacuation) owns evacuationGate and evacuationGateSince."""
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 TEMPLATE_HASH_ANNOTATION = "regionshift.io/template-hash"
 """On the shadow Deployment: hash of everything the operator decided, to skip no-op writes."""
@@ -276,11 +283,18 @@ def dark_status(
     replicas: int,
     pods: list[dict[str, Any]],
     now: str,
+    evacuation_gate: Gate | str | None = None,
 ) -> DarkClusterStatus:
-    """The status a reconciled DarkCluster reports, from its shadow's pods."""
+    """The status a reconciled DarkCluster reports, from its shadow's pods.
+
+    The gate reported is the one in force (:func:`regionshift.decide.gate.effective_gate` of
+    ``spec.gate`` and ``evacuation_gate``, the DarkCluster's ``status.evacuationGate``); the
+    GateOpen condition says who holds it open.
+    """
     warm, serving = count_pods(pods)
     shadow = shadow_name(spec.target_deployment)
-    gated = spec.gate == Gate.CLOSED.value
+    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate)
+    gated = not in_force.is_open
     if warm >= replicas:
         ready = condition(
             type_="Ready", status=True, reason="Warm", now=now, generation=generation,
@@ -293,7 +307,7 @@ def dark_status(
         )
     gate = condition(
         type_="GateOpen", status=not gated, reason="GateClosed" if gated else "GateOpen", now=now,
-        generation=generation, message=f"{serving} of {len(pods)} dark pods serve traffic",
+        generation=generation, message=f"{in_force.describe()}; {serving} of {len(pods)} dark pods serve traffic",
     )
     return DarkClusterStatus(
         observed_generation=generation,
@@ -302,6 +316,7 @@ def dark_status(
         warm_replicas=warm,
         ready_replicas=serving,
         gated=gated,
+        effective_gate=in_force.gate,
         conditions=_conditions(old_status, ready, gate),
     )
 
@@ -322,7 +337,8 @@ def target_missing_status(
     )
     gate = condition(
         type_="GateOpen", status=False, reason="TargetNotFound", now=now, generation=generation,
-        message=f"{serving} of {len(pods)} dark pods serve traffic",
+        message=f"closed while the target is missing, whatever spec.gate and status.evacuationGate say;"
+        f" {serving} of {len(pods)} dark pods serve traffic",
     )
     return DarkClusterStatus(
         observed_generation=generation,
@@ -331,6 +347,7 @@ def target_missing_status(
         warm_replicas=warm,
         ready_replicas=serving,
         gated=True,
+        effective_gate=Gate.CLOSED,
         conditions=_conditions(old_status, missing, gate),
     )
 

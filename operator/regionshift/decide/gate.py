@@ -19,22 +19,36 @@ the operator therefore asks every budget that selected a closed pod to recount
 (:func:`budgets_to_recount`), with a metadata-only write that leaves the budget's spec and
 generation alone.
 
-Pure decisions only: what a pod's serving labels are, whether it carries them, which pods
-need a write, what the write says, and which budgets to recount after a close.
+Two hands hold a DarkCluster's gate. ``spec.gate`` is its owner's (a human, or a GitOps
+tool that applies a hand-written manifest); ``status.evacuationGate`` is the evacuation's,
+written by the RegionFailover's operator on the status subresource under its own field
+manager, where a GitOps tool neither diffs nor writes. The gate enforced on the dark pods
+(:func:`effective_gate`) is Open when either hand holds it open: an evacuation opens a
+DarkCluster whatever its manifest says, without a write the GitOps tool would revert, and
+closing the evacuation's gate never closes a gate its owner holds open.
+
+Pure decisions only: the gate in force and who opened it, what a pod's serving labels
+are, whether it carries them, which pods need a write, what the write says, and which
+budgets to recount after a close.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from regionshift.api.models import Gate
 
 __all__ = [
+    "EVACUATION_HAND",
     "RECOUNT_ANNOTATION",
+    "SPEC_HAND",
+    "EffectiveGate",
     "SERVING_LABELS_ANNOTATION",
     "budgets_to_recount",
     "carries_serving_labels",
+    "effective_gate",
     "encode_serving_labels",
     "gate_label_patches",
     "label_patch",
@@ -52,6 +66,47 @@ RECOUNT_ANNOTATION = "regionshift.io/recount-requested-at"
 
 LabelPatch = dict[str, str | None]
 """The ``metadata.labels`` of a JSON merge patch: a value sets a label, None removes it."""
+
+SPEC_HAND = "spec"
+"""The owner's hand on the gate: ``spec.gate``."""
+EVACUATION_HAND = "evacuation"
+"""The evacuation's hand on the gate: ``status.evacuationGate``."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class EffectiveGate:
+    """The gate enforced on a DarkCluster's dark pods, and which hands hold it open."""
+
+    gate: Gate
+    opened_by: tuple[str, ...] = ()
+    """:data:`SPEC_HAND` and/or :data:`EVACUATION_HAND`, in that order; empty when Closed."""
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the dark pods serve."""
+        return self.gate is Gate.OPEN
+
+    def describe(self) -> str:
+        """Who holds the gate open (or that nobody does), for a condition message or an Event."""
+        if not self.opened_by:
+            return "closed: neither spec.gate nor status.evacuationGate is Open"
+        held = {SPEC_HAND: "spec.gate (its owner)", EVACUATION_HAND: "status.evacuationGate (an evacuation)"}
+        return "opened by " + " and ".join(held[hand] for hand in self.opened_by)
+
+
+def effective_gate(*, spec_gate: Gate | str, evacuation_gate: Gate | str | None) -> EffectiveGate:
+    """The gate in force: Open when ``spec.gate`` or ``status.evacuationGate`` is Open.
+
+    An absent evacuation gate (no evacuation ever touched the DarkCluster) counts as Closed.
+    The owner's hand wins for opening (an evacuation that closes its gate leaves a gate the
+    owner holds open as it is); the evacuation's hand wins for opening too (a manifest with
+    ``gate: Closed``, re-applied, does not close a gate an evacuation holds open).
+    """
+    opened_by = tuple(
+        hand for hand, gate in ((SPEC_HAND, spec_gate), (EVACUATION_HAND, evacuation_gate))
+        if gate is not None and Gate(gate) is Gate.OPEN
+    )
+    return EffectiveGate(gate=Gate.OPEN if opened_by else Gate.CLOSED, opened_by=opened_by)
 
 
 def encode_serving_labels(labels: Mapping[str, str]) -> str:
