@@ -1,0 +1,98 @@
+"""Two local regions, an operator process in each, one shared Prometheus: the ground of issue 7's tests.
+
+This smoke test proves the infrastructure the two-region tests stand on
+(:mod:`tests.support.regions`, :mod:`tests.support.shared_signal`,
+:mod:`tests.support.region_traffic`, :mod:`tests.support.region_failover`): both regions
+run, each with the user's traffic objects and a RegionFailover in DryRun mode; each
+region's operator runs as its own ``regionshift run`` process watching its namespace; the
+shared Prometheus serves both the signal every operator reads and the metrics every
+operator exports (told apart by ``instance`` and ``operator_region``); and each operator
+reaches its verdicts on both regions from that one signal, on its own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from collections.abc import Iterator
+
+from tests.support.cluster import Kube, eventually
+from tests.support.prometheus_server import PrometheusServer
+from tests.support.region_failover import region_failover
+from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, install_traffic
+from tests.support.regions import (  # noqa: F401 - fixtures
+    OPERATOR_REGION_LABEL,
+    TwoRegions,
+    region_clusters,
+    second_region_cluster,
+    two_regions,
+)
+from tests.support.shared_signal import LiveSignal, SignalScenario, shared_prometheus
+from tests.support.synthetic_day import SyntheticDay
+from tests.support.traffic import traffic_crds  # noqa: F401 - fixture
+
+pytestmark = pytest.mark.integration
+
+SMOKE = SignalScenario(name="smoke", run=SyntheticDay(start=time.time(), levels={"east": 1000.0, "west": 800.0}))
+
+
+@pytest.fixture(scope="module")
+def prometheus() -> Iterator[PrometheusServer]:
+    """The shared Prometheus: the smoke scenario's eight days of history, and every operator once added."""
+    with shared_prometheus([SMOKE]) as server:
+        yield server
+
+
+def verdicts(kube: Kube) -> dict[str, Any]:
+    status = kube.get_custom("regionfailovers", "domain").get("status") or {}
+    return {item["name"]: item.get("verdict") for item in status.get("regions") or []}
+
+
+def healthy_verdict_series(prometheus: PrometheusServer) -> set[tuple[str, str, str, str]]:
+    """(operator_region, instance, namespace, region) of every scraped Healthy verdict."""
+    return {
+        (s["metric"].get(OPERATOR_REGION_LABEL, ""), s["metric"]["instance"], s["metric"]["namespace"],
+         s["metric"]["region"])
+        for s in prometheus.query('regionshift_region_verdict{regionshift_region_verdict="Healthy"} == 1')
+    }
+
+
+def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
+    two_regions: TwoRegions, prometheus: PrometheusServer
+) -> None:
+    with LiveSignal(prometheus=prometheus, scenario=SMOKE):
+        traffic = {}
+        for region in two_regions:
+            traffic[region.name] = install_traffic(region.kube, region=region.name,
+                                                   replicas=SMOKE.replicas_now(region.name))
+            region.kube.apply(region_failover(region=region.name, peers=two_regions.peers_of(region.name),
+                                              prometheus_url=prometheus.url, scenario=SMOKE))
+
+        pickup = two_regions.start_operators(prometheus=prometheus)
+        print(f"operators scraped {', '.join(f'{r} after {s:.1f} s' for r, s in pickup.items())}")
+
+        both_healthy = {name: "Healthy" for name in two_regions.names}
+        for region in two_regions:
+            eventually(lambda: verdicts(region.kube) == both_healthy, timeout_seconds=90,
+                       what=f"{region.name}'s RegionFailover judging both regions Healthy")
+
+        # Each operator's verdicts on both regions reach the shared Prometheus under its own instance.
+        expected = {(region.name, region.metrics_address, region.namespace, judged)
+                    for region in two_regions for judged in two_regions.names}
+        eventually(lambda: expected <= healthy_verdict_series(prometheus), timeout_seconds=30,
+                   what="both operators' verdicts scraped")
+        memory = two_regions.resident_memory()
+        print("resident MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in memory.items()))
+
+        for region in two_regions:
+            assert region.operator.running()
+            eventually(lambda: region.kube.get_custom("darkclusters", "web"), timeout_seconds=60,
+                       what=f"{region.name}'s DarkCluster for web")
+            objects = traffic[region.name]
+            assert objects.missing() == []
+            # DryRun writes nothing but status and Events: the user's weights are as written, no canary.
+            assert objects.route_weights() == {"web": ROUTE_WEIGHT}
+            assert objects.dns_weight() == str(DNS_WEIGHT)
+            assert objects.ingress("web-regionshift") is None
