@@ -15,9 +15,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from collections.abc import Iterator
 
+import pytest
+
+from regionshift.adapters.traffic import provider_for
+from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
+from regionshift.adapters.traffic.ingress_nginx import CANARY_WEIGHT
 from tests.support.cluster import Kube, eventually
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.region_failover import region_failover
@@ -96,3 +100,37 @@ def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
             assert objects.route_weights() == {"web": ROUTE_WEIGHT}
             assert objects.dns_weight() == str(DNS_WEIGHT)
             assert objects.ingress("web-regionshift") is None
+
+
+def test_the_traffic_objects_are_what_every_provider_expects(two_regions: TwoRegions) -> None:
+    """Each provider reads, shifts and restores the user's objects exactly, with peers on loopback gateways."""
+    east, west = two_regions["east"], two_regions["west"]
+    objects = install_traffic(east.kube, region="east", replicas=2)
+    install_traffic(west.kube, region="west", replicas=2)
+    gateways = {peer["name"]: peer["gatewayAddress"] for peer in two_regions.peers_of("east")}
+    before = {"route": objects.http_route()["spec"], "dns": objects.dns_endpoint()["spec"]}
+
+    gateway = provider_for("GatewayAPI", api=east.kube.api, namespace=east.namespace, region="east", peers=gateways)
+    assert isinstance(gateway, GatewayAPIProvider)
+    assert gateway.read(route="web").weights == {"east": ROUTE_WEIGHT}
+    gateway.ensure_peer_services(route="web", gateways=gateways)
+    recorded = gateway.read(route="web").weights
+    gateway.apply(route="web", desired={"east": 0, "west": ROUTE_WEIGHT})
+    assert objects.route_weights() == {"web": 0, "web-west": ROUTE_WEIGHT}
+    gateway.restore(route="web", recorded=recorded)
+    assert objects.http_route()["spec"] == before["route"]
+
+    nginx = provider_for("IngressNginx", api=east.kube.api, namespace=east.namespace, region="east", peers=gateways)
+    recorded = nginx.read(route="web").weights
+    assert recorded == {"east": 100, "peers": 0}
+    nginx.apply(route="web", desired={"east": 0, "west": 1})
+    assert objects.ingress("web-regionshift")["metadata"]["annotations"][CANARY_WEIGHT] == "100"
+    nginx.restore(route="web", recorded={"east": 1})
+    assert objects.ingress("web-regionshift") is None
+
+    dns = provider_for("ExternalDNS", api=east.kube.api, namespace=east.namespace, region="east", peers=gateways)
+    assert dns.read(route="web").weights == {"east": DNS_WEIGHT}
+    dns.apply(route="web", desired={"east": 0, "west": DNS_WEIGHT})
+    assert objects.dns_weight() == "0"
+    dns.restore(route="web", recorded={"east": DNS_WEIGHT})
+    assert objects.dns_endpoint()["spec"] == before["dns"]

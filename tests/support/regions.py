@@ -43,6 +43,7 @@ from tests.support.operator_process import STARTUP_TIMEOUT_SECONDS, OperatorProc
 from tests.support.prometheus_server import SCRAPED_TIMEOUT_SECONDS, PrometheusServer
 
 __all__ = [
+    "GATEWAY_DOMAIN",
     "OPERATOR_REGION_LABEL",
     "REGION_NAMES",
     "Region",
@@ -55,6 +56,9 @@ __all__ = [
 
 REGION_NAMES = ("east", "west")
 """The two regions: ``east`` is the session's cluster, ``west`` the second one."""
+
+GATEWAY_DOMAIN = "localhost"
+"""Gateways are ``<region>.localhost``: a name (EndpointSlices refuse 127.0.0.0/8), reserved for loopback."""
 
 OPERATOR_REGION_LABEL = "operator_region"
 """Target label naming the region whose operator a scraped series comes from."""
@@ -119,7 +123,8 @@ class Region:
     cluster: LocalCluster
     kube: Kube
     gateway_address: str
-    """``127.0.0.1:PORT``: where peers reach this region (nothing listens; no traffic flows)."""
+    """``<region>.localhost:PORT``: where peers reach this region (nothing listens; no traffic
+    flows). A name, because the API server refuses loopback IPs in the peers' EndpointSlices."""
     log_dir: Path
     operators: list[OperatorProcess] = field(default_factory=list)
     """Every operator process started for this region, the current one last."""
@@ -235,7 +240,7 @@ def two_regions(region_clusters: dict[str, LocalCluster], tmp_path: Path) -> Ite
     with contextlib.ExitStack() as stack:
         regions = {
             name: Region(name=name, cluster=cluster, kube=stack.enter_context(namespace_in(cluster, prefix="rg")),
-                         gateway_address=f"127.0.0.1:{free_port()}", log_dir=tmp_path)
+                         gateway_address=f"{name}.{GATEWAY_DOMAIN}:{free_port()}", log_dir=tmp_path)
             for name, cluster in region_clusters.items()
         }
         try:
