@@ -218,7 +218,8 @@ class TwoRegions:
                         timeout_seconds: float = STARTUP_TIMEOUT_SECONDS) -> dict[str, float]:
         """Start an operator in every region, each a scrape target, and wait until each is scraped.
 
-        Returns the seconds from each target's registration to its first scrape, by region.
+        Returns, by region, the seconds from each target's registration until it was seen
+        scraped (the first region's includes the start of the next operators).
         """
         for region in self:
             region.start_operator(prometheus=prometheus, timeout_seconds=timeout_seconds)
