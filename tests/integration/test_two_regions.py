@@ -13,8 +13,6 @@ reaches its verdicts on both regions from that one signal, on its own.
 from __future__ import annotations
 
 import time
-from typing import Any
-
 from collections.abc import Iterator
 
 import pytest
@@ -22,7 +20,7 @@ import pytest
 from regionshift.adapters.traffic import provider_for
 from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
 from regionshift.adapters.traffic.ingress_nginx import CANARY_WEIGHT
-from tests.support.cluster import Kube, eventually
+from tests.support.cluster import eventually
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.region_failover import region_failover
 from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, install_traffic
@@ -47,11 +45,6 @@ def prometheus() -> Iterator[PrometheusServer]:
     """The shared Prometheus: the smoke scenario's eight days of history, and every operator once added."""
     with shared_prometheus([SMOKE]) as server:
         yield server
-
-
-def verdicts(kube: Kube) -> dict[str, Any]:
-    status = kube.get_custom("regionfailovers", "domain").get("status") or {}
-    return {item["name"]: item.get("verdict") for item in status.get("regions") or []}
 
 
 def healthy_verdict_series(prometheus: PrometheusServer) -> set[tuple[str, str, str, str]]:
@@ -79,7 +72,7 @@ def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
 
         both_healthy = {name: "Healthy" for name in two_regions.names}
         for region in two_regions:
-            eventually(lambda: verdicts(region.kube) == both_healthy, timeout_seconds=90,
+            eventually(lambda: region.verdicts() == both_healthy, timeout_seconds=90,
                        what=f"{region.name}'s RegionFailover judging both regions Healthy")
 
         # Each operator's verdicts on both regions reach the shared Prometheus under its own instance.

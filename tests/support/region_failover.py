@@ -1,7 +1,7 @@
 """A RegionFailover as a user of two local regions writes it, for tests that run one per region.
 
 :func:`region_failover` builds the manifest one region applies: this region's name, its
-peers (each with a loopback ``gatewayAddress`` and the shared ``dnsRecord``, see
+peers (each with a ``gatewayAddress`` ``<region>.localhost:PORT`` and the shared ``dnsRecord``, see
 :meth:`tests.support.regions.TwoRegions.peers_of`), the signal of a
 :class:`~tests.support.shared_signal.SignalScenario` read from the shared Prometheus, the
 participant selector of :mod:`tests.support.region_traffic`, the three traffic providers on

@@ -41,6 +41,7 @@ from regionshift.local.cluster import LocalCluster, free_port, third_party_crds
 from tests.support.cluster import Kube, namespace_in
 from tests.support.operator_process import STARTUP_TIMEOUT_SECONDS, OperatorProcess
 from tests.support.prometheus_server import SCRAPED_TIMEOUT_SECONDS, PrometheusServer
+from tests.support.region_traffic import HOST
 
 __all__ = [
     "GATEWAY_DOMAIN",
@@ -187,10 +188,20 @@ class Region:
             self.prometheus.remove_scrape_target(self.metrics_address)
         return code
 
+    def failover(self, name: str = "domain") -> dict[str, Any]:
+        """The RegionFailover ``name`` of this region's namespace, as the API server has it."""
+        return self.kube.get_custom("regionfailovers", name)
+
+    def failover_status(self, name: str = "domain") -> dict[str, Any]:
+        """Its status (``{}`` until the operator wrote one)."""
+        return self.failover(name).get("status") or {}
+
+    def verdicts(self, name: str = "domain") -> dict[str, str]:
+        """This region's operator's verdict on every region of the domain, by region."""
+        return {item["name"]: item.get("verdict") for item in self.failover_status(name).get("regions") or []}
+
     def peer(self) -> dict[str, Any]:
         """This region as another region's ``spec.peers[]`` entry lists it."""
-        from tests.support.region_traffic import HOST  # the weighted record every region shares
-
         return {"name": self.name, "gatewayAddress": self.gateway_address, "dnsRecord": HOST}
 
 
