@@ -81,7 +81,7 @@ def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
         eventually(lambda: expected <= healthy_verdict_series(prometheus), timeout_seconds=30,
                    what="both operators' verdicts scraped")
         memory = two_regions.resident_memory()
-        print("resident MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in memory.items()))
+        print("memory (PSS) MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in memory.items()))
 
         for region in two_regions:
             assert region.operator.running()

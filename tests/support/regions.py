@@ -66,7 +66,13 @@ OPERATOR_REGION_LABEL = "operator_region"
 
 
 def resident_memory_bytes(pids: list[int]) -> int:
-    """Resident memory of the processes and all their descendants, from /proc (0 for those gone)."""
+    """Memory of the processes and all their descendants: the sum of their proportional set sizes.
+
+    PSS, not RSS: the control plane's components are one multi-call binary, whose pages
+    RSS would count once per process; PSS splits shared pages among the processes sharing
+    them. Read from /proc (``smaps_rollup``, or ``VmRSS`` where that is missing); 0 for
+    processes gone.
+    """
     children: dict[int, list[int]] = {}
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():
@@ -80,13 +86,17 @@ def resident_memory_bytes(pids: list[int]) -> int:
         if pid not in seen:
             seen.add(pid)
             todo.extend(children.get(pid, []))
-    total = 0
-    for pid in seen:
+    return sum(_memory_of(pid) for pid in seen)
+
+
+def _memory_of(pid: int) -> int:
+    """One process's PSS in bytes (its RSS where the kernel has no smaps_rollup), 0 when gone."""
+    for path, key in ((f"/proc/{pid}/smaps_rollup", "Pss:"), (f"/proc/{pid}/status", "VmRSS:")):
         with contextlib.suppress(OSError):
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1]) * 1024
-    return total
+            for line in Path(path).read_text().splitlines():
+                if line.startswith(key):
+                    return int(line.split()[1]) * 1024
+    return 0
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +111,7 @@ def second_region_cluster() -> Iterator[LocalCluster]:
     cluster.start()
     try:
         print(f"second region: started in {time.monotonic() - began:.1f} s, "
-              f"{resident_memory_bytes(cluster.pids()) / 2**20:.0f} MiB resident "
+              f"{resident_memory_bytes(cluster.pids()) / 2**20:.0f} MiB (PSS) "
               f"({len(cluster.pids())} components)", flush=True)
         yield cluster
     finally:
@@ -237,7 +247,7 @@ class TwoRegions:
         return {region.name: region.wait_until_scraped() for region in self}
 
     def resident_memory(self) -> Mapping[str, int]:
-        """Resident bytes of each region's control plane and of its running operator, by ``<region>/<what>``."""
+        """Memory (PSS bytes) of each region's control plane and of its running operator, by ``<region>/<what>``."""
         out: dict[str, int] = {}
         for region in self:
             out[f"{region.name}/cluster"] = resident_memory_bytes(region.cluster.pids())
