@@ -22,7 +22,6 @@ from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
 from regionshift.adapters.traffic.ingress_nginx import CANARY_WEIGHT
 from tests.support.cluster import eventually
 from tests.support.prometheus_server import PrometheusServer
-from tests.support.region_failover import region_failover
 from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, install_traffic
 from tests.support.regions import (  # noqa: F401 - fixtures
     OPERATOR_REGION_LABEL,
@@ -60,12 +59,7 @@ def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
     two_regions: TwoRegions, prometheus: PrometheusServer
 ) -> None:
     with LiveSignal(prometheus=prometheus, scenario=SMOKE):
-        traffic = {}
-        for region in two_regions:
-            traffic[region.name] = install_traffic(region.kube, region=region.name,
-                                                   replicas=SMOKE.replicas_now(region.name))
-            region.kube.apply(region_failover(region=region.name, peers=two_regions.peers_of(region.name),
-                                              prometheus_url=prometheus.url, scenario=SMOKE))
+        traffic = two_regions.install_domain(prometheus=prometheus, scenario=SMOKE)  # mode DryRun
 
         pickup = two_regions.start_operators(prometheus=prometheus)
         print(f"operators scraped {', '.join(f'{r} after {s:.1f} s' for r, s in pickup.items())}")

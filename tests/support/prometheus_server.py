@@ -294,11 +294,15 @@ class PrometheusServer:
             self._write_targets()
 
     def remove_scrape_target(self, address: str) -> None:
-        """Stop scraping ``address``; its series go stale once Prometheus drops the target."""
+        """Stop scraping ``address``; its series go stale once Prometheus drops the target.
+
+        Nothing to do once the server has stopped (a fixture's teardown may come after it).
+        """
         with self._targets_lock:
             self._targets.pop(address, None)
             self._added_at.pop(address, None)
-            self._write_targets()
+            if self._targets_file is not None:
+                self._write_targets()
 
     @property
     def scrape_targets(self) -> dict[str, dict[str, str]]:

@@ -41,7 +41,9 @@ from regionshift.local.cluster import LocalCluster, free_port, third_party_crds
 from tests.support.cluster import Kube, namespace_in
 from tests.support.operator_process import STARTUP_TIMEOUT_SECONDS, OperatorProcess
 from tests.support.prometheus_server import SCRAPED_TIMEOUT_SECONDS, PrometheusServer
-from tests.support.region_traffic import HOST
+from tests.support.region_failover import region_failover
+from tests.support.region_traffic import HOST, RegionTraffic, install_traffic
+from tests.support.shared_signal import SignalScenario
 
 __all__ = [
     "GATEWAY_DOMAIN",
@@ -234,6 +236,23 @@ class TwoRegions:
     def peers_of(self, name: str) -> list[dict[str, Any]]:
         """``spec.peers`` of ``name``'s RegionFailover: every other region with its gateway and record."""
         return [region.peer() for other, region in self.regions.items() if other != name]
+
+    def install_domain(self, *, prometheus: PrometheusServer, scenario: SignalScenario,
+                       **failover: Any) -> dict[str, RegionTraffic]:
+        """In every region: the user's traffic objects and the region's RegionFailover ``domain``.
+
+        The Deployment ``web`` runs what its autoscaler runs now in that region
+        (:meth:`SignalScenario.replicas_now`); ``**failover`` goes to
+        :func:`~tests.support.region_failover.region_failover` (``mode=...``,
+        ``detection={...}``, ...). Returns each region's traffic objects, by region.
+        """
+        traffic: dict[str, RegionTraffic] = {}
+        for region in self:
+            traffic[region.name] = install_traffic(region.kube, region=region.name,
+                                                   replicas=scenario.replicas_now(region.name))
+            region.kube.apply(region_failover(region=region.name, peers=self.peers_of(region.name),
+                                              prometheus_url=prometheus.url, scenario=scenario, **failover))
+        return traffic
 
     def start_operators(self, *, prometheus: PrometheusServer,
                         timeout_seconds: float = STARTUP_TIMEOUT_SECONDS) -> dict[str, float]:
