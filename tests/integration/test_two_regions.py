@@ -58,7 +58,7 @@ def healthy_verdict_series(prometheus: PrometheusServer) -> set[tuple[str, str, 
 def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
     two_regions: TwoRegions, prometheus: PrometheusServer
 ) -> None:
-    with LiveSignal(prometheus=prometheus, scenario=SMOKE):
+    with LiveSignal(prometheus=prometheus, scenario=SMOKE) as live:
         traffic = two_regions.install_domain(prometheus=prometheus, scenario=SMOKE)  # mode DryRun
 
         pickup = two_regions.start_operators(prometheus=prometheus)
@@ -78,19 +78,26 @@ def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
         print("memory (PSS) MiB: " + ", ".join(f"{k} {v / 2**20:.0f}" for k, v in memory.items()))
 
         for region in two_regions:
-            assert region.operator.running()
             eventually(lambda: region.kube.get_custom("darkclusters", "web"), timeout_seconds=60,
                        what=f"{region.name}'s DarkCluster for web")
+            assert traffic[region.name].missing() == []
+
+        # A regional drop in the shared signal: each operator reaches the same verdict on its own.
+        live.scale(west=0.3)
+        for region in two_regions:
+            eventually(lambda: region.verdicts() == {"east": "Healthy", "west": "Unhealthy"}, timeout_seconds=30,
+                       what=f"{region.name}'s operator judging west Unhealthy")
+
+        for region in two_regions:
+            assert region.operator.running()
             objects = traffic[region.name]
-            assert objects.missing() == []
             # DryRun writes nothing but status and Events: the user's weights are as written, no canary.
             assert objects.route_weights() == {"web": ROUTE_WEIGHT}
             assert objects.dns_weight() == str(DNS_WEIGHT)
             assert objects.ingress("web-regionshift") is None
 
-
 def test_the_traffic_objects_are_what_every_provider_expects(two_regions: TwoRegions) -> None:
-    """Each provider reads, shifts and restores the user's objects exactly, with peers on loopback gateways."""
+    """Each provider reads, shifts and restores the user's objects exactly, peers at ``<region>.localhost``."""
     east, west = two_regions["east"], two_regions["west"]
     objects = install_traffic(east.kube, region="east", replicas=2)
     install_traffic(west.kube, region="west", replicas=2)
