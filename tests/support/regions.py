@@ -18,6 +18,13 @@ Prometheus scraping every operator's ``/metrics``.
   (target label ``operator_region``) and waits until Prometheus has scraped it. Operators
   left running are killed at teardown and their logs printed (pytest shows them with a
   failed test).
+* ``region.kill_operator()`` (SIGKILL, a crash) or ``terminate_operator()`` stops the
+  current operator and its scrape; ``region.start_operator(prometheus=...)`` starts the next
+  one on a new port, so a restarted operator is a new ``instance``: peers query the
+  operators' series by their own labels (``regionfailover``, ``region``), never by instance.
+* ``two_regions.install_domain(prometheus=..., scenario=..., mode=...)`` writes the user's
+  traffic objects (:mod:`tests.support.region_traffic`) and the RegionFailover ``domain``
+  (:mod:`tests.support.region_failover`) into every region.
 
 A test module imports the fixtures it uses, and those they depend on, as the traffic tests do::
 
