@@ -122,7 +122,8 @@ class Kube:
 def kube_cluster() -> Iterator[LocalCluster]:
     """One local region for the whole session, with the CRDs applied."""
     cluster = LocalCluster(
-        name="test-region", crds=list(crd_manifests().values()), log=lambda line: print(line, flush=True)
+        name="test-region", crds=list(crd_manifests().values()), log=lambda line: print(line, flush=True),
+        audited_operator=True,  # operator processes started with cluster.operator_kubeconfig are in its audit log
     )
     cluster.start()
     try:

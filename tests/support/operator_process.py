@@ -19,7 +19,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -39,11 +39,13 @@ class OperatorProcess:
     """One ``regionshift run`` process watching ``namespaces`` of the cluster in ``kubeconfig``."""
 
     def __init__(self, *, kubeconfig: Path, namespaces: list[str], log_path: Path,
-                 metrics_port: int | None = None) -> None:
+                 metrics_port: int | None = None, environment: Mapping[str, str] | None = None) -> None:
         self.kubeconfig = kubeconfig
         self.namespaces = namespaces
         self.log_path = log_path
         self.metrics_port = metrics_port or free_port()
+        self.environment = dict(environment or {})
+        """Extra environment variables, e.g. ``REGIONSHIFT_FAILPOINTS`` (see regionshift.failpoints)."""
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -75,7 +77,8 @@ class OperatorProcess:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "PYTHONUNBUFFERED": "1",
-                     "PYTHONFAULTHANDLER": "1"},  # a crash in C code leaves its stack in the log
+                     "PYTHONFAULTHANDLER": "1",  # a crash in C code leaves its stack in the log
+                     **self.environment},
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout_seconds

@@ -115,6 +115,7 @@ def second_region_cluster() -> Iterator[LocalCluster]:
         name="test-region-2",
         crds=[*crd_manifests().values(), *third_party_crds()],
         log=lambda line: print(line, flush=True),
+        audited_operator=True,  # its operator's every request is in cluster.audit_log (writes with their bodies)
     )
     began = time.monotonic()
     cluster.start()
@@ -167,7 +168,8 @@ class Region:
         return f"127.0.0.1:{self.operator.metrics_port}"
 
     def start_operator(self, *, prometheus: PrometheusServer | None = None,
-                       timeout_seconds: float = STARTUP_TIMEOUT_SECONDS) -> OperatorProcess:
+                       timeout_seconds: float = STARTUP_TIMEOUT_SECONDS,
+                       environment: Mapping[str, str] | None = None) -> OperatorProcess:
         """Start ``regionshift run`` watching this region's namespace; with ``prometheus``, register its scrape.
 
         Returns once the process serves ``/metrics`` (it does once kopf is watching); the
@@ -177,8 +179,10 @@ class Region:
         if self.operators and self.operator.running():
             raise RuntimeError(f"region {self.name} already runs an operator (pid {self.operator.pid})")
         process = OperatorProcess(
-            kubeconfig=self.cluster.kubeconfig, namespaces=[self.namespace],
+            kubeconfig=self.cluster.operator_kubeconfig if self.cluster.audited_operator else self.cluster.kubeconfig,
+            namespaces=[self.namespace],
             log_path=self.log_dir / f"operator-{self.name}-{len(self.operators) + 1}.log",
+            environment=environment,
         )
         self.operators.append(process)
         process.start(timeout_seconds=timeout_seconds)

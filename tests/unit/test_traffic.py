@@ -214,7 +214,10 @@ def test_gateway_addresses_parse_to_endpoint_slices() -> None:
     assert parse_gateway_address("10.0.0.7:443").address_type == "IPv4"
     assert parse_gateway_address("[fd00::7]:8443").host == "fd00::7"
     assert parse_gateway_address("GW.example.com:80").host == "gw.example.com"
-    for bad in ("10.0.0.7", "https://gw:443", "gw:0", "gw:70000"):
+    assert parse_gateway_address("west.localhost:8443").address_type == "FQDN"
+    # what the API server would refuse in an EndpointSlice (422) is refused before any write
+    for bad in ("10.0.0.7", "https://gw:443", "gw:0", "gw:70000", "127.0.0.1:443", "[::1]:443", "0.0.0.0:80",
+                "169.254.0.1:80", "localhost:443"):
         with pytest.raises(PeerUnreachable):
             parse_gateway_address(bad)
     sl = endpoint_slice_for(namespace="n", service="web-west", region="west",

@@ -51,13 +51,22 @@ def parse_gateway_address(text: str) -> GatewayAddress:
     if not match or not 1 <= int(match.group("port")) <= 65535:
         raise PeerUnreachable(f"gateway address {text!r} is not host:port")
     port = int(match.group("port"))
-    if match.group("v6"):
-        return GatewayAddress(host=str(ipaddress.IPv6Address(match.group("v6"))), port=port, address_type="IPv6")
-    host = match.group("host")
+    host = match.group("v6") or match.group("host")
     try:
-        return GatewayAddress(host=str(ipaddress.IPv4Address(host)), port=port, address_type="IPv4")
+        ip: ipaddress.IPv4Address | ipaddress.IPv6Address | None = ipaddress.ip_address(host)
     except ValueError:
-        return GatewayAddress(host=host.lower(), port=port, address_type="FQDN")
+        ip = None
+    if ip is not None and (ip.is_loopback or ip.is_unspecified or ip.is_link_local):
+        # the API server refuses these in an EndpointSlice (422): say so before any write
+        raise PeerUnreachable(f"gateway address {text!r} is a loopback, unspecified or link-local address,"
+                              " which an EndpointSlice may not carry")
+    if isinstance(ip, ipaddress.IPv6Address):
+        return GatewayAddress(host=str(ip), port=port, address_type="IPv6")
+    if isinstance(ip, ipaddress.IPv4Address):
+        return GatewayAddress(host=str(ip), port=port, address_type="IPv4")
+    if "." not in host:
+        raise PeerUnreachable(f"gateway address {text!r}: an EndpointSlice's FQDN needs at least two labels")
+    return GatewayAddress(host=host.lower(), port=port, address_type="FQDN")
 
 
 def _meta(*, name: str, namespace: str, labels: dict[str, str], owner: Mapping[str, Any] | None) -> dict[str, Any]:
