@@ -29,8 +29,8 @@ T = TypeVar("T")
 
 
 def eventually(check: Callable[[], T], *, timeout_seconds: float = 30.0, interval_seconds: float = 0.1,
-               what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail the test with its last answer."""
+               what: str = "condition", state: Callable[[], str] | None = None) -> T:
+    """Poll ``check`` until it returns something truthy; fail the test with its last answer (and ``state()``)."""
     deadline = time.monotonic() + timeout_seconds
     last: Any = None
     while time.monotonic() < deadline:
@@ -42,7 +42,8 @@ def eventually(check: Callable[[], T], *, timeout_seconds: float = 30.0, interva
             if last:
                 return last
         time.sleep(interval_seconds)
-    pytest.fail(f"{what} not met in {timeout_seconds} s; last answer: {last!r}")
+    pytest.fail(f"{what} not met in {timeout_seconds} s; last answer: {last!r}"
+                + (f"; state: {state()}" if state is not None else ""))
 
 
 @dataclass

@@ -9,8 +9,9 @@ each route of ``spec.traffic``. This module stands between it and the providers 
   are verified, which peers' backends resolve, and which regions' weights this operator
   owns (a DNS route: only its own record);
 * :func:`set_weights` carries one ``SetWeights`` action out, through the provider's
-  ``restore`` when the weights asked for are the recorded ones and no evacuation is left
-  (so peer backends added during the evacuation go again and the route is as it was).
+  ``restore`` when the weights asked for are the recorded ones (the last failback step, or
+  the proxy routes coming back at its first): peer backends added during the evacuation go
+  again and the route is as it was, byte for byte.
 
 Two translations happen here, so that neither the providers nor the state machine need to
 know about the other:
@@ -176,8 +177,8 @@ def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverSt
     weights = action.as_dict()
     recorded = next((dict(w.recorded) for w in status.weights
                      if TrafficProviderKind(w.provider) == kind and w.route == action.route and w.recorded), None)
-    restoring = (not status.evacuations and recorded is not None
-                 and all(weights.get(r, 0) == recorded.get(r, 0) for r in set(weights) | set(recorded)))
+    restoring = recorded is not None and all(
+        weights.get(r, 0) == recorded.get(r, 0) for r in set(weights) | set(recorded))
     if restoring and kind is not TrafficProviderKind.EXTERNAL_DNS:
         assert recorded is not None
         provider.restore(route=action.route, recorded=recorded)
