@@ -147,10 +147,11 @@ def test_a_region_whose_signal_drops_is_evacuated_onto_the_saviors_dark_capacity
         assert dark_pods_serving(east)[1] >= 2  # warm again, gated
 
 
-def restart_after_failpoint(region: Region, prometheus: PrometheusServer, *, next_failpoint: str | None) -> None:
+def restart_after_failpoint(region: Region, prometheus: PrometheusServer, *, next_failpoint: str | None,
+                            two_regions: TwoRegions) -> None:
     """Wait until the operator killed itself at its failpoint, then start the next one."""
     eventually(lambda: not region.operator.running(), timeout_seconds=RUN_FOR_EVACUATION,
-               what=f"{region.name}'s operator to reach its failpoint")
+               what=f"{region.name}'s operator to reach its failpoint", state=lambda: state(two_regions))
     assert "failpoint" in region.operator.log_text()
     region.kill_operator()  # reaps it and stops its scrape
     environment = {"REGIONSHIFT_FAILPOINTS": next_failpoint} if next_failpoint else None
@@ -194,16 +195,16 @@ def test_operators_killed_at_every_step_finish_the_evacuation_and_the_failback_e
         before = {"route": traffic["west"].http_route()["spec"], "dns": traffic["west"].dns_endpoint()["spec"]}
 
         live.scale(west=0.1)
-        restart_after_failpoint(east, prometheus, next_failpoint=None)  # killed between its two gate writes
-        restart_after_failpoint(west, prometheus, next_failpoint="mid-shift")  # killed before its first route write
-        restart_after_failpoint(west, prometheus, next_failpoint="mid-failback")  # killed between two route writes
+        restart_after_failpoint(east, prometheus, next_failpoint=None, two_regions=two_regions)  # killed between its two gate writes
+        restart_after_failpoint(west, prometheus, next_failpoint="mid-shift", two_regions=two_regions)  # killed before its first route write
+        restart_after_failpoint(west, prometheus, next_failpoint="mid-failback", two_regions=two_regions)  # killed between two route writes
         eventually(lambda: evacuated(traffic["west"]), timeout_seconds=RUN_FOR_EVACUATION,
                    what="the evacuation finished by the restarted operators")
         ready, total = dark_pods_serving(east)
         assert ready == total >= 4
 
         live.healthy()
-        restart_after_failpoint(west, prometheus, next_failpoint=None)  # killed in the middle of a failback step
+        restart_after_failpoint(west, prometheus, next_failpoint=None, two_regions=two_regions)  # killed in the middle of a failback step
         eventually(lambda: restored(traffic["west"], before), timeout_seconds=RUN_FOR_EVACUATION,
                    what="the failback finished by the restarted operator")
         eventually(lambda: dark_pods_serving(east)[0] == 0, timeout_seconds=90, what="east's dark pods gated again")

@@ -79,3 +79,25 @@ def test_the_payload_holds_only_the_evacuations_fields_and_its_conditions() -> N
     assert [c["type"] for c in payload["conditions"]] == ["RoutesReady"]
     assert "roles" not in payload  # None is left out, so server-side apply removes it
     assert {"phase", "evacuations", "weights", "history"} <= OWNED_FIELDS
+
+
+def test_weights_recorded_for_the_first_time_are_written_ahead_of_the_change() -> None:
+    from regionshift.api.models import RouteWeights, TrafficProviderKind
+    from regionshift.controllers.regionfailover.evacuation import with_new_records
+
+    gateway, dns = TrafficProviderKind.GATEWAY_API, TrafficProviderKind.EXTERNAL_DNS
+    before = RegionFailoverStatus(phase=Phase.STEADY, weights=[
+        RouteWeights(provider=dns, route="web", current={"east": 100}, recorded={"east": 100})])
+    after = before.model_copy(deep=True)
+    after.phase = Phase.EVACUATING
+    after.weights = [
+        RouteWeights(provider=gateway, route="web", current={"east": 100}, recorded={"east": 100},
+                     desired={"east": 0, "west": 100}, written={"east": 0, "west": 100}),
+        RouteWeights(provider=dns, route="web", current={"east": 100}, recorded={"east": 100}, desired={"east": 0}),
+    ]
+    ahead = with_new_records(before, after)
+    assert ahead is not None and ahead.phase == Phase.STEADY  # the rest of the status is the old one
+    by_route = {(w.provider, w.route): w for w in ahead.weights}
+    assert by_route[(gateway, "web")].recorded == {"east": 100}
+    assert by_route[(gateway, "web")].written is None and by_route[(gateway, "web")].desired is None
+    assert with_new_records(after, after) is None  # nothing new to record: nothing written ahead

@@ -18,7 +18,9 @@ module only feeds it and carries its actions out, in this order on every run:
 
 Actions come before the status that records them: a crash in between makes the next run
 decide the same writes again from the same status, and every write is idempotent (a route
-already carrying its weights, a gate already open, are left alone). In DryRun mode nothing
+already carrying its weights, a gate already open, are left alone). One thing is written
+ahead of the actions: the weights a route carried before its first change
+(:func:`with_new_records`), which failback restores and which a crash must not lose. In DryRun mode nothing
 but the status and Events is written: the routes are read without making sure of the peer
 Services, and the step yields no write.
 
@@ -70,7 +72,8 @@ from regionshift.decide.evacuation import (
 from regionshift.errors import TrafficError
 from regionshift.failpoints import failpoint
 
-__all__ = ["EVACUATION_MANAGER", "OWNED_FIELDS", "evacuate", "tuning_of", "verdicts_of"]
+__all__ = ["EVACUATION_MANAGER", "OWNED_FIELDS", "evacuate", "evacuation_payload", "tuning_of", "verdicts_of",
+           "with_new_records"]
 
 log = logging.getLogger(__name__)
 
@@ -265,11 +268,41 @@ def _conditions(
     ]
 
 
+def _kept_conditions(status: RegionFailoverStatus) -> list[Condition]:
+    """The evacuation's conditions as they are (a write ahead of the actions must not drop them)."""
+    return [c for c in status.conditions if c.type in EVENTS]
+
+
 def evacuation_payload(status: RegionFailoverStatus, conditions: Sequence[Condition]) -> dict[str, Any]:
     """The evacuation's part of the status, camelCase, for its server-side apply (None fields left out)."""
     payload = status.model_dump(by_alias=True, mode="json", include=set(OWNED_FIELDS), exclude_none=True)
     payload["conditions"] = [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions]
     return payload
+
+
+def with_new_records(before: RegionFailoverStatus, after: RegionFailoverStatus) -> RegionFailoverStatus | None:
+    """The old status plus the weights ``after`` records for the first time, or None when it records none.
+
+    Failback restores the weights recorded before the first change, so the record must be
+    in the status before that change is made: written after it, a crash in between would
+    leave a restarted operator to record the evacuation's weights as the originals. This is
+    the one part of the status written ahead of the actions; everything else follows them.
+    """
+    old = {(w.provider, w.route): w for w in before.weights}
+    new = [w for w in after.weights
+           if w.recorded and not (old.get((w.provider, w.route)) and old[(w.provider, w.route)].recorded)]
+    if not new:
+        return None
+    ahead = before.model_copy(deep=True)
+    kept = {(w.provider, w.route): w for w in ahead.weights}
+    for state in new:
+        entry = kept.get((state.provider, state.route))
+        if entry is None:
+            entry = type(state)(provider=state.provider, route=state.route, current=state.current)
+            ahead.weights.append(entry)
+            kept[(state.provider, state.route)] = entry
+        entry.recorded = dict(state.recorded or {})
+    return ahead
 
 
 def _served_share(status: RegionFailoverStatus, region: str) -> float:
@@ -294,6 +327,12 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
                                                                now=moment)
         decision = step(spec=spec, status=status, observations=observations, now=moment, tuning=tuning_of(spec))
+        ahead = with_new_records(status, decision.status) if decision.writes else None
+        if ahead is not None:  # the record first: see with_new_records
+            await asyncio.to_thread(
+                kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover",
+                namespace=namespace, name=name, status=evacuation_payload(ahead, _kept_conditions(status)),
+                field_manager=EVACUATION_MANAGER)
         failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book)  # type: ignore[arg-type]
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, generation=fresh["metadata"].get("generation"), now=stamp,
