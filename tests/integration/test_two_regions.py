@@ -20,6 +20,7 @@ import pytest
 from regionshift.adapters.traffic import provider_for
 from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
 from regionshift.adapters.traffic.ingress_nginx import CANARY_WEIGHT
+from tests.support.audit import writes
 from tests.support.cluster import eventually
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, install_traffic
@@ -83,11 +84,23 @@ def test_each_region_runs_its_own_operator_and_both_read_one_prometheus(
             assert traffic[region.name].missing() == []
 
         # A regional drop in the shared signal: each operator reaches the same verdict on its own.
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
         live.scale(west=0.3)
         for region in two_regions:
             eventually(lambda: region.verdicts() == {"east": "Healthy", "west": "Unhealthy"}, timeout_seconds=30,
                        what=f"{region.name}'s operator judging west Unhealthy")
 
+        # DryRun: the plan in status and an Event, and from the API server's audit log, no other write.
+        for region in two_regions:
+            plan = eventually(lambda: region.failover_status().get("plan"), timeout_seconds=30,
+                              what=f"{region.name}'s plan")
+            assert plan["regions"] == ["west"]
+        time.sleep(3)  # a few more evacuation runs, each of which could have written
+        for region in two_regions:
+            written = {w.resource for w in writes(region.cluster.audit_log, namespace=region.namespace, since=since)
+                       if w.succeeded}
+            assert written <= {"regionfailovers/status", "events"}, written
+            assert "regionfailovers/status" in written  # the log does record this operator's writes
         for region in two_regions:
             assert region.operator.running()
             objects = traffic[region.name]
