@@ -23,7 +23,7 @@ import pytest
 from tests.support.audit import Write, writes
 from tests.support.cluster import eventually
 from tests.support.prometheus_server import PrometheusServer
-from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, RegionTraffic, deployment
+from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, RegionTraffic, deployment, http_route
 from tests.support.regions import (  # noqa: F401 - fixtures
     Region,
     TwoRegions,
@@ -81,6 +81,17 @@ def state(two_regions: TwoRegions) -> str:
     return "; ".join(out)
 
 
+def route_holds(region: Region, provider: str) -> bool:
+    return any(w["provider"] == provider and w.get("holds") for w in region.failover_status().get("weights") or [])
+
+
+def apply_as_gitops(region: Region, manifest: dict[str, Any]) -> None:
+    """Server-side apply of the user's manifest, forced, as Argo CD or Flux sync it."""
+    region.kube.custom.patch_namespaced_custom_object(
+        "gateway.networking.k8s.io", "v1", region.namespace, "httproutes", manifest["metadata"]["name"], manifest,
+        field_manager="gitops-controller", force=True, _content_type="application/apply-patch+yaml")
+
+
 def phase(region: Region) -> str | None:
     return region.failover_status().get("phase")
 
@@ -111,7 +122,8 @@ def test_a_region_whose_signal_drops_is_evacuated_onto_the_saviors_dark_capacity
 ) -> None:
     east, west = two_regions["east"], two_regions["west"]
     with LiveSignal(prometheus=prometheus, scenario=EVACUATE) as live:
-        traffic = two_regions.install_domain(prometheus=prometheus, scenario=EVACUATE, mode="Automatic", **FAST)
+        traffic = two_regions.install_domain(prometheus=prometheus, scenario=EVACUATE, mode="Automatic",
+                                             detection={"dwellSeconds": 60}, failback=FAST["failback"])
         two_regions.start_operators(prometheus=prometheus)
         wait_steady_and_warm(two_regions, 1)
         before = {"route": traffic["west"].http_route()["spec"], "dns": traffic["west"].dns_endpoint()["spec"]}
@@ -133,6 +145,20 @@ def test_a_region_whose_signal_drops_is_evacuated_onto_the_saviors_dark_capacity
         assert traffic["east"].route_weights() == {"web": ROUTE_WEIGHT}  # the savior's own routes are its own
         reasons = {e.reason for e in west.kube.events("domain")}
         assert {"Evacuating", "Evacuated", "WeightsChanged"} <= reasons, reasons
+
+        # A GitOps tool re-applies the user's manifest: drift, set again; twice within the dwell: Conflict.
+        apply_as_gitops(west, http_route())
+        eventually(lambda: any(e.reason == "DriftDetected" for e in west.kube.events("domain")), timeout_seconds=30,
+                   what="a DriftDetected Event")
+        eventually(lambda: evacuated(traffic["west"]), timeout_seconds=30, what="the weights set again")
+        eventually(lambda: route_holds(west, "GatewayAPI"), timeout_seconds=30, what="west seeing its weights hold")
+        apply_as_gitops(west, http_route())
+        conflict = eventually(lambda: next((c for c in west.failover_status().get("conditions") or []
+                                            if c["type"] == "RoutesReady" and c["reason"] == "Conflict"), None),
+                              timeout_seconds=30, what="RoutesReady=False, Conflict", state=lambda: state(two_regions))
+        assert "GatewayAPI web" in conflict["message"]
+        time.sleep(3)  # regionshift stops fighting: the GitOps tool's weights stay
+        assert traffic["west"].route_weights() == {"web": ROUTE_WEIGHT}
 
         live.healthy()
         eventually(lambda: restored(traffic["west"], before), timeout_seconds=RUN_FOR_EVACUATION,

@@ -45,6 +45,7 @@ from regionshift.api.models import (
     Phase,
     RegionFailoverSpec,
     RegionFailoverStatus,
+    TrafficProviderKind,
     Verdict,
 )
 from regionshift.controllers.darkcluster import DARKCLUSTERS
@@ -247,11 +248,16 @@ async def _carry_out(
 
 
 def _conditions(
-    *, old: RegionFailoverStatus, generation: int | None, now: str, problems: Sequence[str],
-    errors: Sequence[Exception], failed: Sequence[str],
+    *, old: RegionFailoverStatus, new: RegionFailoverStatus, generation: int | None, now: str,
+    problems: Sequence[str], errors: Sequence[Exception], failed: Sequence[str],
 ) -> list[Condition]:
     old_conditions = [c.model_dump(by_alias=True, mode="json") for c in old.conditions]
-    if errors:
+    fought = [f"{TrafficProviderKind(w.provider).value} {w.route}" for w in new.weights if w.conflict]
+    if fought:
+        routes = (False, "Conflict", f"something else keeps setting the weights of {', '.join(fought)}: regionshift"
+                  " stopped setting them again (exclude the weights from the other writer, e.g. Argo CD"
+                  " ignoreDifferences); it writes again when its desired weights change")
+    elif errors:
         first = errors[0]
         reason = type(first).__name__ if isinstance(first, TrafficError) else rf_status.describe(first)[0]
         routes = (False, reason, "; ".join(describe_route_error(e) for e in errors))
@@ -335,7 +341,7 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
                 field_manager=EVACUATION_MANAGER)
         failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book)  # type: ignore[arg-type]
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-        conditions = _conditions(old=status, generation=fresh["metadata"].get("generation"), now=stamp,
+        conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
         await asyncio.to_thread(
             kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover", namespace=namespace,
