@@ -40,7 +40,7 @@ def prometheus() -> Iterator[PrometheusServer]:
     end = time.time() // 60 * 60
     times = [end - HISTORY_DAYS * DAY + 60.0 * i for i in range(int(HISTORY_DAYS * DAY / 60) + 1)]
     history = {Metric.of(f"sps_{scenario}", region=region): [(t, RUN.signal(region, t)) for t in times]
-               for scenario in ("dryrun", "manual", "broken") for region in REGIONS}
+               for scenario in ("dryrun", "manual", "broken", "nosavior") for region in REGIONS}
     with PrometheusServer(history=history) as server:
         yield server
 
@@ -255,8 +255,17 @@ def test_bad_routes_become_a_condition_and_the_other_domain_keeps_working(
                                        "annotations": {"nginx.ingress.kubernetes.io/canary": "true",
                                                        "nginx.ingress.kubernetes.io/canary-weight": "5"}}}
     client.NetworkingV1Api(shop.api).create_namespaced_ingress(shop.namespace, foreign)
+    no_local = {**ROUTE, "metadata": {"name": "no-local"},
+                "spec": {**ROUTE["spec"], "rules": [{"backendRefs": [{"name": "static", "port": 80}]}]}}
+    shop.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", shop.namespace, "httproutes",
+                                                no_local)
+    bad_weight = {**DNS, "metadata": {"name": "bad-weight"}, "spec": {"endpoints": [{
+        **DNS["spec"]["endpoints"][0], "providerSpecific": [{"name": "aws/weight", "value": "heavy"}]}]}}
+    shop.custom.create_namespaced_custom_object("externaldns.k8s.io", "v1alpha1", shop.namespace, "dnsendpoints",
+                                                bad_weight)
     shop.create_custom(region_failover(prometheus, "broken", name="broken", mode="Manual", tier="none", traffic=[
-        {"kind": "GatewayAPI", "routes": ["missing"]}, {"kind": "IngressNginx", "routes": ["web"]}]))
+        {"kind": "GatewayAPI", "routes": ["missing", "no-local"]}, {"kind": "IngressNginx", "routes": ["web"]},
+        {"kind": "ExternalDNS", "routes": ["bad-weight"]}]))
     shop.create_custom(region_failover(prometheus, "broken", name="shop", mode="Manual"))
     shop.patch_custom("regionfailovers", "broken", {"spec": {"evacuate": ["east"]}})
 
@@ -264,6 +273,8 @@ def test_bad_routes_become_a_condition_and_the_other_domain_keeps_working(
                         what="RoutesReady on the broken domain")
     assert routes["status"] == "False" and routes["reason"] == "RouteNotFound"
     assert "missing" in routes["message"]
+    assert "LocalBackendMissing" in routes["message"] and "no-local" in routes["message"]
+    assert "WeightUnparsable" in routes["message"] and "heavy" in routes["message"]
     eventually(lambda: any(e.reason == "RoutesNotReady" for e in shop.events("broken")), timeout_seconds=30,
                what="a RoutesNotReady Event")
     evacuation = eventually(lambda: next(iter(status(shop, "broken").get("evacuations") or []), None),
@@ -278,3 +289,22 @@ def test_bad_routes_become_a_condition_and_the_other_domain_keeps_working(
     fine = eventually(lambda: condition(shop, "RoutesReady") or None, timeout_seconds=60, what="the other domain")
     assert fine["status"] == "True", fine
     assert status(shop).get("phase") == "Steady"
+
+
+def test_a_peer_without_warm_capacity_takes_no_traffic_and_the_evacuation_says_why(
+    shop: Kube, prometheus: PrometheusServer,
+) -> None:
+    play_west(prometheus, "nosavior", warm=0, ready=0, served_share=1)
+    live(prometheus, "nosavior")
+    shop.create_custom(region_failover(prometheus, "nosavior", name="nosavior", mode="Manual"))
+    eventually(lambda: warm(shop), timeout_seconds=90, what="warm dark clusters")
+    before = versions(shop), ingresses(shop)
+    shop.patch_custom("regionfailovers", "nosavior", {"spec": {"evacuate": ["east"]}})
+    evacuation = eventually(lambda: next(iter(status(shop, "nosavior").get("evacuations") or []), None),
+                            timeout_seconds=60, what="the evacuation of east")
+    assert evacuation["phase"] == "Evacuating"
+    waiting = eventually(lambda: next(iter(status(shop, "nosavior").get("evacuations") or []), {}).get("waitingFor"),
+                         timeout_seconds=30, what="what the evacuation waits for")
+    assert "savior" in waiting, waiting
+    time.sleep(3)
+    assert (versions(shop)["httproute"], ingresses(shop)) == (before[0]["httproute"], before[1])  # nothing moved
