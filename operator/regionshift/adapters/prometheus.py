@@ -24,8 +24,10 @@ consecutive windows and joined again, so fourteen days of one-minute history is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import os
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -253,11 +255,23 @@ class PrometheusClient:
         return body["data"]
 
 
-def _ssl_verify(verify_tls: bool | str) -> bool | ssl.SSLContext:
-    """What httpx takes for ``verify``: a CA bundle path becomes an SSL context."""
+def _ssl_verify(verify_tls: bool | str) -> ssl.SSLContext:
+    """The SSL context for ``verify_tls``, made once and shared by every client.
+
+    Loading a CA bundle is tens of milliseconds of C code that holds the GIL: made anew for
+    each client (one per detection and sizing run), it stalled the event loop every time.
+    A CA bundle file is read again when it changes on disk.
+    """
+    if isinstance(verify_tls, str):
+        return _context_for(verify_tls, os.stat(verify_tls).st_mtime_ns)
+    return _context_for(verify_tls, 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_for(verify_tls: bool | str, _version: int) -> ssl.SSLContext:
     if isinstance(verify_tls, str):
         return ssl.create_default_context(cafile=verify_tls)
-    return verify_tls
+    return httpx.create_ssl_context(verify=verify_tls)
 
 
 def _unix_seconds(moment: datetime, *, name: str) -> float:
