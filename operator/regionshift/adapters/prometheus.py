@@ -99,7 +99,7 @@ class PrometheusClient:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
-            verify=_ssl_verify(verify_tls),
+            verify=_ssl_verify(verify_tls) if base_url.lower().startswith("https:") else _plain_context(),
             timeout=None,  # the whole attempt is bounded by asyncio.timeout in _post
             transport=transport,
         )
@@ -260,11 +260,17 @@ def _ssl_verify(verify_tls: bool | str) -> ssl.SSLContext:
 
     Loading a CA bundle is tens of milliseconds of C code that holds the GIL: made anew for
     each client (one per detection and sizing run), it stalled the event loop every time.
-    A CA bundle file is read again when it changes on disk.
+    A CA bundle file is read again when it changes on disk. A plain-HTTP URL needs none.
     """
     if isinstance(verify_tls, str):
         return _context_for(verify_tls, os.stat(verify_tls).st_mtime_ns)
     return _context_for(verify_tls, 0)
+
+
+@functools.cache
+def _plain_context() -> ssl.SSLContext:
+    """What httpx is given for a plain-HTTP Prometheus: no CA bundle to load, never used."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
 @functools.lru_cache(maxsize=8)

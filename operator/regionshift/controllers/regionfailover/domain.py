@@ -195,7 +195,9 @@ async def prometheus_client(*, spec: RegionFailoverSpec, namespace: str) -> Prom
         token = await asyncio.to_thread(
             kube.read_secret_value, namespace=namespace, name=spec.signal.bearer_token_secret, key="token"
         )
-    return PrometheusClient(
+    # Built in a thread: the first client for an https URL loads the CA bundle (see prometheus.py).
+    return await asyncio.to_thread(
+        PrometheusClient,
         base_url=spec.signal.prometheus_url,
         timeout_seconds=spec.signal.timeout_seconds,
         retries=2,
