@@ -23,7 +23,7 @@ import asyncio
 import datetime as dt
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -207,11 +207,8 @@ async def prometheus_client(*, spec: RegionFailoverSpec, namespace: str) -> Prom
     )
 
 
-def _merged(
-    history: History | None, samples: Sequence[tuple[float, float]], *, now: float, key: SeriesKey
-) -> History:
-    """The history with new samples merged in (CPU work for weeks of samples: run in a thread)."""
-    points = np.asarray(samples, dtype=np.float64).reshape(-1, 2)
+def _merged(history: History | None, points: np.ndarray, *, now: float, key: SeriesKey) -> History:
+    """The history with new (time, value) points merged in (CPU work for weeks of samples: run in a thread)."""
     return merge(history, points, now=now, step_seconds=key.step_seconds, window_seconds=key.window_seconds)
 
 
@@ -221,14 +218,12 @@ async def _fetch(prom: PrometheusClient, domain: Domain, *, name: str, key: Seri
     history = current.history if current is not None and current.key == key and not current.cached else None
     start, end = fetch_window(history, now=now, step_seconds=key.step_seconds, window_seconds=key.window_seconds)
     try:
-        answer = await prom.range(key.query, start=utc(start), end=utc(end), step_seconds=key.step_seconds)
+        points = await prom.range_points(key.query, start=utc(start), end=utc(end), step_seconds=key.step_seconds)
     except NoData:
         if history is None:
             raise
-        answer = []
-    if len(answer) > 1:
-        raise QueryRejected(f"the query {key.query!r} yields {len(answer)} series; aggregate it to one")
-    merged = await asyncio.to_thread(_merged, history, answer[0].samples if answer else (), now=now, key=key)
+        points = np.empty((0, 2))
+    merged = await asyncio.to_thread(_merged, history, points, now=now, key=key)
     if not np.isfinite(merged.values).any():
         raise NoData(f"the query {key.query!r} has no samples in the last {key.window_seconds / DAY_SECONDS:.1f} days")
     domain.series[name] = Series(key=key, history=merged, fetched_at=now)
