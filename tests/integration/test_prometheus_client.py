@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -169,6 +170,27 @@ async def test_range_beyond_the_resolution_limit_is_fetched_in_parts(
         )
     assert samples == tuple(fourteen_days)
     assert transport.requests == 2
+
+
+@pytest.mark.integration
+async def test_range_points_are_the_same_samples_as_one_array_fetched_in_parts(
+    prometheus_server: PrometheusServer,
+) -> None:
+    west = reference(prometheus_server, "us-west")
+    fourteen_days = west[-(14 * 1440 + 1) :]
+    transport = CountingTransport()
+    start, end = utc(fourteen_days[0][0]), utc(fourteen_days[-1][0])
+    async with PrometheusClient(base_url=prometheus_server.url, transport=transport) as prometheus:
+        points = await prometheus.range_points('sps{region="us-west"}', start=start, end=end, step_seconds=60)
+        assert points.dtype == np.float64 and points.shape == (len(fourteen_days), 2)
+        assert [tuple(p) for p in points.tolist()] == list(fourteen_days)
+        assert transport.requests == 2
+        with pytest.raises(QueryRejected, match="2 series where one is needed|3 series where one is needed"):
+            await prometheus.range_points("sps", start=start, end=end, step_seconds=3600)
+        with pytest.raises(NoData):
+            await prometheus.range_points("no_such_metric", start=start, end=end, step_seconds=3600)
+        nan = await prometheus.range_points("0/0", start=end - DAY, end=end, step_seconds=3600)
+        assert nan.shape == (25, 2) and np.isnan(nan[:, 1]).all()
 
 
 @pytest.mark.integration

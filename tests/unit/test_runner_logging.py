@@ -6,9 +6,10 @@ import logging
 import sys
 
 import kopf
+import pytest
 from kubernetes.client import ApiException
 
-from regionshift.runner import RoutineRetries
+from regionshift.runner import RoutineRetries, configure_logging, stop_logging
 
 
 def _record(message: str, *, name: str = "kopf.objects", exc: BaseException | None = None) -> logging.LogRecord:
@@ -67,3 +68,33 @@ def test_a_failure_while_handling_a_conflict_is_not_routine() -> None:
         record = _record("reconcile failed", name="regionshift.controllers.darkcluster", exc=exc)
     RoutineRetries().filter(record)
     assert record.levelno == logging.ERROR and record.exc_info is not None
+
+
+def test_the_background_log_writes_each_line_once_with_its_traceback_and_demotes_conflicts(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    root = logging.getLogger()
+    saved = (root.handlers[:], root.level)
+    configure_logging(background=True)
+    try:
+        log = logging.getLogger("regionshift.test")
+        log.info("plain %s", "line")
+        try:
+            raise ZeroDivisionError("boom")
+        except ZeroDivisionError:
+            log.exception("a failure")
+        try:
+            raise ApiException(status=409, reason="Conflict")
+        except ApiException:
+            log.error("a write lost a race", exc_info=True)
+    finally:
+        stop_logging()
+        root.handlers[:], root.level = saved  # leave no queue handler behind for other tests
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(" ", 2)[2] for line in lines if " regionshift.test: " in line] == [
+        "INFO regionshift.test: plain line",
+        "ERROR regionshift.test: a failure",
+        "WARNING regionshift.test: a write lost a race (routine conflict, retried: ApiException 409 Conflict)",
+    ]
+    assert sum("Traceback" in line for line in lines) == 1
+    assert any("ZeroDivisionError: boom" in line for line in lines)

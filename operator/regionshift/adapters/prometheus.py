@@ -24,16 +24,19 @@ consecutive windows and joined again, so fourteen days of one-minute history is 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import os
 import ssl
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
 import httpx
+import numpy as np
 
 from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
 
@@ -97,7 +100,7 @@ class PrometheusClient:
         self._http = httpx.AsyncClient(
             base_url=base_url,
             headers=headers,
-            verify=_ssl_verify(verify_tls),
+            verify=_ssl_verify(verify_tls) if base_url.lower().startswith("https:") else _plain_context(),
             timeout=None,  # the whole attempt is bounded by asyncio.timeout in _post
             transport=transport,
         )
@@ -171,6 +174,53 @@ class PrometheusClient:
             Series(labels=labels, samples=tuple(samples)) for labels, samples in joined.values()
         ]
 
+    async def range_points(
+        self, query: str, *, start: datetime, end: datetime, step_seconds: float
+    ) -> np.ndarray:
+        """The one series ``query`` yields over the window, as a ``(n, 2)`` float64 array of (time, value).
+
+        What :meth:`range` answers, for long histories: each part of the answer goes from
+        JSON to an array in the worker thread that decodes it, without a tuple per sample
+        (weeks of samples for hundreds of Deployments made millions of short-lived objects,
+        and the garbage collector's full passes over them held the GIL for hundreds of
+        milliseconds). Raises :class:`NoData` when nothing matches and
+        :class:`QueryRejected` when the query yields several series (aggregate it first).
+        NaN and infinite values are returned as they are.
+        """
+        if step_seconds <= 0:
+            raise ValueError(f"step_seconds must be positive, not {step_seconds}")
+        start_seconds = _unix_seconds(start, name="start")
+        end_seconds = _unix_seconds(end, name="end")
+        if end_seconds < start_seconds:
+            raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+        parts: list[np.ndarray] = []
+        labels: dict[str, str] | None = None
+        for window_start, window_end in _windows(start_seconds, end_seconds, step_seconds):
+            params = {
+                "query": query,
+                "start": _number(window_start),
+                "end": _number(window_end),
+                "step": _number(step_seconds),
+            }
+            found = await self._post(
+                "api/v1/query_range", params, query=query, then=functools.partial(_matrix_points, query=query)
+            )
+            if found is None:
+                continue
+            if labels is not None and found[0] != labels:
+                raise QueryRejected(
+                    f"the query {query!r} returned 2 series where one is needed ({labels}, {found[0]}); "
+                    "aggregate it, e.g. sum(...)"
+                )
+            labels = found[0]
+            parts.append(found[1])
+        if not parts:
+            raise NoData(
+                f"the query {query!r} matched no series between "
+                f"{start.isoformat()} and {end.isoformat()}"
+            )
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
     async def instant_value(self, query: str, *, at: datetime | None = None) -> float:
         """The one finite number ``query`` evaluates to at ``at`` (default: now).
 
@@ -203,8 +253,14 @@ class PrometheusClient:
             _require_finite(value, timestamp=timestamp, query=query)
         return series.samples
 
-    async def _post(self, path: str, params: Mapping[str, str], *, query: str) -> Any:
-        """POST one API call with retries; return its ``data`` or raise the matching error."""
+    async def _post(
+        self, path: str, params: Mapping[str, str], *, query: str, then: Callable[[Any], Any] | None = None
+    ) -> Any:
+        """POST one API call with retries; return its ``data`` or raise the matching error.
+
+        ``then`` is applied to the ``data`` in the worker thread that decodes it, so a large
+        answer's lists never outlive that thread's call (see :meth:`range_points`).
+        """
         attempts = 1 + self._retries
         failure = ""
         for attempt in range(1, attempts + 1):
@@ -218,7 +274,7 @@ class PrometheusClient:
             else:
                 if response.status_code < 500 and response.status_code != 429:
                     # Decoding weeks of samples takes tens of milliseconds: off the event loop.
-                    return await asyncio.to_thread(self._data, response, query=query)
+                    return await asyncio.to_thread(self._data, response, query=query, then=then)
                 failure = f"HTTP {response.status_code}: {_error_text(response)}"
             if attempt < attempts:
                 delay = self._backoff_seconds * 2 ** (attempt - 1)
@@ -232,8 +288,8 @@ class PrometheusClient:
             f"after {attempts} attempt(s); last failure: {failure}"
         )
 
-    def _data(self, response: httpx.Response, *, query: str) -> Any:
-        """The ``data`` of a final (non-retried) answer, or the error it stands for."""
+    def _data(self, response: httpx.Response, *, query: str, then: Callable[[Any], Any] | None = None) -> Any:
+        """The ``data`` of a final (non-retried) answer (``then(data)`` if given), or the error it stands for."""
         body = _json_object(response)
         error_type = body.get("errorType") if body is not None else None
         if 400 <= response.status_code < 500 or error_type in _REJECTING_ERROR_TYPES:
@@ -250,14 +306,32 @@ class PrometheusClient:
             )
         for warning in body.get("warnings", ()):
             log.warning("Prometheus warns about the query %r: %s", query, warning)
-        return body["data"]
+        return body["data"] if then is None else then(body["data"])
 
 
-def _ssl_verify(verify_tls: bool | str) -> bool | ssl.SSLContext:
-    """What httpx takes for ``verify``: a CA bundle path becomes an SSL context."""
+def _ssl_verify(verify_tls: bool | str) -> ssl.SSLContext:
+    """The SSL context for ``verify_tls``, made once and shared by every client.
+
+    Loading a CA bundle is tens of milliseconds of C code that holds the GIL: made anew for
+    each client (one per detection and sizing run), it stalled the event loop every time.
+    A CA bundle file is read again when it changes on disk. A plain-HTTP URL needs none.
+    """
+    if isinstance(verify_tls, str):
+        return _context_for(verify_tls, os.stat(verify_tls).st_mtime_ns)
+    return _context_for(verify_tls, 0)
+
+
+@functools.cache
+def _plain_context() -> ssl.SSLContext:
+    """What httpx is given for a plain-HTTP Prometheus: no CA bundle to load, never used."""
+    return ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+@functools.lru_cache(maxsize=8)
+def _context_for(verify_tls: bool | str, _version: int) -> ssl.SSLContext:
     if isinstance(verify_tls, str):
         return ssl.create_default_context(cafile=verify_tls)
-    return verify_tls
+    return httpx.create_ssl_context(verify=verify_tls)
 
 
 def _unix_seconds(moment: datetime, *, name: str) -> float:
@@ -324,6 +398,32 @@ def _parse(data: Any, *, query: str) -> list[Series]:
             f"({type(error).__name__}: {error})"
         ) from error
     raise QueryRejected(f"the query {query!r} returns a {result_type}, not numbers")
+
+
+def _matrix_points(data: Any, *, query: str) -> tuple[dict[str, str], np.ndarray] | None:
+    """The labels and ``(n, 2)`` points of a range answer's one series (None: no series)."""
+    try:
+        result_type, result = data["resultType"], data["result"]
+    except (KeyError, TypeError) as error:
+        raise PrometheusUnavailable(
+            f"Prometheus answered the query {query!r} with a result that cannot be read "
+            f"({type(error).__name__}: {error})"
+        ) from error
+    if result_type != "matrix":
+        return _matrix_points({"resultType": "matrix", "result": [
+            {"metric": s.labels, "values": s.samples} for s in _parse(data, query=query)]}, query=query)
+    if not result:
+        return None
+    _single([Series(labels=dict(item.get("metric") or {}), samples=()) for item in result], query=query)
+    try:
+        # The values are [unix_seconds, "value"] pairs; NumPy reads the strings, NaN and ±Inf included.
+        points = np.array(result[0]["values"], dtype=np.float64).reshape(-1, 2)
+        return dict(result[0]["metric"]), points
+    except (KeyError, TypeError, ValueError) as error:
+        raise PrometheusUnavailable(
+            f"Prometheus answered the query {query!r} with a result that cannot be read "
+            f"({type(error).__name__}: {error})"
+        ) from error
 
 
 def _sample(point: Any) -> Sample:

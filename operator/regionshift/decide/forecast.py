@@ -19,12 +19,12 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Time-of-week shape**: the mean, per 10-minute slot of the week, of what is left; so
   the weekend keeps its own daily shape, with no time zone or calendar needed (each
   region's local week falls out of the data). Slots are smoothed over ±20 minutes.
-* **Robust**: Tukey-biweight re-weighting (``statsmodels.robust``) down-weights outages
+* **Robust**: Tukey-biweight re-weighting (:mod:`regionshift.decide.robust`) down-weights outages
   and odd days in the history; NaN samples (gaps) simply carry no weight. Two weeks give
   each time-of-week slot only two observations, too few for a median, so when they
   disagree by more than ~28 % the one further from the time-of-day mean is dropped (last
   week's holiday does not make this week's Thursday afternoon expect a Sunday crowd).
-  Growth is a weighted least-squares slope (``statsmodels`` ``WLS``) of the daily level
+  Growth is a weighted least-squares slope of the daily level
   within each slot of the week, so a weekly pattern cannot pass for a trend.
 * **Day-of-week level**: half of it is forecast (``weekday_level_weight``), the rest left
   to re-levelling: two weeks cannot tell a weekly pattern from two busy Sundays.
@@ -66,8 +66,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
-import statsmodels.api as sm
-
+from regionshift.decide.robust import mad, tukey_biweight_weights, weighted_slope_through_origin
 from regionshift.errors import NoData
 
 __all__ = [
@@ -380,7 +379,6 @@ class SeasonalForecast:
         tod = absolute % per_day
         tow = absolute % per_week
         half_width = int(round(config.smoothing_seconds / bucket))
-        norm = sm.robust.norms.TukeyBiweight()
 
         # Robust decomposition: log history = level of the day + time-of-week profile.
         weights = present.astype(np.float64)
@@ -408,8 +406,8 @@ class SeasonalForecast:
                     half_width=half_width,
                 )
             resid = z - day_level - profile[tow]
-            scale = max(float(sm.robust.scale.mad(resid[usable])), MIN_SCALE)
-            weights = np.where(present, norm.weights(resid / scale), 0.0)
+            scale = max(mad(resid[usable]), MIN_SCALE)
+            weights = np.where(present, tukey_biweight_weights(resid / scale), 0.0)
         use = weights * defined
 
         # Growth and day-of-week level of the daily level. Growth is the weighted least
@@ -427,7 +425,7 @@ class SeasonalForecast:
         slope = 0.0
         centred_time = seconds - slot_mean(seconds)[tow]
         if float(np.sum(use * centred_time**2)) > (DAY_SECONDS**2) * float(np.sum(use)) * 1e-3:
-            slope = float(sm.WLS(day_level - slot_mean(day_level)[tow], centred_time, weights=use).fit().params[0])
+            slope = weighted_slope_through_origin(day_level - slot_mean(day_level)[tow], centred_time, weights=use)
         detrended = day_level - slope * seconds
         mean_level = float(np.average(detrended, weights=use))
         level_num = np.bincount(tow, weights=use * (detrended - mean_level), minlength=per_week)
@@ -455,7 +453,7 @@ class SeasonalForecast:
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.
         spread = native - level
-        sigma = float(sm.robust.scale.mad(spread, center=0.0))
+        sigma = mad(spread, center=0.0)
         return cls(
             config=config,
             shape=shape,

@@ -40,10 +40,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
-import statsmodels.api as sm
-
 from regionshift.api.models import DarkCapacityPolicy, ModelFit
 from regionshift.decide.history import History, align
+from regionshift.decide.robust import least_squares_line
 from regionshift.errors import NoData
 
 __all__ = [
@@ -101,7 +100,7 @@ def fit_scaling(
     fitted_at: datetime,
     min_samples: int = 10,
 ) -> ScalingFit:
-    """Fit replicas on traffic by ordinary least squares (statsmodels ``OLS``).
+    """Fit replicas on traffic by ordinary least squares (:func:`~regionshift.decide.robust.least_squares_line`).
 
     Pairs with a missing or non-finite value are dropped. Raises
     :class:`~regionshift.errors.NoData` when fewer than ``min_samples`` pairs remain or the
@@ -121,10 +120,10 @@ def fit_scaling(
     total = float(np.sum((y - np.mean(y)) ** 2))
 
     if float(np.std(x)) > 1e-6 * mean_x:
-        result = sm.OLS(y, sm.add_constant(x, has_constant="add")).fit()
-        intercept, slope = (float(v) for v in result.params)
+        line = least_squares_line(x, y)
+        intercept, slope = line.intercept, line.slope
         if slope > 0:
-            r_squared = float(result.rsquared) if total > 0 else 0.0
+            r_squared = line.r_squared if total > 0 else 0.0
             return ScalingFit(
                 intercept=intercept,
                 slope=slope,
