@@ -21,7 +21,16 @@ from regionshift.local.cluster import LocalCluster
 from tests.support.cluster import Kube, eventually, namespace_in
 from tests.support.prometheus_server import Metric, PrometheusServer
 from tests.support.synthetic_day import DAY, SyntheticDay
-from tests.support.traffic import service, traffic_crds  # noqa: F401 - fixture
+from tests.support.region_traffic import (
+    DNS_GROUP,
+    GATEWAY_GROUP,
+    PARTICIPANT_LABELS,
+    dns_endpoint,
+    http_route,
+    ingress,
+    install_traffic,
+)
+from tests.support.traffic import traffic_crds  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_operator")]
 
@@ -47,50 +56,15 @@ def prometheus() -> Iterator[PrometheusServer]:
 
 @pytest.fixture
 def shop(kube_cluster: LocalCluster, traffic_crds: list[str]) -> Iterator[Kube]:
-    """A namespace watched by the session operator with the user's objects of one region."""
+    """A namespace watched by the session operator with the user's objects of one region (tests.support.region_traffic)."""
     with namespace_in(kube_cluster) as kube:
-        kube.apply(WEB)
-        service(kube, "web")
-        kube.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube.namespace, "httproutes",
-                                                    ROUTE)
-        client.NetworkingV1Api(kube.api).create_namespaced_ingress(kube.namespace, INGRESS)
-        kube.custom.create_namespaced_custom_object("externaldns.k8s.io", "v1alpha1", kube.namespace, "dnsendpoints",
-                                                    DNS)
+        install_traffic(kube, region="east", replicas=2)
         yield kube
 
 
-WEB = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, labels: {tier: web}}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      containers: [{name: web, image: registry.example/web:1}]
-"""
-ROUTE: dict[str, Any] = {
-    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
-    "spec": {"parentRefs": [{"name": "gw"}], "hostnames": ["shop.example.com"],
-             "rules": [{"backendRefs": [{"name": "web", "port": 80, "weight": 100}]}]},
-}
-INGRESS: dict[str, Any] = {
-    "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": "web"},
-    "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.example.com", "http": {"paths": [
-        {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web", "port": {"number": 80}}}}]}}]},
-}
-DNS: dict[str, Any] = {
-    "apiVersion": "externaldns.k8s.io/v1alpha1", "kind": "DNSEndpoint", "metadata": {"name": "web"},
-    "spec": {"endpoints": [{"dnsName": "shop.example.com", "recordType": "A", "recordTTL": 30,
-                            "targets": ["192.0.2.1"], "setIdentifier": "east",
-                            "providerSpecific": [{"name": "aws/weight", "value": "100"}]}]},
-}
-
-
 def region_failover(prometheus: PrometheusServer, scenario: str, *, name: str = "shop", mode: str,
-                    traffic: list[dict[str, Any]] | None = None, tier: str = "web") -> dict[str, Any]:
+                    traffic: list[dict[str, Any]] | None = None,
+                    selector: dict[str, str] = dict(PARTICIPANT_LABELS)) -> dict[str, Any]:
     return {
         "apiVersion": f"{GROUP}/{VERSION}", "kind": "RegionFailover", "metadata": {"name": name},
         "spec": {
@@ -100,7 +74,7 @@ def region_failover(prometheus: PrometheusServer, scenario: str, *, name: str = 
                        "stepSeconds": 1, "historyDays": HISTORY_DAYS - 1, "historyStepSeconds": 60},
             "detection": {"consecutiveSamples": 3, "staleAfterSeconds": 5, "rolloutGuardSeconds": 0,
                           "dwellSeconds": 0},
-            "selector": {"matchLabels": {"tier": tier}},
+            "selector": {"matchLabels": selector},
             "darkCapacity": {"minReplicas": 2, "maxReplicas": 2,
                              "replicasQuery": 'absent_replicas{deployment="{deployment}"}'},
             "traffic": traffic if traffic is not None else [
@@ -163,10 +137,10 @@ def versions(kube: Kube) -> dict[str, str]:
     """resourceVersions of the user's routing objects (any write changes them)."""
     net = client.NetworkingV1Api(kube.api)
     return {
-        "httproute": kube.custom.get_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube.namespace,
+        "httproute": kube.custom.get_namespaced_custom_object(GATEWAY_GROUP, "v1", kube.namespace,
                                                               "httproutes", "web")["metadata"]["resourceVersion"],
         "ingress": net.read_namespaced_ingress("web", kube.namespace).metadata.resource_version,
-        "dnsendpoint": kube.custom.get_namespaced_custom_object("externaldns.k8s.io", "v1alpha1", kube.namespace,
+        "dnsendpoint": kube.custom.get_namespaced_custom_object(DNS_GROUP, "v1alpha1", kube.namespace,
                                                                 "dnsendpoints", "web")["metadata"]["resourceVersion"],
     }
 
@@ -251,19 +225,17 @@ def test_bad_routes_become_a_condition_and_the_other_domain_keeps_working(
 ) -> None:
     play_west(prometheus, "broken", warm=4, ready=4, served_share=1)
     live(prometheus, "broken")
-    foreign = {**INGRESS, "metadata": {"name": "someone-elses-canary",
-                                       "annotations": {"nginx.ingress.kubernetes.io/canary": "true",
-                                                       "nginx.ingress.kubernetes.io/canary-weight": "5"}}}
+    foreign = ingress("someone-elses-canary")
+    foreign["metadata"]["annotations"] = {"nginx.ingress.kubernetes.io/canary": "true",
+                                          "nginx.ingress.kubernetes.io/canary-weight": "5"}
     client.NetworkingV1Api(shop.api).create_namespaced_ingress(shop.namespace, foreign)
-    no_local = {**ROUTE, "metadata": {"name": "no-local"},
-                "spec": {**ROUTE["spec"], "rules": [{"backendRefs": [{"name": "static", "port": 80}]}]}}
-    shop.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", shop.namespace, "httproutes",
-                                                no_local)
-    bad_weight = {**DNS, "metadata": {"name": "bad-weight"}, "spec": {"endpoints": [{
-        **DNS["spec"]["endpoints"][0], "providerSpecific": [{"name": "aws/weight", "value": "heavy"}]}]}}
-    shop.custom.create_namespaced_custom_object("externaldns.k8s.io", "v1alpha1", shop.namespace, "dnsendpoints",
-                                                bad_weight)
-    shop.create_custom(region_failover(prometheus, "broken", name="broken", mode="Manual", tier="none", traffic=[
+    no_local = http_route("no-local")
+    no_local["spec"]["rules"][0]["backendRefs"][0]["name"] = "static"  # nothing for this region's Service
+    shop.custom.create_namespaced_custom_object(GATEWAY_GROUP, "v1", shop.namespace, "httproutes", no_local)
+    shop.custom.create_namespaced_custom_object(DNS_GROUP, "v1alpha1", shop.namespace, "dnsendpoints",
+                                                dns_endpoint("bad-weight", region="east", weight="heavy"))
+    shop.create_custom(region_failover(prometheus, "broken", name="broken", mode="Manual",
+                                       selector={"regionshift.io/participant": "none"}, traffic=[
         {"kind": "GatewayAPI", "routes": ["missing", "no-local"]}, {"kind": "IngressNginx", "routes": ["web"]},
         {"kind": "ExternalDNS", "routes": ["bad-weight"]}]))
     shop.create_custom(region_failover(prometheus, "broken", name="shop", mode="Manual"))
