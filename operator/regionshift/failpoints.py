@@ -18,13 +18,11 @@ Points (see where :func:`failpoint` is called):
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
+import sys
 
 __all__ = ["ENVIRONMENT_VARIABLE", "POINTS", "failpoint"]
-
-log = logging.getLogger(__name__)
 
 ENVIRONMENT_VARIABLE = "REGIONSHIFT_FAILPOINTS"
 POINTS = frozenset({"after-decision", "mid-ungate", "mid-shift", "mid-failback"})
@@ -36,7 +34,7 @@ def failpoint(name: str) -> None:
         raise ValueError(f"unknown failpoint {name!r}")
     armed = os.environ.get(ENVIRONMENT_VARIABLE, "")
     if name in {p.strip() for p in armed.split(",")}:
-        log.warning("failpoint %s: killing the operator (SIGKILL)", name)
-        for handler in logging.getLogger().handlers:
-            handler.flush()
+        # straight to stderr: log records may go through a queue whose writer thread dies with us
+        sys.stderr.write(f"failpoint {name}: killing the operator (SIGKILL)\n")
+        sys.stderr.flush()
         os.kill(os.getpid(), signal.SIGKILL)

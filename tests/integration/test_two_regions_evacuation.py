@@ -81,8 +81,10 @@ def state(two_regions: TwoRegions) -> str:
     return "; ".join(out)
 
 
-def route_holds(region: Region, provider: str) -> bool:
-    return any(w["provider"] == provider and w.get("holds") for w in region.failover_status().get("weights") or [])
+def route_holds(region: Region, provider: str, *, after_drift: bool = False) -> bool:
+    """The region's status says the provider's route holds its weights (and, with ``after_drift``, that a drift was seen)."""
+    return any(w["provider"] == provider and w.get("holds") and (w.get("driftedAt") or not after_drift)
+               for w in region.failover_status().get("weights") or [])
 
 
 def apply_as_gitops(region: Region, manifest: dict[str, Any]) -> None:
@@ -151,7 +153,8 @@ def test_a_region_whose_signal_drops_is_evacuated_onto_the_saviors_dark_capacity
         eventually(lambda: any(e.reason == "DriftDetected" for e in west.kube.events("domain")), timeout_seconds=30,
                    what="a DriftDetected Event")
         eventually(lambda: evacuated(traffic["west"]), timeout_seconds=30, what="the weights set again")
-        eventually(lambda: route_holds(west, "GatewayAPI"), timeout_seconds=30, what="west seeing its weights hold")
+        eventually(lambda: route_holds(west, "GatewayAPI", after_drift=True), timeout_seconds=30,
+                   what="west seeing its weights hold again after the drift")
         apply_as_gitops(west, http_route())
         conflict = eventually(lambda: next((c for c in west.failover_status().get("conditions") or []
                                             if c["type"] == "RoutesReady" and c["reason"] == "Conflict"), None),

@@ -30,13 +30,17 @@ T = TypeVar("T")
 
 def eventually(check: Callable[[], T], *, timeout_seconds: float = 30.0, interval_seconds: float = 0.1,
                what: str = "condition", state: Callable[[], str] | None = None) -> T:
-    """Poll ``check`` until it returns something truthy; fail the test with its last answer (and ``state()``)."""
+    """Poll ``check`` until it returns something truthy; fail the test with its last answer (and ``state()``).
+
+    A check that raises AssertionError, LookupError or TypeError (reading an object that is
+    not there yet) counts as not yet true; the exception is the last answer if time runs out.
+    """
     deadline = time.monotonic() + timeout_seconds
     last: Any = None
     while time.monotonic() < deadline:
         try:
             last = check()
-        except AssertionError as exc:
+        except (AssertionError, LookupError, TypeError) as exc:  # e.g. an object not there yet: None["spec"]
             last = exc
         else:
             if last:
