@@ -73,6 +73,8 @@ def rejection(call: Any) -> str:
         ({"evacuate": ["west", "west"]}, "spec.evacuate[1]", "Duplicate value"),
         ({"peers": [{"name": "west", "gatewayAddress": "https://west.example"}]}, "spec.peers[0].gatewayAddress",
          "should match"),
+        ({"peers": [{"name": "west", "gatewayAddress": "127.0.0.1:8443"}]}, "spec.peers[0].gatewayAddress",
+         "must not be a loopback"),
         ({"traffic": [{"kind": "GatewayAPI", "routes": ["web", "web"]}]}, "spec.traffic[0].routes[1]",
          "Duplicate value"),
         ({"evacuate": ["east", "west", "central"]}, "spec.evacuate",
@@ -83,6 +85,7 @@ def rejection(call: Any) -> str:
     ids=["evacuate-unknown-region", "peer-is-self", "threshold-above-one", "query-without-region",
          "inverted-min-max", "unknown-mode", "no-selector", "selector-without-labels", "empty-match-labels",
          "bad-label-value", "duplicate-peer", "duplicate-evacuate", "gateway-address-with-scheme",
+         "gateway-address-loopback",
          "duplicate-route", "evacuate-every-region", "replicas-query-without-deployment"],
 )
 def test_api_server_rejects_bad_region_failovers_naming_the_field(

@@ -350,6 +350,21 @@ class TrafficProviderKind(str, enum.Enum):
 class Peer(Model):
     """Another region of the failover domain."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!has(self.gatewayAddress) || !(self.gatewayAddress.startsWith('127.')"
+                    " || self.gatewayAddress.startsWith('[::1]') || self.gatewayAddress.startsWith('0.0.0.0:')"
+                    " || self.gatewayAddress.startsWith('169.254.') || self.gatewayAddress.startsWith('localhost:'))",
+                    "gatewayAddress must not be a loopback, unspecified or link-local address: the peer's"
+                    " Services list it in an EndpointSlice, which the API server refuses for those",
+                    ".gatewayAddress",
+                ),
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Region name.")
     gateway_address: str | None = Field(
         default=None,
