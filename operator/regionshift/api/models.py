@@ -862,7 +862,8 @@ class RegionFailoverStatus(Model):
     )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Detecting and GuardsKnown (written by detection), Sizing and DarkClustersSynced (by sizing).",
+        description="Detecting and GuardsKnown (written by detection), Sizing and DarkClustersSynced (by sizing),"
+        " RoutesReady and ActionsApplied (by the evacuation), TransplantApplied (by a transplant).",
     )
 
 
