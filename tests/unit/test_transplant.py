@@ -221,3 +221,69 @@ def test_transplant_after_seconds_is_validated(value: int) -> None:
     with pytest.raises(ValueError):
         RegionFailoverSpec.model_validate(spec)
     assert RegionFailoverSpec.model_validate({**spec, "darkCapacity": {}}).dark_capacity.transplant_after_seconds is None
+
+
+# ---------------------------------------------------------------- the controller, with the API server mocked
+
+
+def _deployment(name: str, replicas: int, ready: int) -> dict[str, Any]:
+    return {"metadata": {"name": name, "uid": f"uid-{name}", "labels": {"tier": "web"}},
+            "spec": {"replicas": replicas}, "status": {"readyReplicas": ready}}
+
+
+def _rf_spec() -> RegionFailoverSpec:
+    return RegionFailoverSpec.model_validate({
+        "region": "east", "peers": [{"name": "west"}], "selector": {"matchLabels": {"tier": "web"}}, "mode": "Manual",
+        "signal": {"prometheusUrl": "http://p", "query": "q{region}"}, "darkCapacity": {"transplantAfterSeconds": 0}})
+
+
+def _mock_cluster(monkeypatch: pytest.MonkeyPatch, *, scale_refused: bool) -> dict[str, list[Any]]:
+    """The API server mocked: the one failure a real one would not give on demand (a refused scale)."""
+    from regionshift.adapters import events, kube
+
+    calls: dict[str, list[Any]] = {"scale": [], "transplanted": [], "apply": [], "events": []}
+    dc = {"metadata": {"name": "web", "ownerReferences": [{"uid": "rf-uid", "controller": True}]},
+          "spec": {"targetDeployment": "web"}, "status": {"warmReplicas": 2, "readyReplicas": 0}}
+
+    def scale(**kw: Any) -> None:
+        calls["scale"].append(kw)
+        if scale_refused:
+            raise kube.ApiException(status=409, reason="Conflict")
+
+    monkeypatch.setattr(kube, "list_deployments", lambda **kw: [_deployment("web", 4, 4)])
+    monkeypatch.setattr(kube, "list_custom", lambda **kw: [dc])
+    monkeypatch.setattr(kube, "list_horizontal_pod_autoscalers", lambda **kw: [])
+    monkeypatch.setattr(kube, "scale_deployment", scale)
+    monkeypatch.setattr(kube, "set_transplanted_replicas", lambda **kw: calls["transplanted"].append(kw))
+    monkeypatch.setattr(kube, "apply_custom_status", lambda **kw: calls["apply"].append(kw["status"]))
+    monkeypatch.setattr(events, "post_event", lambda **kw: calls["events"].append((kw["reason"], kw["message"])))
+    return calls
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["returned", "lowering refused (mocked)"])
+def test_a_return_whose_lowering_is_refused_keeps_its_record_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, refused: bool,
+) -> None:
+    import asyncio
+
+    from regionshift.api.models import RegionFailoverStatus
+    from regionshift.controllers.regionfailover.transplant import transplant
+
+    calls = _mock_cluster(monkeypatch, scale_refused=refused)
+    before = RegionFailoverStatus(transplants=[entry(TransplantStep.RETURNING)])
+    body = {"apiVersion": "regionshift.io/v1alpha1", "kind": "RegionFailover",
+            "metadata": {"name": "shop", "namespace": "ns", "uid": "rf-uid", "generation": 1}}
+    moving = asyncio.run(transplant(body=body, spec=_rf_spec(), before=before, after=RegionFailoverStatus(), now=T0))
+    assert [c["replicas"] for c in calls["scale"]] == [2]
+    [applied] = calls["apply"]
+    [condition] = applied["conditions"]
+    if refused:
+        assert moving
+        assert [t["step"] for t in applied["transplants"]] == ["Returning"]
+        assert (condition["type"], condition["status"], condition["reason"]) == (
+            "TransplantApplied", "False", "TransplantFailed")
+        assert any(reason == "TransplantFailed" for reason, _ in calls["events"])
+    else:
+        assert "transplants" not in applied  # left out: server-side apply removes the list this manager held
+        assert (condition["type"], condition["status"]) == ("TransplantApplied", "True")
+        assert ("TransplantReturned", "transplant web returned: dark capacity 2 warm, main 4→2") in calls["events"]

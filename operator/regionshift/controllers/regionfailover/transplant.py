@@ -18,8 +18,8 @@ before its first action, so a crash never loses the replicas to return to. A fai
 becomes a Warning Event and ``TransplantApplied=False``; the next run re-asserts the record
 and tries again; a return whose lowering failed keeps its record.
 
-Nothing is read or written while ``darkCapacity.transplantAfterSeconds`` is unset and no
-transplant is recorded, nor in DryRun mode.
+Nothing is read or written unless a transplant is recorded or one is due (an evacuation this
+region saves settled for ``darkCapacity.transplantAfterSeconds``), and nothing in DryRun mode.
 """
 
 from __future__ import annotations
@@ -201,12 +201,16 @@ async def transplant(*, body: Mapping[str, Any], spec: RegionFailoverSpec, befor
     if Mode(spec.mode) is Mode.DRY_RUN or (after_seconds is None and not before.transplants):
         return False
     try:
-        observed, deployments, hpas = await asyncio.to_thread(observe_participants, namespace=namespace, uid=uid,
-                                                              spec=spec)
         evacuated = {e.region for e in after.evacuations}
-        since = saving_since(here=spec.region, roles={k: str(getattr(v, "value", v)) for k, v in (after.roles or {}).items()},
+        since = saving_since(here=spec.region,
+                             roles={k: str(getattr(v, "value", v)) for k, v in (after.roles or {}).items()},
                              evacuations=[(e.region, str(getattr(e.phase, "value", e.phase)), e.timeline.settled_at)
                                           for e in after.evacuations])
+        if not before.transplants and (since is None or after_seconds is None
+                                       or (now - since).total_seconds() < after_seconds):
+            return False  # nothing to start or to follow: no reads
+        observed, deployments, hpas = await asyncio.to_thread(observe_participants, namespace=namespace, uid=uid,
+                                                              spec=spec)
         decision = decide(after_seconds=after_seconds, saving_since=since,
                           taking_part=bool(after.evacuations) and spec.region not in evacuated,
                           participants=observed, transplants=before.transplants, now=now)
