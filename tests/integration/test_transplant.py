@@ -10,18 +10,23 @@ autoscaler at its recorded minReplicas) and the dark capacity is warm, gated, ag
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from regionshift.local.cluster import LocalCluster
 from tests.integration.test_evacuation_modes import (  # noqa: F401 - shop and traffic_crds are fixtures
     HISTORY_DAYS,
     REGIONS,
+    ROUTE,
     RUN,
+    WEB,
     dark_clusters,
     live,
     play_west,
@@ -32,13 +37,16 @@ from tests.integration.test_evacuation_modes import (  # noqa: F401 - shop and t
     traffic_crds,
     warm,
 )
-from tests.support.cluster import Kube, eventually
+from tests.support.audit import writes
+from tests.support.cluster import Kube, eventually, namespace_in
+from tests.support.operator_process import OperatorProcess
+from tests.support.traffic import service
 from tests.support.prometheus_server import Metric, PrometheusServer
 from tests.support.synthetic_day import DAY
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_operator")]
 
-SCENARIOS = ("transplant", "transplanthpa")
+SCENARIOS = ("transplant", "transplanthpa", "transplantcrash")
 
 
 @pytest.fixture(scope="module")
@@ -196,3 +204,63 @@ def test_transplant_raises_the_autoscalers_min_replicas_never_above_its_max(
     hpa = client.AutoscalingV2Api(shop.api).read_namespaced_horizontal_pod_autoscaler("web", shop.namespace)
     assert (hpa.spec.min_replicas, hpa.spec.max_replicas) == (2, 3)  # the autoscaler decides the rest
     eventually(lambda: warm(shop), timeout_seconds=60, what="the dark capacity warm again")
+
+
+def test_an_operator_killed_in_the_middle_of_a_transplant_resumes_from_the_record_and_writes_each_step_once(
+    kube_cluster: LocalCluster, traffic_crds: list[str], prometheus: PrometheusServer, tmp_path: Path,
+) -> None:
+    """The operator (its own process, audited) SIGKILLs itself right after raising web: the record came first."""
+    since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
+    # Its own namespace prefix: the session operator (t-*) does not watch it.
+    with namespace_in(kube_cluster, prefix="x") as kube:
+        kube.apply(WEB)
+        service(kube, "web")
+        kube.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube.namespace, "httproutes",
+                                                    ROUTE)
+
+        def operator(number: int, environment: dict[str, str] | None = None) -> OperatorProcess:
+            return OperatorProcess(kubeconfig=kube_cluster.operator_kubeconfig, namespaces=[kube.namespace],
+                                   log_path=tmp_path / f"operator-{number}.log", environment=environment).start()
+
+        first = operator(1, {"REGIONSHIFT_FAILPOINTS": "mid-transplant"})
+        second: OperatorProcess | None = None
+        try:
+            play_west(prometheus, "shop", warm=4, ready=0, served_share=1)
+            live(prometheus, "transplantcrash")
+            kube.create_custom(with_transplant(region_failover(prometheus, "transplantcrash", mode="Manual",
+                                                               traffic=[{"kind": "GatewayAPI", "routes": ["web"]}]),
+                                               2))
+            eventually(lambda: warm(kube), timeout_seconds=90, what="warm dark clusters")
+            play_west(prometheus, "shop", warm=4, ready=0, served_share=0)
+            kube.patch_custom("regionfailovers", "shop", {"spec": {"evacuate": ["west"]}})
+            eventually(lambda: len(kube.ready_endpoint_pods("web")) == 4, timeout_seconds=60,
+                       what="main and dark pods serve")
+            with EndpointCounter(kube, "web") as counter:
+                eventually(lambda: not first.running(), timeout_seconds=90, what="the operator at its failpoint")
+                # killed by itself (its "failpoint" log line may be lost in the logging queue)
+                assert first.kill() == -signal.SIGKILL
+                assert [t["step"] for t in transplants(kube)] == ["Raising"]  # written before the raise
+                assert replicas(kube, "web") == 4
+                second = operator(2)
+                eventually(lambda: [t["step"] for t in transplants(kube)] == ["Transplanted"], timeout_seconds=90,
+                           what="the restarted operator finishes the transplant")
+                eventually(lambda: dark_pods(kube) == [], timeout_seconds=60, what="the dark pods gone")
+                time.sleep(1)
+            assert counter.counts and min(counter.counts) >= 4, (min(counter.counts), counter.counts)
+
+            fail_back(kube, prometheus, "transplantcrash")
+            eventually(lambda: transplants(kube) == [], timeout_seconds=120, what="the transplant returned")
+            assert replicas(kube, "web") == 2
+        finally:
+            for process in (first, second):
+                if process is not None and process.running():
+                    process.kill()
+            print(first.log_tail(80))
+
+        log = [w for w in writes(kube_cluster.audit_log, namespace=kube.namespace, since=since) if w.succeeded]
+        scales = [op["value"] for w in log if w.resource == "deployments" and w.name == "web"
+                  and isinstance(w.body, list) for op in w.body if op.get("path") == "/spec/replicas"]
+        assert scales == [4, 2], scales  # raised once (not again after the restart), lowered once
+        moved = [w.body["status"]["transplantedReplicas"] for w in log
+                 if w.resource == "darkclusters/status" and w.field_manager == "regionshift-transplant"]
+        assert moved == [2, 0], moved

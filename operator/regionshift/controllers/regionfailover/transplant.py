@@ -47,6 +47,7 @@ from regionshift.decide.transplant import (
     decide,
     saving_since,
 )
+from regionshift.failpoints import failpoint
 from regionshift.metrics import TRANSPLANT_ACTIONS, TRANSPLANTED_REPLICAS
 
 __all__ = ["CONDITION", "dark_capacity", "observe_participants", "transplant"]
@@ -154,6 +155,7 @@ async def _carry_out(*, body: Mapping[str, Any], decision: TransplantDecision, d
             TRANSPLANT_ACTIONS.labels(kind, "Failed").inc()
         else:
             TRANSPLANT_ACTIONS.labels(kind, "Done").inc()
+            failpoint("mid-transplant")
     for _, sentence in failed:
         await rf_status.post(body=body, type_="Warning", reason="TransplantFailed", message=f"transplant: {sentence}")
     return failed
