@@ -7,10 +7,9 @@ from typing import Any
 
 import pytest
 
-from regionshift.api.models import RegionFailoverSpec, Transplant, TransplantStep
+from regionshift.api.models import DarkClusterSpec, RegionFailoverSpec, Transplant, TransplantStep
 from regionshift.controllers.darkcluster import acted_on, dark_replicas
 from regionshift.controllers.regionfailover.transplant import dark_capacity
-from regionshift.api.models import DarkClusterSpec
 from regionshift.decide.transplant import (
     RETURN_PATIENCE_SECONDS,
     Autoscaler,
