@@ -13,7 +13,9 @@ Points (see where :func:`failpoint` is called):
 * ``after-decision``: the state machine decided writes; none is carried out yet;
 * ``mid-ungate``: the first evacuation-gate write of a run is done, the others are not;
 * ``mid-shift``: the first route write of an evacuation run is done, the others are not;
-* ``mid-failback``: the first route write of a failback run is done, the others are not.
+* ``mid-failback``: the first route write of a failback run is done, the others are not;
+* ``mid-transplant``: a transplant run made its first write (e.g. raised a main Deployment),
+  the rest of the run (its status) is not written.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import sys
 __all__ = ["ENVIRONMENT_VARIABLE", "POINTS", "failpoint"]
 
 ENVIRONMENT_VARIABLE = "REGIONSHIFT_FAILPOINTS"
-POINTS = frozenset({"after-decision", "mid-ungate", "mid-shift", "mid-failback"})
+POINTS = frozenset({"after-decision", "mid-ungate", "mid-shift", "mid-failback", "mid-transplant"})
 
 
 def failpoint(name: str) -> None:

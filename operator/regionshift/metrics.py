@@ -44,6 +44,8 @@ __all__ = [
     "ACTION_RESULTS",
     "EVACUATIONS",
     "EVACUATION_TRANSITIONS",
+    "TRANSPLANT_ACTIONS",
+    "TRANSPLANTED_REPLICAS",
     "serve_metrics",
 ]
 
@@ -250,6 +252,19 @@ EVACUATION_TRANSITIONS = Counter(
     "Transitions of regions' evacuations (status.history), by phase before and after and actor (Verdict,"
     " SpecEvacuate, Failback); an aborted failback is FailingBack to Evacuated by Failback.",
     ["namespace", "regionfailover", "from_phase", "to_phase", "actor"],
+)
+
+TRANSPLANT_ACTIONS = Counter(
+    "regionshift_transplant_actions_total",
+    "Actions of transplants (decide/transplant.py) carried out, by kind (ScaleMain, SetAutoscalerMin,"
+    " SetTransplanted, PostEvent) and result (Done, Failed).",
+    ["kind", "result"],
+)
+TRANSPLANTED_REPLICAS = Gauge(
+    "regionshift_transplanted_replicas",
+    "Dark replicas a transplant moved into a main Deployment (status.transplants[].movedReplicas), by step"
+    " (Raising, Transplanted, Returning); 0 once the transplant returned.",
+    ["namespace", "regionfailover", "deployment", "step"],
 )
 
 

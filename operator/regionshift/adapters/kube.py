@@ -30,6 +30,7 @@ from regionshift.api.models import API_GROUP, API_VERSION, Gate
 __all__ = [
     "EVACUATION_FIELD_MANAGER",
     "REQUEST_TIMEOUT",
+    "TRANSPLANT_FIELD_MANAGER",
     "annotate_pod_disruption_budget",
     "api_client",
     "ApiException",
@@ -43,6 +44,7 @@ __all__ = [
     "kubeconfig_path",
     "list_custom",
     "list_deployments",
+    "list_horizontal_pod_autoscalers",
     "list_pod_disruption_budgets",
     "list_pods",
     "list_replicasets",
@@ -57,7 +59,9 @@ __all__ = [
     "replace_deployment",
     "rest_configuration",
     "scale_deployment",
+    "set_autoscaler_min_replicas",
     "set_evacuation_gate",
+    "set_transplanted_replicas",
     "write_configmap",
 ]
 
@@ -67,6 +71,11 @@ CONNECTION_POOL_SIZE = 32
 """Connections kept to the API server: gate writes run 16 at a time, reconciles in parallel."""
 EVACUATION_FIELD_MANAGER = "regionshift-evacuation"
 """Server-side-apply field manager of a DarkCluster's ``status.evacuationGate`` and ``status.evacuationGateSince``."""
+
+TRANSPLANT_FIELD_MANAGER = "regionshift-transplant"
+"""Server-side-apply field manager of a DarkCluster's ``status.transplantedReplicas`` and a RegionFailover's
+``status.transplants``. Not the evacuation's: an apply removes the fields its manager applied before and
+leaves out now, so two writers that apply different fields at different times need a manager each."""
 
 _lock = threading.Lock()
 _api: client.ApiClient | None = None
@@ -297,6 +306,47 @@ def set_evacuation_gate(*, namespace: str, name: str, gate: Gate) -> None:
         )
 
     retries.call(once, what=f"evacuation gate {wanted} of DarkCluster {namespace}/{name}")
+
+
+def set_transplanted_replicas(*, namespace: str, name: str, replicas: int) -> bool:
+    """Hold a DarkCluster's ``status.transplantedReplicas`` at ``replicas``; True when it wrote.
+
+    A forced server-side apply of that one field under :data:`TRANSPLANT_FIELD_MANAGER`,
+    made only when the field differs (0 and absent are the same). Nothing else of the
+    DarkCluster changes hands (not its spec, which its owner or a GitOps tool keeps).
+    Raises :class:`ApiException` 404 when the DarkCluster does not exist.
+    """
+    body = read_custom(plural="darkclusters", namespace=namespace, name=name)
+    if body is None:
+        raise ApiException(status=404, reason=f"DarkCluster {namespace}/{name} not found")
+    if int((body.get("status") or {}).get("transplantedReplicas") or 0) == replicas:
+        return False
+    apply = {"apiVersion": f"{API_GROUP}/{API_VERSION}", "kind": "DarkCluster",
+             "metadata": {"name": name, "namespace": namespace},
+             "status": {"transplantedReplicas": replicas}}
+    client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(
+        API_GROUP, API_VERSION, namespace, "darkclusters", name, apply,
+        field_manager=TRANSPLANT_FIELD_MANAGER, force=True, _content_type="application/apply-patch+yaml",
+        _request_timeout=REQUEST_TIMEOUT,
+    )
+    return True
+
+
+def list_horizontal_pod_autoscalers(*, namespace: str) -> list[dict[str, Any]]:
+    """Every HorizontalPodAutoscaler (autoscaling/v2) of a namespace."""
+    items = client.AutoscalingV2Api(_client()).list_namespaced_horizontal_pod_autoscaler(
+        namespace, _request_timeout=REQUEST_TIMEOUT).items
+    return [_dict(h) for h in items]
+
+
+def set_autoscaler_min_replicas(*, namespace: str, name: str, min_replicas: int, uid: str) -> None:
+    """Set a HorizontalPodAutoscaler's minReplicas (only if it still has this uid: a JSON patch with a test)."""
+    client.AutoscalingV2Api(_client()).patch_namespaced_horizontal_pod_autoscaler(
+        name, namespace,
+        [{"op": "test", "path": "/metadata/uid", "value": uid},
+         {"op": "add", "path": "/spec/minReplicas", "value": min_replicas}],
+        _content_type="application/json-patch+json", _request_timeout=REQUEST_TIMEOUT,
+    )
 
 
 def list_deployments(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:

@@ -32,6 +32,8 @@ __all__ = [
     "Role",
     "RouteWeights",
     "Transition",
+    "Transplant",
+    "TransplantStep",
     "API_VERSION",
     "DNS_LABEL",
     "DNS_SUBDOMAIN",
@@ -217,7 +219,8 @@ class DarkReplicaPolicy(Model):
     source: ReplicaSource = Field(
         default=ReplicaSource.FIXED,
         description="Fixed: keep fixedReplicas. Forecast: keep what the sizing model forecasts"
-        " (written to status.forecastReplicas), clamped to minReplicas..maxReplicas.",
+        " (written to status.forecastReplicas), clamped to minReplicas..maxReplicas."
+        " A transplant (status.transplantedReplicas) lowers the count by what it moved into the target.",
     )
     fixed_replicas: int | None = Field(
         default=None, ge=0, le=10000, description="Dark replicas to keep when source is Fixed."
@@ -295,6 +298,14 @@ class DarkClusterStatus(Model):
     )
     evacuation_gate_since: str | None = Field(
         default=None, description="RFC 3339 time evacuationGate last changed, written with it."
+    )
+    transplanted_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        description="Dark replicas a transplant moved into the target Deployment, written by the RegionFailover's"
+        " operator under the field manager regionshift-transplant (never through the spec): the DarkCluster"
+        " controller keeps that many fewer dark replicas (desiredReplicas = max(0, sized - transplantedReplicas));"
+        " 0 or absent once the capacity is given back.",
     )
     model_fit: ModelFit | None = Field(default=None, description="The scaling model behind the forecast.")
     conditions: list[Condition] = Field(default_factory=list, description="Ready, GateOpen.")
@@ -475,6 +486,18 @@ class DarkCapacityPolicy(Model):
         min_length=1,
         description="PromQL for a Deployment's replica history in this region, with {namespace} and"
         " {deployment} (and optionally {region}) placeholders; the sizing model regresses it on the signal.",
+    )
+    transplant_after_seconds: int | None = Field(
+        default=None,
+        ge=0,
+        le=604800,
+        description="Transplant: once an evacuation this region saves has been settled this long, move the"
+        " serving dark replicas into the main Deployments (raise each main Deployment, or the minReplicas of"
+        " the HorizontalPodAutoscaler that targets it, never above its maxReplicas; wait until the new pods"
+        " are Ready; then lower the dark one through its status.transplantedReplicas), so that the ready"
+        " serving pods never drop. When the evacuation ends (failback done) the dark capacity is given back"
+        " and each main Deployment returns to the replicas (or minReplicas) recorded before the transplant."
+        " Absent (the default): never transplant; the dark pods serve until the failback.",
     )
 
 
@@ -706,6 +729,38 @@ class RouteWeights(Model):
     )
 
 
+class TransplantStep(str, enum.Enum):
+    """Where the transplant of one Deployment stands (see decide/transplant.py)."""
+
+    RAISING = "Raising"
+    TRANSPLANTED = "Transplanted"
+    RETURNING = "Returning"
+
+
+class Transplant(Model):
+    """The transplant of one participating Deployment: dark capacity moved into the main Deployment."""
+
+    deployment: str = Field(description="The main Deployment (the DarkCluster's targetDeployment).")
+    dark_cluster: str = Field(description="The DarkCluster whose dark replicas moved.")
+    step: TransplantStep = Field(
+        description="Raising: the main Deployment (or its autoscaler's minReplicas) was raised, waiting for its"
+        " new pods to be Ready. Transplanted: the dark one was lowered. Returning: the evacuation ended, the"
+        " dark capacity is given back, then the main Deployment returns to its recorded replicas."
+    )
+    autoscaler: str | None = Field(
+        default=None, description="The HorizontalPodAutoscaler targeting the Deployment, if one did."
+    )
+    recorded_replicas: int = Field(
+        ge=0,
+        description="The main Deployment's spec.replicas before the transplant (with an autoscaler: its"
+        " minReplicas); the return restores exactly this.",
+    )
+    raised_to: int = Field(ge=0, description="The replicas (or minReplicas) the transplant set.")
+    moved_replicas: int = Field(ge=0, description="Dark replicas moved into the main Deployment.")
+    since: str = Field(description="RFC 3339 time the current step started.")
+    waiting_for: str | None = Field(default=None, description="What the transplant waits for now, if anything.")
+
+
 class Transition(Model):
     """One transition of one region's evacuation."""
 
@@ -814,9 +869,16 @@ class RegionFailoverStatus(Model):
     plan: EvacuationPlan | None = Field(
         default=None, description="DryRun and Manual mode: what an evacuation would do here, written nowhere else."
     )
+    transplants: list[Transplant] = Field(
+        default_factory=list,
+        description="Transplants under way, one per participating Deployment (keyed by deployment), written"
+        " under the field manager regionshift-transplant; see darkCapacity.transplantAfterSeconds.",
+        json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["deployment"]},
+    )
     conditions: list[Condition] = Field(
         default_factory=list,
-        description="Detecting and GuardsKnown (written by detection), Sizing and DarkClustersSynced (by sizing).",
+        description="Detecting and GuardsKnown (written by detection), Sizing and DarkClustersSynced (by sizing),"
+        " RoutesReady and ActionsApplied (by the evacuation), TransplantApplied (by a transplant).",
     )
 
 

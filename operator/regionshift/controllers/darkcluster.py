@@ -10,9 +10,11 @@ it: a gate that was opened cannot be closed again by a run that started earlier.
 
 Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark pod or a
 shadow that changed, the target that changed or went, sizing, which writes
-``status.forecastReplicas`` under its own field manager, and an evacuation, which writes
-``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`).
-Both are status-only changes that bump no generation, which kopf's ``on.update`` and field
+``status.forecastReplicas`` under its own field manager, an evacuation, which writes
+``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`),
+and a transplant, which writes ``status.transplantedReplicas`` under its own
+(:func:`regionshift.adapters.kube.set_transplanted_replicas`; the shadow then keeps
+max(0, sized - transplanted) replicas, see :func:`dark_replicas`). All are status-only changes that bump no generation, which kopf's ``on.update`` and field
 handlers are not made for; the raw ``on.event`` handler sees every watch event and wakes
 the daemon when one of the values a run acts on moved (:func:`acted_on`). Wakes that
 arrive during a run collapse into one more run. A slow jittered resync
@@ -101,6 +103,7 @@ __all__ = [
     "dark_cluster_changed",
     "dark_pod_changed",
     "deployment_changed",
+    "dark_replicas",
     "next_delay",
     "reconcile",
     "run",
@@ -185,13 +188,22 @@ class ActedOn(NamedTuple):
     """status.forecastReplicas, written by sizing."""
     evacuation_gate: Any
     """status.evacuationGate, written by the evacuation."""
+    transplanted_replicas: Any = None
+    """status.transplantedReplicas, written by a transplant."""
 
 
 def acted_on(body: Mapping[str, Any]) -> ActedOn:
     """What a DarkCluster event must move to wake its daemon (see :class:`ActedOn`)."""
     status = body.get("status") or {}
     return ActedOn(generation=(body.get("metadata") or {}).get("generation"),
-                   forecast_replicas=status.get("forecastReplicas"), evacuation_gate=status.get("evacuationGate"))
+                   forecast_replicas=status.get("forecastReplicas"), evacuation_gate=status.get("evacuationGate"),
+                   transplanted_replicas=status.get("transplantedReplicas"))
+
+
+def dark_replicas(*, spec: DarkClusterSpec, status: Mapping[str, Any]) -> int:
+    """The dark replicas to keep: the sized count (fixed or forecast, clamped) less what a transplant moved."""
+    sized = desired_replicas(spec=spec, forecast_replicas=status.get("forecastReplicas"))
+    return max(0, sized - int(status.get("transplantedReplicas") or 0))
 
 
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
@@ -204,8 +216,10 @@ def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], 
         return
     seen = acted_on(body)
     if seen != waker.seen:
-        gate_moved = waker.seen is not None and seen.evacuation_gate != ActedOn(*waker.seen).evacuation_gate
-        cause = "evacuation" if gate_moved else "darkcluster"
+        before = ActedOn(*waker.seen) if waker.seen is not None else None
+        gate_moved = before is not None and seen.evacuation_gate != before.evacuation_gate
+        transplant_moved = before is not None and seen.transplanted_replicas != before.transplanted_replicas
+        cause = "evacuation" if gate_moved else "transplant" if transplant_moved else "darkcluster"
         wake(namespace=namespace, name=name, cause=cause)
 
 
@@ -407,7 +421,7 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
         return _target_missing(body, spec=spec, current=current, pods=pods, seen=seen, in_force=in_force)
     _label_target(target)
 
-    replicas = desired_replicas(spec=spec, forecast_replicas=old_status.get("forecastReplicas"))
+    replicas = dark_replicas(spec=spec, status=old_status)
     desired = shadow_deployment(dark_cluster=body, target=target, replicas=replicas)
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
     # shadow's own update.

@@ -14,7 +14,9 @@ module only feeds it and carries its actions out, in this order on every run:
 5. write the evacuation's part of the status under its own field manager
    (:data:`EVACUATION_MANAGER`): phase, evacuations, roles, weights, the gate, history,
    recommendation and plan, and the conditions ``RoutesReady`` and ``ActionsApplied``;
-6. export this region's progress for the peers (:func:`.progress.export`).
+6. export this region's progress for the peers (:func:`.progress.export`);
+7. the transplant (:mod:`.transplant`): once an evacuation this region saves has settled for
+   ``darkCapacity.transplantAfterSeconds``, its dark capacity moves into the main Deployments.
 
 Actions come before the status that records them: a crash in between makes the next run
 decide the same writes again from the same status, and every write is idempotent (a route
@@ -55,6 +57,7 @@ from regionshift.controllers.regionfailover.detection import owned_by, participa
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
 from regionshift.controllers.regionfailover.progress import PeerProgress, export, read_peers
 from regionshift.controllers.regionfailover.routes import RouteBook, describe_route_error, read_routes, set_weights
+from regionshift.controllers.regionfailover.transplant import dark_capacity, transplant
 from regionshift.decide.evacuation import (
     Action,
     CloseGates,
@@ -115,9 +118,10 @@ def _dark_clusters(*, namespace: str, uid: str) -> list[DarkClusterObservation]:
         if not owned_by(dc, uid):
             continue
         status = dc.get("status") or {}
+        warm, ready = dark_capacity(status)  # transplant: replicas moved into main still count as savior capacity
         out.append(DarkClusterObservation(
             name=dc["metadata"]["name"], evacuation_gate=Gate(status.get("evacuationGate") or Gate.CLOSED.value),
-            warm=int(status.get("warmReplicas") or 0), ready=int(status.get("readyReplicas") or 0)))
+            warm=warm, ready=ready))
     return sorted(out, key=lambda d: d.name)
 
 
@@ -355,9 +359,11 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         export(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
                ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready,
                served_share=_served_share(decision.status, spec.region))
+        # Transplant (issue 7 item 7): after the evacuation's own status, in a module of its own.
+        transplanting = await transplant(body=fresh, spec=spec, before=status, after=decision.status, now=moment)
         domain.last_run_error = None
         moving = decision.status.phase in (Phase.EVACUATING, Phase.FAILING_BACK)
-        return bool(moving or decision.writes or failed)
+        return bool(moving or decision.writes or failed or transplanting)
     except Exception as exc:  # a bug or a surprise: say so, keep the daemon alive; the next run tries again
         log.exception("evacuation run of %s/%s failed", namespace, name)
         reason, message = rf_status.describe(exc)
