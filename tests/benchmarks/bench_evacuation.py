@@ -28,7 +28,8 @@ of the shared Prometheus, as in production):
    HTTPRoute carrying local 0 and a non-zero weight for ``svc-NNNN-east``, every ``east``
    dark pod Ready and ungated (carrying its target's ``app`` label); and the evacuation's
    own ``ungated/shifted/settledAfterSeconds``. API writes per operator (create, update,
-   patch, delete in ``bench``) from the decision to the end, from each audit log.
+   patch, delete in ``bench``) from west's decision until both regions say Evacuated, from
+   each audit log.
 5. Baseline, same run, same east cluster, right after the evacuation finished (or at the
    decision with ``--baseline-at-decision``, where it competes with the evacuation for the
    same two cores): the N ``cold`` Deployments scaled from 0 to ``--dark-replicas`` (one
@@ -182,7 +183,7 @@ class Result:
     first_route_seconds: float | None = None
     first_dark_seconds: float | None = None
     writes: dict[str, dict[str, int]] = field(default_factory=dict)
-    """Per region: writes by ``verb resource`` from the decision to the end."""
+    """Per region: writes by ``verb resource`` from west's decision until both regions say Evacuated."""
     write_totals: dict[str, int] = field(default_factory=dict)
     failed_writes: dict[str, int] = field(default_factory=dict)
     reads: dict[str, int] = field(default_factory=dict)
@@ -467,9 +468,10 @@ def run_size(*, n: int, prometheus: PrometheusServer, live: LiveSignal, scenario
             for name, st in statuses.items():
                 evac = evacuation_of(st, EVACUATED) or {}
                 result.timeline[name] = {**(evac.get("timeline") or {}), "phase": st.get("phase")}
+            settled = time.time()  # both regions say Evacuated: the evacuation's writes (and Events) are done
             time.sleep(2)  # the audit log is written as requests complete
             for side in sides.values():
-                counts, failed, reads = audit_counts(side.cluster.audit_log, start=base, end=end)
+                counts, failed, reads = audit_counts(side.cluster.audit_log, start=base, end=settled)
                 result.writes[side.name] = dict(counts.most_common())
                 result.write_totals[side.name] = sum(counts.values())
                 result.failed_writes[side.name] = failed
