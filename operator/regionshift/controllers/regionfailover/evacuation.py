@@ -10,7 +10,10 @@ module only feeds it and carries its actions out, in this order on every run:
    (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
 3. call ``step``;
 4. carry the actions out: open or close the evacuation gate of DarkClusters (their
-   ``status.evacuationGate``, never their spec), set route weights, post Events;
+   ``status.evacuationGate``, never their spec), set route weights, post Events. The route
+   writes of one layer (proxy, then DNS) go out as one batch, a few at a time
+   (:data:`~.routes.ROUTE_CONCURRENCY`), every HTTPRoute's backends checked against one
+   snapshot of the namespace's Services, and the Events among them follow the batch;
 5. write the evacuation's part of the status under its own field manager
    (:data:`EVACUATION_MANAGER`): phase, evacuations, roles, weights, the gate, history,
    recommendation and plan, and the conditions ``RoutesReady`` and ``ActionsApplied``;
@@ -56,7 +59,14 @@ from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
 from regionshift.controllers.regionfailover.progress import PeerProgress, export, read_peers
-from regionshift.controllers.regionfailover.routes import RouteBook, describe_route_error, read_routes, set_weights
+from regionshift.controllers.regionfailover.routes import (
+    ROUTE_CONCURRENCY,
+    RouteBook,
+    backend_index,
+    describe_route_error,
+    read_routes,
+    set_weights,
+)
 from regionshift.controllers.regionfailover.transplant import dark_capacity, transplant
 from regionshift.decide.evacuation import (
     Action,
@@ -73,6 +83,7 @@ from regionshift.decide.evacuation import (
     Tuning,
     step,
 )
+from regionshift.decide.weights import layer_of
 from regionshift.errors import TrafficError
 from regionshift.failpoints import failpoint
 
@@ -210,6 +221,72 @@ async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate) -> lis
     return [r for r in await asyncio.gather(*(one(n) for n in names)) if r is not None]
 
 
+def _batches(actions: Sequence[Action]) -> list[list[Action]]:
+    """The actions in order, with each run of route writes of one layer (and the Events among them) as one batch.
+
+    The proxy routes come before DNS (the state machine orders them so); the writes of one
+    batch go out together, and its Events after them.
+    """
+    out: list[list[Action]] = []
+    layer = None
+    for action in actions:
+        if isinstance(action, SetWeights):
+            if layer is not layer_of(action.provider):
+                out.append([])
+                layer = layer_of(action.provider)
+            out[-1].append(action)
+        elif isinstance(action, PostEvent) and layer is not None:
+            out[-1].append(action)
+        else:
+            layer = None
+            out.append([action])
+    return out
+
+
+async def _set_weights(
+    *, book: RouteBook, actions: Sequence[SetWeights], status: RegionFailoverStatus, failing_back: bool,
+    several: bool,
+) -> list[tuple[SetWeights, BaseException]]:
+    """One batch of route writes: the first alone (the crash tests' failpoint follows it), the rest
+    :data:`~.routes.ROUTE_CONCURRENCY` at a time, every HTTPRoute checked against one snapshot of the
+    namespace's Services. Returns the writes refused, with why."""
+    try:
+        index = await asyncio.to_thread(backend_index, book)
+    except Exception:  # the snapshot unreadable: each write checks its own backends instead
+        index = None
+    limit = asyncio.Semaphore(ROUTE_CONCURRENCY)
+
+    async def one(action: SetWeights) -> tuple[SetWeights, BaseException] | None:
+        async with limit:
+            try:
+                await asyncio.to_thread(set_weights, book, action=action, status=status, index=index)
+            except Exception as exc:
+                observe.record_action(kind="SetWeights", result="Failed")
+                return action, exc
+        observe.record_action(kind="SetWeights", result="Done")
+        return None
+
+    refused = []
+    first, rest = actions[0], actions[1:]
+    if (outcome := await one(first)) is not None:
+        refused.append(outcome)
+    elif several:
+        failpoint("mid-failback" if failing_back else "mid-shift")
+    refused.extend(r for r in await asyncio.gather(*(one(a) for a in rest)) if r is not None)
+    return refused
+
+
+async def _post_events(*, fresh: Mapping[str, Any], events: Sequence[PostEvent]) -> None:
+    limit = asyncio.Semaphore(ROUTE_CONCURRENCY)
+
+    async def one(action: PostEvent) -> None:
+        async with limit:
+            await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
+        observe.record_action(kind="PostEvent", result="Done")
+
+    await asyncio.gather(*(one(e) for e in events))
+
+
 async def _carry_out(
     *, fresh: Mapping[str, Any], decision: Decision, book: RouteBook,
 ) -> list[str]:
@@ -218,28 +295,27 @@ async def _carry_out(
     failed: list[str] = []
     if decision.writes:
         failpoint("after-decision")
-    routes_written = 0
     failing_back = decision.status.phase is Phase.FAILING_BACK
-    for action in decision.actions:
+    several = sum(isinstance(a, SetWeights) for a in decision.actions) > 1
+    for batch in _batches(decision.actions):
+        writes = [a for a in batch if isinstance(a, SetWeights)]
+        if writes:
+            refused = await _set_weights(book=book, actions=writes, status=decision.status,
+                                         failing_back=failing_back, several=several)
+            several = False  # the failpoint follows the first route write of the run only
+            for action, exc in refused:
+                reason, message = rf_status.describe(exc)
+                failed.append(f"weights on {action.provider.value} {action.route}: {reason}: {message}")
+            await _post_events(fresh=fresh, events=[a for a in batch if isinstance(a, PostEvent)])
+            continue
+        action = batch[0]
         kind = type(action).__name__
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
-            refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate)
-            for name, exc in refused:
+            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate)
+            for name, exc in gates_refused:
                 failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
-            observe.record_action(kind=kind, result="Failed" if refused else "Done")
-        elif isinstance(action, SetWeights):
-            try:
-                await asyncio.to_thread(set_weights, book, action=action, status=decision.status)
-            except Exception as exc:
-                reason, message = rf_status.describe(exc)
-                failed.append(f"weights on {action.provider.value} {action.route}: {reason}: {message}")
-                observe.record_action(kind=kind, result="Failed")
-            else:
-                observe.record_action(kind=kind, result="Done")
-                routes_written += 1
-                if routes_written == 1 and sum(isinstance(a, SetWeights) for a in decision.actions) > 1:
-                    failpoint("mid-failback" if failing_back else "mid-shift")
+            observe.record_action(kind=kind, result="Failed" if gates_refused else "Done")
         elif isinstance(action, PostEvent):
             await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
             observe.record_action(kind=kind, result="Done")

@@ -4,7 +4,8 @@ The state machine (:mod:`regionshift.decide.evacuation`) thinks in weights per r
 each route of ``spec.traffic``. This module stands between it and the providers of
 :mod:`regionshift.adapters.traffic`:
 
-* :func:`read_routes` reads every route and turns each provider's answer into a
+* :func:`read_routes` reads every route (a few at a time, the namespace's Services and
+  EndpointSlices listed once per run for every HTTPRoute) and turns each provider's answer into a
   :class:`~regionshift.decide.evacuation.RouteReport`: the weights per region, whether they
   are verified, which peers' backends resolve, and which regions' weights this operator
   owns (a DNS route: only its own record);
@@ -33,6 +34,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,15 +42,18 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from regionshift.adapters.traffic import TrafficProvider, provider_for
-from regionshift.adapters.traffic.gatewayapi import GatewayAPIProvider
+from regionshift.adapters.traffic.gatewayapi import BackendIndex, GatewayAPIProvider
 from regionshift.adapters.traffic.ingress_nginx import PEERS, canary_weight
 from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, TrafficProviderKind
 from regionshift.decide.evacuation import RouteReport, SetWeights
 from regionshift.errors import TrafficError
 
-__all__ = ["RouteBook", "describe_route_error", "read_routes", "set_weights"]
+__all__ = ["ROUTE_CONCURRENCY", "RouteBook", "backend_index", "describe_route_error", "read_routes", "set_weights"]
 
 log = logging.getLogger(__name__)
+
+ROUTE_CONCURRENCY = 8
+"""Route reads (and, in the evacuation, route writes) in flight at once: each is a blocking call."""
 
 
 @dataclass(kw_only=True)
@@ -96,23 +101,35 @@ def _canary_as_regions(read: Mapping[str, int], *, here: str, peers: Sequence[st
     return out
 
 
+def _ensure_peer_services(book: RouteBook, *, route: str) -> None:
+    """The peer Services of one HTTPRoute, made sure of once per process (they are written, so not in DryRun)."""
+    provider = book.provider(TrafficProviderKind.GATEWAY_API)
+    assert isinstance(provider, GatewayAPIProvider)
+    gateways = tuple(sorted(book.gateways.items()))
+    if (route, gateways) not in book.peer_services_done:
+        provider.ensure_peer_services(route=route, gateways=book.gateways, owner=book.owner)
+        book.peer_services_done.add((route, gateways))
+
+
 def _report(book: RouteBook, *, kind: TrafficProviderKind, route: str, status: RegionFailoverStatus,
-            act: bool) -> RouteReport:
-    """One route's report; ``act`` False (DryRun) never writes, not even a peer Service."""
+            act: bool, index: BackendIndex | None = None) -> RouteReport:
+    """One route's report; ``act`` False (DryRun) never writes, not even a peer Service.
+
+    ``index``: the namespace's Services, taken once for every HTTPRoute of the run (taken
+    here when missing).
+    """
     spec, here = book.spec, book.spec.region
     peers = [p.name for p in spec.peers]
     provider = book.provider(kind)
     desired = _desired(status, kind, route)
     if kind is TrafficProviderKind.GATEWAY_API:
         assert isinstance(provider, GatewayAPIProvider)
-        gateways = tuple(sorted(book.gateways.items()))
-        if act and (route, gateways) not in book.peer_services_done:
-            provider.ensure_peer_services(route=route, gateways=book.gateways, owner=book.owner)
-            book.peer_services_done.add((route, gateways))
+        if act:
+            _ensure_peer_services(book, route=route)
         weights = dict(provider.read(route=route).weights)
-        index = provider.backend_index()
         backends = provider.backends(route)
         if act:
+            index = index if index is not None else provider.backend_index()
             resolvable = frozenset(p for p in peers if backends.service_of(p) in index.resolving)
         else:  # DryRun plans as if the peer Services were there for every peer with a gateway
             resolvable = frozenset(p for p in peers if book.gateways.get(p))
@@ -143,20 +160,53 @@ def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> 
     refusals (an invalid peer gateway address, a 403), which the caller turns into a
     condition and Events. One route's error never hides the others.
     """
+    jobs = [(TrafficProviderKind(t.kind), route) for t in book.spec.traffic for route in t.routes]
+    gateway_routes = [route for kind, route in jobs if kind is TrafficProviderKind.GATEWAY_API]
+    failed: dict[tuple[TrafficProviderKind, str], Exception] = {}
+    index: BackendIndex | None = None
+    with ThreadPoolExecutor(max_workers=ROUTE_CONCURRENCY, thread_name_prefix="routes") as pool:
+        if act and gateway_routes:
+            # the peer Services first, then one snapshot of the namespace's Services for every HTTPRoute
+            for route, exc in zip(gateway_routes, pool.map(
+                    lambda r: _typed_error(lambda: _ensure_peer_services(book, route=r)), gateway_routes)):
+                if exc is not None:
+                    failed[(TrafficProviderKind.GATEWAY_API, route)] = exc
+            provider = book.provider(TrafficProviderKind.GATEWAY_API)
+            assert isinstance(provider, GatewayAPIProvider)
+            try:
+                index = provider.backend_index()
+            except ApiException as exc:
+                failed.update({(TrafficProviderKind.GATEWAY_API, r): exc for r in gateway_routes})
+
+        def one(job: tuple[TrafficProviderKind, str]) -> RouteReport | Exception:
+            kind, route = job
+            if job in failed:
+                return failed[job]
+            try:
+                return _report(book, kind=kind, route=route, status=status, act=act, index=index)
+            except (TrafficError, ApiException) as exc:  # reported per route, the other routes go on
+                return exc
+
+        outcomes = list(pool.map(one, jobs))
     reports: list[RouteReport] = []
     errors: list[Exception] = []
-    for traffic in book.spec.traffic:
-        kind = TrafficProviderKind(traffic.kind)
-        for route in traffic.routes:
-            try:
-                reports.append(_report(book, kind=kind, route=route, status=status, act=act))
-            except Exception as exc:  # noqa: BLE001 - reported per route, the other routes go on
-                if not isinstance(exc, (TrafficError, ApiException)):
-                    raise
-                errors.append(exc)
-                reports.append(RouteReport(provider=kind, route=route, weights=None, verified=False,
-                                           error=f"{kind.value} {route}: {describe_route_error(exc)}"))
+    for (kind, route), outcome in zip(jobs, outcomes):
+        if isinstance(outcome, RouteReport):
+            reports.append(outcome)
+            continue
+        errors.append(outcome)
+        reports.append(RouteReport(provider=kind, route=route, weights=None, verified=False,
+                                   error=f"{kind.value} {route}: {describe_route_error(outcome)}"))
     return reports, errors
+
+
+def _typed_error(call: Any) -> Exception | None:
+    """None when ``call`` succeeds; the route's typed error or the API's refusal when it fails (others raise)."""
+    try:
+        call()
+    except (TrafficError, ApiException) as exc:
+        return exc
+    return None
 
 
 def describe_route_error(exc: Exception) -> str:
@@ -170,8 +220,22 @@ def describe_route_error(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverStatus) -> None:
-    """Carry one SetWeights out; raises the provider's typed error when the route refuses it."""
+def backend_index(book: RouteBook) -> BackendIndex | None:
+    """One snapshot of the namespace's Services for a batch of HTTPRoute writes (None without HTTPRoutes)."""
+    if not any(TrafficProviderKind(t.kind) is TrafficProviderKind.GATEWAY_API for t in book.spec.traffic):
+        return None
+    provider = book.provider(TrafficProviderKind.GATEWAY_API)
+    assert isinstance(provider, GatewayAPIProvider)
+    return provider.backend_index()
+
+
+def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverStatus,
+                index: BackendIndex | None = None) -> None:
+    """Carry one SetWeights out; raises the provider's typed error when the route refuses it.
+
+    ``index`` (:func:`backend_index`): the Services an HTTPRoute's backends are checked
+    against, taken once for a batch of writes instead of three reads per route.
+    """
     kind = TrafficProviderKind(action.provider)
     provider = book.provider(kind)
     weights = action.as_dict()
@@ -182,5 +246,7 @@ def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverSt
     if restoring and kind is not TrafficProviderKind.EXTERNAL_DNS:
         assert recorded is not None
         provider.restore(route=action.route, recorded=recorded)
+    elif isinstance(provider, GatewayAPIProvider):
+        provider.apply(route=action.route, desired=weights, index=index)
     else:
         provider.apply(route=action.route, desired=weights)

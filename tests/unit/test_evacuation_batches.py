@@ -1,0 +1,113 @@
+"""Route work of one evacuation run scales with the routes: one snapshot of the Services, writes in batches.
+
+With hundreds of routes (the evacuation benchmark, docs/benchmarks.md) the run read every
+HTTPRoute one after another and took two namespace-wide LISTs (Services, EndpointSlices)
+per route, then wrote the routes one after another with three more reads each. These tests
+pin the shape that replaced it: :func:`read_routes` takes the namespace's Services once per
+run, and :func:`_batches` groups the route writes of one layer (proxy before DNS) so that
+they go out together, the Events among them after the writes.
+
+The provider here is a counting stand-in for the API (the call counts are the point, which
+a real API server does not report); the real provider against the real API server is
+covered by tests/integration/test_traffic_gatewayapi.py and the two-region tests.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from typing import Any
+
+from regionshift.adapters.traffic.base import RouteWeights, Verification, conventional_backends
+from regionshift.adapters.traffic.gatewayapi import BackendIndex, GatewayAPIProvider
+from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, TrafficProviderKind
+from regionshift.controllers.regionfailover.evacuation import _batches
+from regionshift.controllers.regionfailover.routes import RouteBook, read_routes
+from regionshift.decide.evacuation import OpenGates, PostEvent, SetWeights
+from regionshift.errors import RouteNotFound
+
+GATEWAY, NGINX, DNS = TrafficProviderKind.GATEWAY_API, TrafficProviderKind.INGRESS_NGINX, TrafficProviderKind.EXTERNAL_DNS
+ROUTES = [f"svc-{i:03d}" for i in range(130)]
+
+
+class CountingGatewayAPI(GatewayAPIProvider):
+    """Answers from memory and counts the calls; ``svc-007`` does not exist."""
+
+    def __init__(self) -> None:
+        self.region = "east"
+        self.backends = conventional_backends(region="east", peers=["west"])
+        self.calls: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def _count(self, what: str) -> None:
+        with self._lock:
+            self.calls[what] += 1
+
+    def ensure_peer_services(self, *, route: str, gateways: Any, owner: Any = None) -> bool:
+        self._count("ensure")
+        return False
+
+    def read(self, *, route: str) -> RouteWeights:
+        self._count("read")
+        if route == "svc-007":
+            raise RouteNotFound(f"HTTPRoute {route} does not exist", kind="HTTPRoute", name=route)
+        return RouteWeights(kind="HTTPRoute", name=route, weights={"east": 100}, generation=1, resource_version="1")
+
+    def backend_index(self) -> BackendIndex:
+        self._count("index")
+        return BackendIndex(services=frozenset(ROUTES), resolving=frozenset(f"{r}-west" for r in ROUTES))
+
+    def verify(self, *, route: str, desired: Any) -> Verification:
+        self._count("verify")
+        return Verification(None, "Unreported", "nothing reports")
+
+
+def book(provider: CountingGatewayAPI) -> RouteBook:
+    spec = RegionFailoverSpec.model_validate({
+        "region": "east", "peers": [{"name": "west", "gatewayAddress": "west.example:443"}],
+        "signal": {"prometheusUrl": "http://127.0.0.1:9090", "query": 'x{region="{region}"}'},
+        "selector": {"matchLabels": {"app": "web"}},
+        "traffic": [{"kind": "GatewayAPI", "routes": ROUTES[i:i + 64]} for i in range(0, len(ROUTES), 64)]})
+    out = RouteBook(api=None, namespace="ns", spec=spec, owner=None)  # type: ignore[arg-type]
+    out._providers[GATEWAY] = provider
+    return out
+
+
+def test_one_run_takes_the_namespaces_services_once_for_every_route_and_reports_each_route() -> None:
+    provider = CountingGatewayAPI()
+    reports, errors = read_routes(book(provider), status=RegionFailoverStatus(), act=True)
+    assert provider.calls["index"] == 1
+    assert provider.calls["read"] == len(ROUTES) and provider.calls["ensure"] == len(ROUTES)
+    assert [r.route for r in reports] == ROUTES  # in spec order, whatever order the reads finished in
+    missing = [r for r in reports if r.weights is None]
+    assert [r.route for r in missing] == ["svc-007"] and "RouteNotFound" in (missing[0].error or "")
+    assert [type(e).__name__ for e in errors] == ["RouteNotFound"]
+    assert all(r.resolvable == frozenset({"west"}) for r in reports if r.weights is not None)
+
+
+def test_dry_run_reads_without_making_sure_of_peer_services_or_listing_them() -> None:
+    provider = CountingGatewayAPI()
+    read_routes(book(provider), status=RegionFailoverStatus(), act=False)
+    assert provider.calls["ensure"] == 0 and provider.calls["index"] == 0
+
+
+def weights(kind: TrafficProviderKind, route: str) -> SetWeights:
+    return SetWeights(provider=kind, route=route, weights=(("east", 0), ("west", 100)), previous=(("east", 100),),
+                      reason="evacuating")
+
+
+def event(text: str) -> PostEvent:
+    return PostEvent(type="Normal", reason="WeightsChanged", message=text)
+
+
+def test_route_writes_of_one_layer_go_out_as_one_batch_with_their_events_and_dns_after_the_proxies() -> None:
+    gates = OpenGates(region="east", dark_clusters=("a",), reason="saving west")
+    before = event("Evacuating")
+    actions = [before, gates, weights(GATEWAY, "a"), event("a"), weights(NGINX, "b"), event("b"),
+               weights(DNS, "c"), event("c"), event("Evacuated")]
+    assert _batches(actions) == [
+        [before], [gates],
+        [weights(GATEWAY, "a"), event("a"), weights(NGINX, "b"), event("b")],
+        [weights(DNS, "c"), event("c"), event("Evacuated")],
+    ]
+    assert [a for batch in _batches(actions) for a in batch] == actions
