@@ -147,12 +147,7 @@ class PrometheusClient:
         Raises :class:`NoData` rather than returning an empty list. NaN and infinite values
         are returned as they are.
         """
-        if step_seconds <= 0:
-            raise ValueError(f"step_seconds must be positive, not {step_seconds}")
-        start_seconds = _unix_seconds(start, name="start")
-        end_seconds = _unix_seconds(end, name="end")
-        if end_seconds < start_seconds:
-            raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+        start_seconds, end_seconds = _span(start=start, end=end, step_seconds=step_seconds)
         joined: dict[frozenset[tuple[str, str]], tuple[dict[str, str], list[Sample]]] = {}
         for window_start, window_end in _windows(start_seconds, end_seconds, step_seconds):
             params = {
@@ -187,12 +182,7 @@ class PrometheusClient:
         :class:`QueryRejected` when the query yields several series (aggregate it first).
         NaN and infinite values are returned as they are.
         """
-        if step_seconds <= 0:
-            raise ValueError(f"step_seconds must be positive, not {step_seconds}")
-        start_seconds = _unix_seconds(start, name="start")
-        end_seconds = _unix_seconds(end, name="end")
-        if end_seconds < start_seconds:
-            raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+        start_seconds, end_seconds = _span(start=start, end=end, step_seconds=step_seconds)
         parts: list[np.ndarray] = []
         labels: dict[str, str] | None = None
         for window_start, window_end in _windows(start_seconds, end_seconds, step_seconds):
@@ -332,6 +322,17 @@ def _context_for(verify_tls: bool | str, _version: int) -> ssl.SSLContext:
     if isinstance(verify_tls, str):
         return ssl.create_default_context(cafile=verify_tls)
     return httpx.create_ssl_context(verify=verify_tls)
+
+
+def _span(*, start: datetime, end: datetime, step_seconds: float) -> tuple[float, float]:
+    """A range query's start and end in unix seconds; ValueError for a bad step or an inverted window."""
+    if step_seconds <= 0:
+        raise ValueError(f"step_seconds must be positive, not {step_seconds}")
+    start_seconds = _unix_seconds(start, name="start")
+    end_seconds = _unix_seconds(end, name="end")
+    if end_seconds < start_seconds:
+        raise ValueError(f"end {end.isoformat()} is before start {start.isoformat()}")
+    return start_seconds, end_seconds
 
 
 def _unix_seconds(moment: datetime, *, name: str) -> float:
