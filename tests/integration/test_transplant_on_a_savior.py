@@ -24,9 +24,7 @@ from regionshift.local.cluster import LocalCluster
 from tests.integration.test_evacuation_modes import (  # noqa: F401 - shop and traffic_crds are fixtures
     HISTORY_DAYS,
     REGIONS,
-    ROUTE,
     RUN,
-    WEB,
     dark_clusters,
     live,
     play_west,
@@ -40,7 +38,7 @@ from tests.integration.test_evacuation_modes import (  # noqa: F401 - shop and t
 from tests.support.audit import writes
 from tests.support.cluster import Kube, eventually, namespace_in
 from tests.support.operator_process import OperatorProcess
-from tests.support.traffic import service
+from tests.support.region_traffic import install_traffic
 from tests.support.prometheus_server import Metric, PrometheusServer
 from tests.support.synthetic_day import DAY
 
@@ -213,10 +211,7 @@ def test_an_operator_killed_in_the_middle_of_a_transplant_resumes_from_the_recor
     since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime())
     # Its own namespace prefix: the session operator (t-*) does not watch it.
     with namespace_in(kube_cluster, prefix="x") as kube:
-        kube.apply(WEB)
-        service(kube, "web")
-        kube.custom.create_namespaced_custom_object("gateway.networking.k8s.io", "v1", kube.namespace, "httproutes",
-                                                    ROUTE)
+        install_traffic(kube, region="east", replicas=2)
 
         def operator(number: int, environment: dict[str, str] | None = None) -> OperatorProcess:
             return OperatorProcess(kubeconfig=kube_cluster.operator_kubeconfig, namespaces=[kube.namespace],
