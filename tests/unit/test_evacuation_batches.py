@@ -73,7 +73,7 @@ def book(provider: CountingGatewayAPI) -> RouteBook:
     return out
 
 
-def test_one_run_takes_the_namespaces_services_once_for_every_route_and_reports_each_route() -> None:
+def test_one_run_takes_the_namespaces_services_once_for_every_route_with_a_counting_stand_in() -> None:
     provider = CountingGatewayAPI()
     reports, errors = read_routes(book(provider), status=RegionFailoverStatus(), act=True)
     assert provider.calls["index"] == 1
@@ -85,7 +85,7 @@ def test_one_run_takes_the_namespaces_services_once_for_every_route_and_reports_
     assert all(r.resolvable == frozenset({"west"}) for r in reports if r.weights is not None)
 
 
-def test_dry_run_reads_without_making_sure_of_peer_services_or_listing_them() -> None:
+def test_dry_run_reads_without_making_sure_of_peer_services_with_a_counting_stand_in() -> None:
     provider = CountingGatewayAPI()
     read_routes(book(provider), status=RegionFailoverStatus(), act=False)
     assert provider.calls["ensure"] == 0 and provider.calls["index"] == 0
@@ -100,7 +100,7 @@ def event(text: str) -> PostEvent:
     return PostEvent(type="Normal", reason="WeightsChanged", message=text)
 
 
-def test_route_writes_of_one_layer_go_out_as_one_batch_with_their_events_and_dns_after_the_proxies() -> None:
+def test_route_writes_of_one_layer_go_out_as_one_batch_dns_after_proxies_with_a_counting_stand_in() -> None:
     gates = OpenGates(region="east", dark_clusters=("a",), reason="saving west")
     before = event("Evacuating")
     actions = [before, gates, weights(GATEWAY, "a"), event("a"), weights(NGINX, "b"), event("b"),
