@@ -678,7 +678,6 @@ def _wait(evac: RegionEvacuation, targets: list[_Target], *, layer: Layer | None
 
 def _advance(work: _Work) -> bool:
     """Move every evacuation on by at most one transition or milestone; True when something moved."""
-    ctx = work.ctx
     moved = False
     targets = _targets(work)
     proxy_hold = all(t.holds for t in targets if layer_of(t.provider) is Layer.PROXY)
