@@ -145,9 +145,10 @@ def test_an_evacuation_opens_a_gitops_owned_dark_cluster_without_fighting_its_ma
 
 def test_the_owners_open_gate_stays_open_when_the_evacuation_closes_its_own(kube: Kube) -> None:
     kube.apply(APP)
-    gitops_apply(kube, dark_cluster(replicas=2, gate=Gate.OPEN.value))
+    # The main pods first: with the owner's gate open, the dark pods join the same EndpointSlice.
     main = eventually(lambda: len(kube.ready_endpoint_pods("api")) == 2 and kube.ready_endpoint_pods("api"),
                       what="main pods in the EndpointSlice")
+    gitops_apply(kube, dark_cluster(replicas=2, gate=Gate.OPEN.value))
     dark = eventually(lambda: serving_dark_pods(kube, 2), what="2 dark pods serving by the owner's gate")
     eventually(lambda: kube.ready_endpoint_pods("api") == main | dark, what="dark pods in the endpoints")
     assert gate_condition(kube)["message"].startswith("opened by spec.gate (its owner);")
