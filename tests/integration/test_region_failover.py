@@ -455,7 +455,7 @@ def test_dark_clusters_follow_the_policy_and_the_selector_and_are_never_adopted(
         return {(dc["spec"]["replicas"]["minReplicas"], dc["spec"]["replicas"]["maxReplicas"])
                 for dc in dark_clusters(kube).values()}
 
-    eventually(lambda: bounds() == {(2, 7)}, timeout_seconds=30, what="min/max followed the policy")
+    eventually(lambda: bounds() == {(2, 7)}, timeout_seconds=90, what="min/max followed the policy")
 
     kube.apps.patch_namespaced_deployment("web", kube.namespace, {"metadata": {"labels": {"tier": "batch"}}})
     eventually(lambda: set(dark_clusters(kube)) == {"api"}, timeout_seconds=30,
