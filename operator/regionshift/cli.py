@@ -177,6 +177,23 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(region=args.region)
 
 
+def _cmd_drill(args: argparse.Namespace) -> int:
+    from regionshift.local.drill import DrillConfig, DrillRefused, run_drill
+
+    config = DrillConfig(services=args.services, fault_region=args.fault_region, fault=args.fault,
+                         sample_seconds=args.sample_seconds, outage_seconds=args.outage_seconds,
+                         report_dir=args.report_dir)
+    try:
+        run_drill(config)
+    except DrillRefused as exc:
+        print(f"regionshift drill: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("regionshift drill: interrupted; every process it started is stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
 def _cmd_backtest(args: argparse.Namespace) -> int:
     from regionshift.local.backtest import format_report, run_backtest
 
@@ -232,6 +249,16 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="a local region with the operator at work on a sample DarkCluster")
     demo.add_argument("--region", default="us-east")
     demo.set_defaults(func=_cmd_demo)
+
+    drill = sub.add_parser("drill", help="three local regions, a regional outage evacuated and failed back, a report")
+    drill.add_argument("--services", type=int, default=20, help="sample services per region")
+    drill.add_argument("--fault-region", default="us-west")
+    drill.add_argument("--fault", choices=["simulator", "cluster"], default="simulator",
+                       help="simulator: the region's pods serve nothing; cluster: its Deployments scale to 0")
+    drill.add_argument("--sample-seconds", type=int, default=5, help="how often the signal is sampled")
+    drill.add_argument("--outage-seconds", type=float, default=60.0, help="how long the region stays down once evacuated")
+    drill.add_argument("--report-dir", type=Path, default=Path("drill-report"))
+    drill.set_defaults(func=_cmd_drill)
 
     backtest = sub.add_parser("backtest", help="replay synthetic history with faults; report delays and false alarms")
     backtest.add_argument("--days", type=float, default=28.0, help="days replayed after two weeks of warm-up")

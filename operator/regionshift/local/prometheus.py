@@ -233,9 +233,13 @@ class PrometheusServer:
     ``add_scrape_target("127.0.0.1:PORT")`` then ``wait_until_scraped("127.0.0.1:PORT")``.
     """
 
-    def __init__(self, *, history: History, scrape_interval: str = SCRAPE_INTERVAL) -> None:
+    def __init__(self, *, history: History, scrape_interval: str = SCRAPE_INTERVAL,
+                 live_targets: Sequence[str] = ()) -> None:
         self.history = history
         self.scrape_interval = scrape_interval
+        self.live_targets = list(live_targets)
+        """More ``host:port`` targets scraped like the exporter (job and instance dropped), so their
+        series continue the backfilled ones: the drill's traffic simulator."""
         self._stack = ExitStack()
         self._port = 0
         self._exporter: Exporter | None = None
@@ -376,7 +380,8 @@ class PrometheusServer:
             self._write_targets()
         config = workdir / "prometheus.yml"
         config.write_text(json.dumps(
-            _config(self._exporter.address, targets_file=self._targets_file, scrape_interval=self.scrape_interval),
+            _config([self._exporter.address, *self.live_targets], targets_file=self._targets_file,
+                    scrape_interval=self.scrape_interval),
             indent=2))
         self._port = _free_port()
         log_path = workdir / "prometheus.log"
@@ -430,18 +435,18 @@ class PrometheusServer:
         return samples
 
 
-def _config(target: str, *, targets_file: Path, scrape_interval: str = SCRAPE_INTERVAL) -> dict[str, object]:
+def _config(live: Sequence[str], *, targets_file: Path, scrape_interval: str = SCRAPE_INTERVAL) -> dict[str, object]:
     """Prometheus' configuration (JSON is YAML).
 
-    Job ``live``: the exporter, its target labels dropped so live samples continue the
-    backfilled series. Job ``targets``: whatever the file lists, labels kept.
+    Job ``live``: the exporter (and any live target), target labels dropped so live samples
+    continue the backfilled series. Job ``targets``: whatever the file lists, labels kept.
     """
     return {
         "global": {"scrape_interval": scrape_interval, "scrape_timeout": scrape_interval},
         "scrape_configs": [
             {
                 "job_name": "live",
-                "static_configs": [{"targets": [target]}],
+                "static_configs": [{"targets": list(live)}],
                 "metric_relabel_configs": [{"action": "labeldrop", "regex": "job|instance"}],
             },
             {
