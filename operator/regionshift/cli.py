@@ -26,7 +26,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(level=getattr(logging, args.log_level))
     run_operator(kubeconfig=args.kubeconfig, namespaces=args.namespace or [], metrics_port=args.metrics_port,
-                 metrics_address=args.metrics_address)
+                 metrics_address=args.metrics_address, liveness_endpoint=args.liveness)
     # kopf has stopped and every write is in the cluster: nothing is left to do. Exit without
     # interpreter finalization, which races with idle executor threads and native libraries
     # (it aborted with SIGABRT in 2 of about 10 SIGTERM stops under churn).
@@ -195,6 +195,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="serve /metrics here (0: off)")
     run.add_argument("--metrics-address", default="127.0.0.1",
                      help="address /metrics listens on (0.0.0.0 in a pod, so Prometheus can scrape it)")
+    run.add_argument("--liveness", metavar="URL", default=None,
+                     help="serve kopf's health endpoint here, e.g. http://0.0.0.0:8081/healthz (for a liveness probe)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
 
