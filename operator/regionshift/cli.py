@@ -2,6 +2,7 @@
 
     regionshift run                 start the operator against the current kubeconfig
     regionshift crds                write crds/*.yaml from the pydantic models
+    regionshift manifests           write manifests/ (kustomize base and overlays) from charts/regionshift
     regionshift cluster build       build (or find cached) the local control plane
     regionshift cluster up/down     start or stop a local region on loopback (up installs the CRDs)
     regionshift cluster env         the shell lines that point kubectl at a local region
@@ -46,6 +47,22 @@ def _cmd_crds(args: argparse.Namespace) -> int:
             print(f"{args.output_dir / name} differs from the models; run `regionshift crds`", file=sys.stderr)
         return 1 if stale else 0
     for path in write_crds(directory=args.output_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_manifests(args: argparse.Namespace) -> int:
+    from regionshift.local.cluster import build_control_plane
+    from regionshift.local.manifests import check_manifests, render_manifests, write_manifests
+
+    helm = build_control_plane().path("helm")
+    files = render_manifests(chart=args.chart, helm=helm)
+    if args.check:
+        stale = check_manifests(files=files, output_dir=args.output_dir)
+        for name in stale:
+            print(f"{args.output_dir / name} differs from the chart; run `regionshift manifests`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_manifests(files=files, output_dir=args.output_dir):
         print(f"wrote {path}")
     return 0
 
@@ -204,6 +221,12 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", type=Path, default=Path("crds"))
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
     crds.set_defaults(func=_cmd_crds)
+
+    manifests = sub.add_parser("manifests", help="render manifests/ (kustomize base, an overlay per example region) from the chart")
+    manifests.add_argument("--chart", type=Path, default=Path("charts/regionshift"))
+    manifests.add_argument("--output-dir", type=Path, default=Path("manifests"))
+    manifests.add_argument("--check", action="store_true", help="fail if the files differ from the chart")
+    manifests.set_defaults(func=_cmd_manifests)
 
     cluster = sub.add_parser("cluster", help="local regions: a real control plane on loopback")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)
