@@ -158,7 +158,10 @@ async def _operate(
     stop_flag: threading.Event | None,
     liveness_endpoint: str | None = None,
 ) -> None:
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = not any(_is_pattern(namespace) for namespace in namespaces)
     await kopf.operator(
+        settings=settings,
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
@@ -166,6 +169,11 @@ async def _operate(
         stop_flag=stop_flag,
         liveness_endpoint=liveness_endpoint,
     )
+
+
+def _is_pattern(namespace: str) -> bool:
+    """Whether a ``--namespace`` is a kopf pattern (``t-*``, ``!kube-*``) rather than one namespace's name."""
+    return any(char in namespace for char in "*?[!,")
 
 
 def run_operator(
@@ -178,6 +186,12 @@ def run_operator(
     starting), so an answer on it doubles as a readiness probe. ``liveness_endpoint`` (e.g.
     ``http://0.0.0.0:8081/healthz``) is kopf's health endpoint: served by kopf's event loop
     itself, so it stops answering when the loop hangs, which is what a liveness probe is for.
+
+    kopf watches the cluster's namespaces and CRDs (its "scanning") only where it needs to:
+    for namespace patterns. Given namespaces by name, or none (every namespace), the operator
+    serves the CRDs that exist when it starts (install them first, as the chart does) and needs
+    no permission on Namespaces or CustomResourceDefinitions: without scanning, kopf would
+    retry the refused list for a minute at ERROR at every start.
     """
     kube.configure(kubeconfig=kubeconfig)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
