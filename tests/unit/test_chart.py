@@ -148,3 +148,10 @@ def test_service_monitor_and_prometheus_rule_are_opt_in(helm: Path) -> None:
     assert monitor["spec"]["endpoints"][0]["relabelings"] == [{"targetLabel": "operator_region", "replacement": "west"}]
     (rule,) = of_kind(docs, "PrometheusRule")
     assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+
+
+def test_kopf_scans_the_cluster_only_for_namespace_patterns() -> None:
+    from regionshift.runner import _is_pattern
+
+    assert [ns for ns in ["shop", "t-*", "!kube-system", "a,b", "team-[ab]", "streaming"] if _is_pattern(ns)] == [
+        "t-*", "!kube-system", "a,b", "team-[ab]"]
