@@ -68,12 +68,12 @@ def test_each_overlay_applies_server_side_and_deletes(example_cluster: LocalClus
     kubectl("apply", "--server-side", "--field-manager=gitops", "-f", "-", kubeconfig=kubeconfig, stdin=built)
     own = (overlay / "regionshift.yaml").read_text()  # the operator's objects; the base's CRDs and namespace stay
     try:
-        for doc in objects(own):
-            meta = doc["metadata"]
-            got = kubectl("get", f"{doc['kind'].lower()}.{doc['apiVersion'].split('/')[0] if '/' in doc['apiVersion'] else ''}".rstrip("."),
-                          meta["name"], *(["-n", meta["namespace"]] if "namespace" in meta else []), "-o", "yaml",
-                          kubeconfig=kubeconfig).stdout
-            assert yaml.safe_load(got)["metadata"]["labels"]["regionshift.io/region"] == region
+        live = yaml.safe_load(kubectl("get", "-f", "-", "-o", "yaml", "--show-managed-fields", kubeconfig=kubeconfig,
+                                      stdin=own).stdout)
+        assert len(live["items"]) == len(objects(own))
+        assert {item["metadata"]["labels"]["regionshift.io/region"] for item in live["items"]} == {region}
+        assert all(any(m["manager"] == "gitops" and m["operation"] == "Apply" for m in item["metadata"]["managedFields"])
+                   for item in live["items"])  # applied server-side, by the field manager a GitOps tool would use
     finally:
         kubectl("delete", "-f", "-", "--wait=false", kubeconfig=kubeconfig, stdin=own)
 
