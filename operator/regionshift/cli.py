@@ -2,6 +2,7 @@
 
     regionshift run                 start the operator against the current kubeconfig
     regionshift crds                write crds/*.yaml from the pydantic models
+    regionshift manifests           write manifests/ (kustomize base and overlays) from charts/regionshift
     regionshift cluster build       build (or find cached) the local control plane
     regionshift cluster up/down     start or stop a local region on loopback (up installs the CRDs)
     regionshift cluster env         the shell lines that point kubectl at a local region
@@ -26,7 +27,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     configure_logging(level=getattr(logging, args.log_level))
     run_operator(kubeconfig=args.kubeconfig, namespaces=args.namespace or [], metrics_port=args.metrics_port,
-                 metrics_address=args.metrics_address)
+                 metrics_address=args.metrics_address, liveness_endpoint=args.liveness)
     # kopf has stopped and every write is in the cluster: nothing is left to do. Exit without
     # interpreter finalization, which races with idle executor threads and native libraries
     # (it aborted with SIGABRT in 2 of about 10 SIGTERM stops under churn).
@@ -46,6 +47,22 @@ def _cmd_crds(args: argparse.Namespace) -> int:
             print(f"{args.output_dir / name} differs from the models; run `regionshift crds`", file=sys.stderr)
         return 1 if stale else 0
     for path in write_crds(directory=args.output_dir):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_manifests(args: argparse.Namespace) -> int:
+    from regionshift.local.cluster import build_control_plane
+    from regionshift.local.manifests import check_manifests, render_manifests, write_manifests
+
+    helm = build_control_plane().path("helm")
+    files = render_manifests(chart=args.chart, helm=helm)
+    if args.check:
+        stale = check_manifests(files=files, output_dir=args.output_dir)
+        for name in stale:
+            print(f"{args.output_dir / name} differs from the chart; run `regionshift manifests`", file=sys.stderr)
+        return 1 if stale else 0
+    for path in write_manifests(files=files, output_dir=args.output_dir):
         print(f"wrote {path}")
     return 0
 
@@ -212,6 +229,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--metrics-port", type=int, default=8080, help="serve /metrics here (0: off)")
     run.add_argument("--metrics-address", default="127.0.0.1",
                      help="address /metrics listens on (0.0.0.0 in a pod, so Prometheus can scrape it)")
+    run.add_argument("--liveness", metavar="URL", default=None,
+                     help="serve kopf's health endpoint here, e.g. http://0.0.0.0:8081/healthz (for a liveness probe)")
     run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     run.set_defaults(func=_cmd_run)
 
@@ -219,6 +238,12 @@ def _parser() -> argparse.ArgumentParser:
     crds.add_argument("--output-dir", type=Path, default=Path("crds"))
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
     crds.set_defaults(func=_cmd_crds)
+
+    manifests = sub.add_parser("manifests", help="render manifests/ (kustomize base, an overlay per example region) from the chart")
+    manifests.add_argument("--chart", type=Path, default=Path("charts/regionshift"))
+    manifests.add_argument("--output-dir", type=Path, default=Path("manifests"))
+    manifests.add_argument("--check", action="store_true", help="fail if the files differ from the chart")
+    manifests.set_defaults(func=_cmd_manifests)
 
     cluster = sub.add_parser("cluster", help="local regions: a real control plane on loopback")
     csub = cluster.add_subparsers(dest="cluster_command", required=True)

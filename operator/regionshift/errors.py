@@ -22,7 +22,8 @@ ones caused by a resource's content into a status condition and an Event, never 
         ├── PrometheusUnavailable    Prometheus did not answer (connection, timeout, 5xx) after retries
         ├── QueryRejected            Prometheus refused the query (bad PromQL, 4xx)
         ├── NoData                   the query matched no series or returned no samples
-        └── NotANumber               the samples are NaN or infinite
+        ├── NotANumber               the samples are NaN or infinite
+        └── TokenSecretNotOptedIn    signal.bearerTokenSecret names a Secret without the opt-in label
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ __all__ = [
     "SignalError",
     "StartupError",
     "TargetNotFound",
+    "TokenSecretNotOptedIn",
     "TrafficError",
     "RouteNotFound",
     "ServiceNotFound",
@@ -172,3 +174,12 @@ class NoData(SignalError):
 
 class NotANumber(SignalError):
     """The samples are NaN or infinite, so no ratio can be taken."""
+
+
+class TokenSecretNotOptedIn(SignalError):
+    """``signal.bearerTokenSecret`` names a Secret that does not carry the opt-in label.
+
+    The operator sends a token only from a Secret labelled ``regionshift.io/prometheus-token:
+    "true"``: whoever may write a RegionFailover chooses the Prometheus URL, and must not be
+    able to have the operator send any other Secret's ``token`` there. Nothing is sent.
+    """

@@ -156,23 +156,42 @@ async def _operate(
     namespaces: list[str],
     ready_flag: threading.Event | None,
     stop_flag: threading.Event | None,
+    liveness_endpoint: str | None = None,
 ) -> None:
+    settings = kopf.OperatorSettings()
+    settings.scanning.disabled = not any(_is_pattern(namespace) for namespace in namespaces)
     await kopf.operator(
+        settings=settings,
         standalone=True,
         clusterwide=not namespaces,
         namespaces=namespaces,
         ready_flag=ready_flag,
         stop_flag=stop_flag,
+        liveness_endpoint=liveness_endpoint,
     )
 
 
+def _is_pattern(namespace: str) -> bool:
+    """Whether a ``--namespace`` is a kopf pattern (``t-*``, ``!kube-*``) rather than one namespace's name."""
+    return any(char in namespace for char in "*?[!,")
+
+
 def run_operator(
-    *, kubeconfig: Path | None, namespaces: list[str], metrics_port: int | None, metrics_address: str = "127.0.0.1"
+    *, kubeconfig: Path | None, namespaces: list[str], metrics_port: int | None, metrics_address: str = "127.0.0.1",
+    liveness_endpoint: str | None = None,
 ) -> None:
     """Run the operator in this process until SIGTERM or SIGINT stops it.
 
     ``/metrics`` is served from the moment kopf is at work (its startup done, its watches
-    starting), so an answer on it doubles as a readiness probe.
+    starting), so an answer on it doubles as a readiness probe. ``liveness_endpoint`` (e.g.
+    ``http://0.0.0.0:8081/healthz``) is kopf's health endpoint: served by kopf's event loop
+    itself, so it stops answering when the loop hangs, which is what a liveness probe is for.
+
+    kopf watches the cluster's namespaces and CRDs (its "scanning") only where it needs to:
+    for namespace patterns. Given namespaces by name, or none (every namespace), the operator
+    serves the CRDs that exist when it starts (install them first, as the chart does) and needs
+    no permission on Namespaces or CustomResourceDefinitions: without scanning, kopf would
+    retry the refused list for a minute at ERROR at every start.
     """
     kube.configure(kubeconfig=kubeconfig)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
@@ -189,7 +208,8 @@ def run_operator(
                          kwargs={"ready": ready, "port": metrics_port, "address": metrics_address},
                          name="regionshift-metrics", daemon=True).start()
     try:
-        asyncio.run(_operate(namespaces=namespaces, ready_flag=ready, stop_flag=None))
+        asyncio.run(_operate(namespaces=namespaces, ready_flag=ready, stop_flag=None,
+                             liveness_endpoint=liveness_endpoint))
     finally:
         stop_logging()
 

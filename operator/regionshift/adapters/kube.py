@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from regionshift.adapters import retries
 from regionshift.api.conditions import now_rfc3339
 from regionshift.api.models import API_GROUP, API_VERSION, Gate
+from regionshift.errors import TokenSecretNotOptedIn
 
 __all__ = [
     "EVACUATION_FIELD_MANAGER",
@@ -405,10 +406,20 @@ def write_configmap(*, body: dict[str, Any]) -> None:
         core.replace_namespaced_config_map(meta["name"], meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT)
 
 
-def read_secret_value(*, namespace: str, name: str, key: str) -> str:
-    """One key of a Secret, decoded."""
+def read_secret_value(*, namespace: str, name: str, key: str, opt_in_label: str | None = None) -> str:
+    """One key of a Secret, decoded; with ``opt_in_label``, only from a Secret labelled ``<label>: "true"``.
+
+    A Secret without the label raises :class:`~regionshift.errors.TokenSecretNotOptedIn`, and
+    its data is never decoded.
+    """
     secret = client.CoreV1Api(_client()).read_namespaced_secret(name, namespace, _request_timeout=REQUEST_TIMEOUT)
-    return base64.b64decode((secret.data or {})[key]).decode()
+    if opt_in_label is not None and (secret.metadata.labels or {}).get(opt_in_label) != "true":
+        raise TokenSecretNotOptedIn(
+            f"the Secret {namespace}/{name} does not carry the label {opt_in_label}: \"true\"; the operator "
+            "sends a token only from a Secret whose owner opted in, so nothing was sent (label it, or name another)")
+    if key not in (secret.data or {}):
+        raise KeyError(f"the Secret {namespace}/{name} has no key {key!r}")
+    return base64.b64decode(secret.data[key]).decode()
 
 
 def patch_custom(*, plural: str, namespace: str, name: str, patch: dict[str, Any], uid: str | None = None) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pydantic.alias_generators import to_camel
 
 __all__ = [
     "API_GROUP",
+    "PROMETHEUS_TOKEN_LABEL",
     "Actor",
     "EvacuationPlan",
     "Phase",
@@ -65,6 +66,8 @@ __all__ = [
 
 API_GROUP = "regionshift.io"
 API_VERSION = "v1alpha1"
+PROMETHEUS_TOKEN_LABEL = "regionshift.io/prometheus-token"
+"""A Secret whose owner lets the operator read it as ``signal.bearerTokenSecret`` carries this label, value "true"."""
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 """An RFC 1123 label: what regionshift accepts as a region name."""
@@ -418,7 +421,9 @@ class SignalSource(Model):
     )
     timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Per-query timeout.")
     bearer_token_secret: str | None = Field(
-        default=None, description="Secret (same namespace, key 'token') with a bearer token."
+        default=None,
+        description="Secret (same namespace, key 'token') with a bearer token for Prometheus. Read only while it "
+                    "carries the label regionshift.io/prometheus-token: \"true\" (its owner opts in).",
     )
     insecure_skip_tls_verify: bool = Field(default=False, description="Skip TLS verification.")
 

@@ -32,7 +32,7 @@ import numpy as np
 from regionshift.adapters import kube
 from regionshift.adapters.history_store import configmap_name, decode, encode
 from regionshift.adapters.prometheus import PrometheusClient
-from regionshift.api.models import API_GROUP, API_VERSION, RegionFailoverSpec
+from regionshift.api.models import API_GROUP, API_VERSION, PROMETHEUS_TOKEN_LABEL, RegionFailoverSpec
 from regionshift.decide.forecast import SeasonalForecast
 from regionshift.decide.history import DAY_SECONDS, History, SeriesKey, fetch_window, finite_span_seconds, merge
 from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
@@ -197,11 +197,17 @@ def replicas_key(spec: RegionFailoverSpec, *, namespace: str, deployment: str) -
 
 
 async def prometheus_client(*, spec: RegionFailoverSpec, namespace: str) -> PrometheusClient:
-    """A client for the RegionFailover's Prometheus (its bearer token read from the Secret)."""
+    """A client for the RegionFailover's Prometheus (its bearer token read from the Secret).
+
+    The token comes only from a Secret labelled :data:`PROMETHEUS_TOKEN_LABEL`: ``"true"``; any
+    other raises :class:`~regionshift.errors.TokenSecretNotOptedIn` before a client exists, so
+    a RegionFailover cannot have another Secret's token sent to a URL of its writer's choosing.
+    """
     token = None
     if spec.signal.bearer_token_secret:
         token = await asyncio.to_thread(
-            kube.read_secret_value, namespace=namespace, name=spec.signal.bearer_token_secret, key="token"
+            kube.read_secret_value, namespace=namespace, name=spec.signal.bearer_token_secret, key="token",
+            opt_in_label=PROMETHEUS_TOKEN_LABEL,
         )
     # Built in a thread: the first client for an https URL loads the CA bundle (see prometheus.py).
     return await asyncio.to_thread(
