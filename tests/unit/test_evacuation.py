@@ -466,6 +466,24 @@ def test_failback_waits_for_the_regions_own_deployments() -> None:
     assert run.status.phase == Phase.FAILING_BACK
 
 
+def test_failback_starts_after_the_cool_down_though_the_evacuated_regions_own_verdict_stays_unhealthy() -> None:
+    # Its traffic is on the saviors, so its signal stays near 0 and detection keeps saying
+    # Unhealthy however healthy it is again (the drill found a failback waiting forever):
+    # the first failback step is the probe, not the verdict.
+    run = Run()
+    evacuate_east(run)
+    assert run.world.verdicts["east"] is U
+    run.tick(100)
+    assert run.status.phase == Phase.EVACUATED and "cool-down" in run.evac().waiting_for
+    d = run.tick(300)
+    assert run.status.phase == Phase.FAILING_BACK and "FailbackStarted" in events(d)
+    run.tick()
+    run.tick()
+    run.world.signal["east"] = FailbackSignal(served=10.0, forecast=100.0)  # still broken: 10 < 0.9 × 100 × 0.5
+    d = run.tick(60)
+    assert run.status.phase == Phase.EVACUATED and "FailbackAborted" in events(d)
+
+
 def test_no_resolving_savior_keeps_the_weight_and_the_evacuation_waits_with_an_event() -> None:
     run = Run(spec=make_spec(traffic=[{"kind": "GatewayAPI", "routes": ["web"]}]))
     run.world.routes = {(GW, "web"): dict(WEB_RECORDED)}

@@ -745,9 +745,9 @@ def _evacuated(work: _Work, evac: RegionEvacuation) -> bool:
         ) < ctx.tuning.dwell_seconds:
             evac.waiting_for = f"the cool-down of {ctx.tuning.cooldown_seconds:.0f} s before failback"
             return False
-        if ctx.verdict(evac.region) is Verdict.UNHEALTHY:
-            evac.waiting_for = "a verdict other than Unhealthy"
-            return False
+        # No verdict is asked for: an evacuated region serves (almost) nothing, so its signal
+        # stays far under its forecast however healthy it is again. The failback's first step
+        # is the probe that judges it (and aborts, with a backoff, if it still fails).
     ready = ctx.obs.deployments_ready.get(evac.region)
     if ready is not True:
         evac.waiting_for = f"the Deployments of {evac.region} to be Ready" + (" (unknown)" if ready is None else "")
