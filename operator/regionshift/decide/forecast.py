@@ -66,6 +66,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from regionshift.decide.calendar import UTC_CALENDAR, Calendar
 from regionshift.decide.robust import mad, tukey_biweight_weights, weighted_slope_through_origin
 from regionshift.errors import NoData
 
@@ -75,6 +76,7 @@ __all__ = [
     "ForecastConfig",
     "Prediction",
     "SeasonalForecast",
+    "fit_bucket_seconds",
 ]
 
 DAY_SECONDS = 86_400.0
@@ -121,6 +123,12 @@ class ForecastConfig:
     """Coverage of the prediction interval."""
     min_fit_samples: int = 24
     """Fewer finite buckets than this and there is nothing to forecast from."""
+    calendar_day_level: float = 0.7
+    """A calendar day (public holiday or special day) is forecast, at each time of day, as
+    the lower of its own weekday's shape and the rest day's shape, times this level."""
+    rest_weekday: int = 6
+    """The weekday a calendar day is compared with (Monday 0 … Sunday 6): a holiday runs
+    like a Sunday in most countries."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
@@ -133,6 +141,10 @@ class ForecastConfig:
             raise ValueError(f"analogue_margin must lie in 0..1, got {self.analogue_margin}")
         if not 0.0 <= self.weekday_level_weight <= 1.0:
             raise ValueError(f"weekday_level_weight must lie in 0..1, got {self.weekday_level_weight}")
+        if not 0 <= self.rest_weekday <= 6:
+            raise ValueError(f"rest_weekday must lie in 0..6, got {self.rest_weekday}")
+        if not 0.0 < self.calendar_day_level <= 2.0:
+            raise ValueError(f"calendar_day_level must lie in (0, 2], got {self.calendar_day_level}")
         if self.smoothing_seconds < 0 or self.robust_iterations < 0:
             raise ValueError("smoothing_seconds and robust_iterations must not be negative")
 
@@ -265,27 +277,56 @@ def _day_level(
     return np.where(known, numerator / np.where(known, denominator, 1.0), 0.0) + profile_level[tow]
 
 
+def fit_bucket_seconds(*, fit_step_seconds: float, step_seconds: float) -> int:
+    """Width of the fit's buckets for a history at ``step_seconds``.
+
+    ``fit_step_seconds`` (10 minutes by default) unless the history is coarser: then the
+    smallest divisor of a day at least as wide as its step, so that every bucket holds a
+    sample (a 30-minute history fits 30-minute buckets, an hourly one hourly buckets).
+    """
+    wanted = max(float(fit_step_seconds), float(step_seconds))
+    for width in range(int(math.ceil(wanted - 1e-9)), int(DAY_SECONDS) + 1):
+        if DAY_SECONDS % width == 0:
+            return width
+    return int(DAY_SECONDS)
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Shape:
     """The fitted weekly profile (log space) and growth, evaluable at any instant."""
 
     profile: np.ndarray
-    """One value per time-of-week bucket, at bucket centres."""
+    """One value per local time-of-week bucket, at bucket centres."""
+    rest_profile: np.ndarray
+    """One value per local time-of-day bucket: the rest day's shape."""
+    calendar_offset: float
     bucket_seconds: float
     step_seconds: float
     slope_per_second: float
     anchor: float
+    calendar: Calendar = UTC_CALENDAR
 
     def log_centre(self, timestamps: np.ndarray, *, shift_days: int) -> np.ndarray:
         """The log forecast of the samples stamped ``timestamps``, before re-levelling,
-        reading the weekly profile ``shift_days`` ahead."""
-        midpoint = timestamps - self.step_seconds / 2.0 + shift_days * DAY_SECONDS
+        reading the weekly profile ``shift_days`` ahead (calendar days read their own shape)."""
+        local = self.calendar.local_seconds(timestamps - self.step_seconds / 2.0)
+        midpoint = local + shift_days * DAY_SECONDS
         size = self.profile.size
         position = np.mod(midpoint, WEEK_SECONDS) / self.bucket_seconds - 0.5
         below = np.floor(position)
         fraction = position - below
         index = below.astype(np.int64) % size
         shape = self.profile[index] * (1.0 - fraction) + self.profile[(index + 1) % size] * fraction
+        if self.calendar.day_numbers.size:
+            special = self.calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
+            if special.any():
+                per_day = self.rest_profile.size
+                position = np.mod(local, DAY_SECONDS) / self.bucket_seconds - 0.5
+                below = np.floor(position)
+                fraction = position - below
+                index = below.astype(np.int64) % per_day
+                rest = self.rest_profile[index] * (1.0 - fraction) + self.rest_profile[(index + 1) % per_day] * fraction
+                shape = np.where(special, np.minimum(shape, rest) + self.calendar_offset, shape)
         return shape + self.slope_per_second * (timestamps - self.anchor)
 
 
@@ -333,20 +374,34 @@ class SeasonalForecast:
         values: np.ndarray | list[float],
         step_seconds: float | None = None,
         config: ForecastConfig = ForecastConfig(),
+        calendar: Calendar = UTC_CALENDAR,
+        held_out_from: float | None = None,
     ) -> SeasonalForecast:
         """Fit a forecast to history sampled at a fixed step.
 
         ``timestamps`` are unix seconds, ascending; missing samples may be absent or NaN.
         A sample stamped ``t`` is the signal over the step ending at ``t`` (Prometheus
         ``rate()`` semantics). ``step_seconds`` defaults to the median spacing of the
-        timestamps. Raises :class:`~regionshift.errors.NoData` when too few finite
-        samples remain.
+        timestamps. ``calendar`` is the region's time zone and calendar days: the shape is
+        learnt and forecast in local time, calendar days are kept out of the ordinary
+        week's shape and forecast as their own kind of day.
+
+        ``held_out_from`` is the contract with detection for a deviation under way: samples
+        stamped at or after it are left out of the fit (not learnt as normal). The caller
+        passes the start of the current drop while detection still treats it as a possible
+        outage (verdict Unhealthy or HeldBack), and None once detection gives up on it
+        (verdict Unknown: the forecast no longer fits) or the drop is over; from then on the
+        refit takes every sample and learns the new level.
+
+        Raises :class:`~regionshift.errors.NoData` when too few finite samples remain.
         """
         ts = np.asarray(timestamps, dtype=np.float64)
         ys = np.asarray(values, dtype=np.float64)
         if ts.shape != ys.shape or ts.ndim != 1:
             raise ValueError("timestamps and values must be one-dimensional and of equal length")
         finite = np.isfinite(ys) & np.isfinite(ts)
+        if held_out_from is not None:
+            finite &= ts < held_out_from
         ts, ys = ts[finite], np.maximum(ys[finite], 0.0)
         if ts.size < 2:
             raise NoData(f"{ts.size} finite samples: nothing to forecast from")
@@ -358,11 +413,14 @@ class SeasonalForecast:
 
         # Epoch-aligned buckets on a dense grid, so bucket k of any history is the same
         # time of week; buckets without enough samples carry no weight.
-        bucket = float(config.fit_step_seconds)
+        # Buckets are local time (the region's wall clock): a time change moves nothing; in
+        # the hour a fall-back repeats, both hours' samples share (and average in) the buckets.
+        bucket = float(fit_bucket_seconds(fit_step_seconds=config.fit_step_seconds, step_seconds=step))
         per_day = int(DAY_SECONDS // bucket)
         per_week = 7 * per_day
-        number = np.floor((ts - step / 2.0) / bucket).astype(np.int64)
-        first = int(number[0])
+        local = calendar.local_seconds(ts - step / 2.0)
+        number = np.floor(local / bucket).astype(np.int64)
+        first = int(number.min())
         sums = np.bincount(number - first, weights=ys)
         counts = np.bincount(number - first)
         present = counts >= max(1.0, 0.5 * bucket / step)
@@ -379,9 +437,13 @@ class SeasonalForecast:
         tod = absolute % per_day
         tow = absolute % per_week
         half_width = int(round(config.smoothing_seconds / bucket))
+        # Calendar days are their own kind of day: they shape neither the ordinary week nor
+        # the level of the days around them (what surrounds them is that level).
+        ordinary = ~calendar.is_calendar_day(absolute // per_day)
+        learnt = present & ordinary
 
         # Robust decomposition: log history = level of the day + time-of-week profile.
-        weights = present.astype(np.float64)
+        weights = learnt.astype(np.float64)
         profile = np.zeros(per_week)
         # Only buckets whose one-day window lies within the history and holds data for at
         # least half a day shape the profile: the first and last half day stay out.
@@ -390,7 +452,7 @@ class SeasonalForecast:
         coverage = np.convolve(present.astype(np.float64), kernel, mode="same")
         spanned = span >= COVERAGE * per_day
         defined = spanned & (coverage >= GAP_COVERAGE * per_day)
-        usable = present & defined
+        usable = learnt & defined
         if not usable.any():
             raise NoData("less than a day of history: no daily level to fit")
         for _ in range(1 + config.robust_iterations):
@@ -407,14 +469,14 @@ class SeasonalForecast:
                 )
             resid = z - day_level - profile[tow]
             scale = max(mad(resid[usable]), MIN_SCALE)
-            weights = np.where(present, tukey_biweight_weights(resid / scale), 0.0)
+            weights = np.where(learnt, tukey_biweight_weights(resid / scale), 0.0)
         use = weights * defined
 
         # Growth and day-of-week level of the daily level. Growth is the weighted least
         # squares slope within each time-of-week slot (level and time both centred on their
         # slot means), so a weekly pattern cannot pass for a trend; the day-of-week level is
         # what is left at each slot once the growth is out, of which a share is forecast.
-        seconds = (absolute + 0.5) * bucket - float(ts[-1])
+        seconds = (absolute + 0.5) * bucket - float(local[-1])
         slot_weight = np.bincount(tow, weights=use, minlength=per_week)
         occupied = slot_weight > 1e-12
 
@@ -432,11 +494,25 @@ class SeasonalForecast:
         day_of_week = np.where(occupied, level_num / np.where(occupied, slot_weight, 1.0), 0.0)
         profile = profile + config.weekday_level_weight * day_of_week
 
+        # Bucket 0 of the week is a Thursday (1970-01-01): the rest weekday's day of the profile.
+        rest_day = (config.rest_weekday - 3) % 7
         shape = _Shape(
-            profile=profile, bucket_seconds=bucket, step_seconds=step, slope_per_second=slope, anchor=float(ts[-1])
+            profile=profile,
+            rest_profile=profile[rest_day * per_day : (rest_day + 1) * per_day].copy(),
+            calendar_offset=math.log(config.calendar_day_level),
+            bucket_seconds=bucket,
+            step_seconds=step,
+            slope_per_second=slope,
+            anchor=float(ts[-1]),
+            calendar=calendar,
         )
         # Pick the weekday whose shape today follows, then re-level on the recent history.
-        analogue = ts >= shape.anchor - config.analogue_window_seconds
+        # Calendar days take no part: their level is the ordinary days' before them.
+        ordinary_sample = ~calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
+        recent_end = float(ts[ordinary_sample][-1]) if ordinary_sample.any() else shape.anchor
+        if not ordinary_sample.any():
+            ordinary_sample = np.ones(ts.size, dtype=bool)
+        analogue = ordinary_sample & (ts >= recent_end - config.analogue_window_seconds)
         logs = np.log(ys[analogue] + offset)
         slots = ((ts[analogue] - ts[analogue][0]) // bucket).astype(np.int64)
         per_slot = np.bincount(slots)
@@ -449,7 +525,7 @@ class SeasonalForecast:
         switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN
         shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
         native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
-        level = float(np.median(native[ts[analogue] >= shape.anchor - config.level_window_seconds]))
+        level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.
         spread = native - level
