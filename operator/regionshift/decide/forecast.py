@@ -212,12 +212,15 @@ def _seasonal_profile(
     tow: np.ndarray,
     per_day: int,
     half_width: int,
+    weekend: tuple[int, ...] = (),
 ) -> np.ndarray:
     """The smoothed time-of-week profile of ``residual``.
 
     Each time-of-week slot is the weighted mean of the history at that time of week; where
-    the history holds no data for a time of week (less than a week of history, or a long
-    gap), the time-of-day mean stands in.
+    the history holds no data for a time of week (less than a week of history, a long gap,
+    or a weekday that was a holiday every time the history saw it), the time-of-day mean of
+    the days of the same kind stands in: the ``weekend`` days (of the profile's week, day 0
+    a Thursday) or the working days, and all days where that kind has none either.
 
     Two weeks of history give each slot two observations, too few for a median. When one
     of them strays from the others by more than ``SLOT_DISAGREEMENT`` and lies further from
@@ -254,6 +257,17 @@ def _seasonal_profile(
     week_num = smoothed(tow, kept * value, per_week)
     week_den = smoothed(tow, kept, per_week)
     seen = week_den > 1e-12
+    if not seen.all() and weekend:
+        # Stand-ins by kind of day: working days for a working day, weekend for a weekend day.
+        rest_bucket = np.isin(tow // per_day, weekend)
+        rest_slot = np.isin(np.arange(per_week) // per_day, weekend)
+        for bucket_kind, slot_kind in ((rest_bucket, rest_slot), (~rest_bucket, ~rest_slot)):
+            num = smoothed(tod, weights * residual * bucket_kind, per_day)
+            den = smoothed(tod, weights * bucket_kind, per_day)
+            has = den > 1e-12
+            if has.any():
+                fill = np.tile(_fill_circular(np.where(has, num / np.where(has, den, 1.0), 0.0), has), 7)
+                daily = np.where(slot_kind, fill, daily)
     return np.where(seen, week_num / np.where(seen, week_den, 1.0), daily)
 
 
@@ -436,10 +450,14 @@ class SeasonalForecast:
         absolute = first + np.arange(z.size)
         tod = absolute % per_day
         tow = absolute % per_week
-        half_width = int(round(config.smoothing_seconds / bucket))
+        half_width = int(config.smoothing_seconds // bucket)
         # Calendar days are their own kind of day: they shape neither the ordinary week nor
         # the level of the days around them (what surrounds them is that level).
         ordinary = ~calendar.is_calendar_day(absolute // per_day)
+        # The rest weekday and the day before it (Saturday and Sunday by default), as days of
+        # the profile's week (day 0 is a Thursday, as 1970-01-01 was).
+        rest_day = (config.rest_weekday - 3) % 7
+        weekend = (rest_day, (rest_day - 1) % 7)
         learnt = present & ordinary
 
         # Robust decomposition: log history = level of the day + time-of-week profile.
@@ -461,11 +479,12 @@ class SeasonalForecast:
                 profile = _seasonal_profile(
                     z - day_level,
                     weights * defined,
-                    spanned=spanned.astype(np.float64),
+                    spanned=(spanned & ordinary).astype(np.float64),
                     tod=tod,
                     tow=tow,
                     per_day=per_day,
                     half_width=half_width,
+                    weekend=weekend,
                 )
             resid = z - day_level - profile[tow]
             scale = max(mad(resid[usable]), MIN_SCALE)
@@ -494,8 +513,6 @@ class SeasonalForecast:
         day_of_week = np.where(occupied, level_num / np.where(occupied, slot_weight, 1.0), 0.0)
         profile = profile + config.weekday_level_weight * day_of_week
 
-        # Bucket 0 of the week is a Thursday (1970-01-01): the rest weekday's day of the profile.
-        rest_day = (config.rest_weekday - 3) % 7
         shape = _Shape(
             profile=profile,
             rest_profile=profile[rest_day * per_day : (rest_day + 1) * per_day].copy(),
@@ -526,6 +543,14 @@ class SeasonalForecast:
         shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
         native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
         level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
+        if shift_days == 0:
+            # Never above the level of the last whole day: a morning that runs above a shape
+            # learnt in odd weeks (the first working week after the holidays) must not lift
+            # the whole day's forecast over what the day brings. A real rise lifts both.
+            whole_day = ordinary_sample & (ts >= recent_end - DAY_SECONDS)
+            if np.count_nonzero(whole_day) * step >= 0.5 * DAY_SECONDS:
+                daily = np.log(ys[whole_day] + offset) - shape.log_centre(ts[whole_day], shift_days=0)
+                level = min(level, float(np.median(daily)))
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.
         spread = native - level
