@@ -539,7 +539,10 @@ class SeasonalForecast:
             resid = (resid / np.maximum(per_slot, 1))[per_slot > 0]
             spreads.append(float(np.mean(np.abs(resid - np.median(resid)))))
         best = int(np.argmin(spreads))
-        switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN
+        # A region that declares its calendar days takes them from the calendar: the guess,
+        # which can mistake the first samples of a drop for a day of another kind, is for
+        # regions that declare none.
+        switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN and calendar.day_numbers.size == 0
         shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
         native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
         level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
