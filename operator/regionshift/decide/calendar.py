@@ -31,7 +31,10 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import numpy as np
 
+from regionshift.api.models import RegionCalendar
+
 __all__ = [
+    "calendar_of",
     "DAY_SECONDS",
     "UTC_CALENDAR",
     "Calendar",
@@ -192,3 +195,21 @@ def region_calendar(
     if country:
         holidays = public_holidays(country, subdivision or None, tuple(sorted(set(years))))
     return Calendar(time_zone=time_zone, holidays=holidays, special_days=frozenset(special_days))
+
+
+def calendar_of(declared: RegionCalendar, *, now: float, history_seconds: float) -> Calendar:
+    """The :class:`Calendar` a region declares in its RegionFailover (``spec.calendar`` or a peer's).
+
+    Public holidays are taken for every year from the oldest history sample to a year
+    after ``now``, so the history and any forecast horizon are covered.
+    """
+    first = dt.datetime.fromtimestamp(now - history_seconds, tz=dt.timezone.utc).year
+    last = dt.datetime.fromtimestamp(now, tz=dt.timezone.utc).year + 1
+    holidays = declared.holidays
+    return region_calendar(
+        time_zone=declared.time_zone,
+        country=holidays.country if holidays else None,
+        subdivision=holidays.subdivision if holidays else None,
+        special_days=declared.special_days,
+        years=range(first, last + 1),
+    )

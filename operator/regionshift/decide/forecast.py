@@ -123,6 +123,10 @@ class ForecastConfig:
     """Coverage of the prediction interval."""
     min_fit_samples: int = 24
     """Fewer finite buckets than this and there is nothing to forecast from."""
+    level_above_day: float = 0.15
+    """The re-levelled forecast never runs more than this (log space, about 16 %) above the
+    level of the last whole day: a few hours above a shape learnt in odd weeks (the first
+    working week after the holidays) do not lift the rest of the day."""
     calendar_day_level: float = 0.7
     """A calendar day (public holiday or special day) is forecast, at each time of day, as
     the lower of its own weekday's shape and the rest day's shape, times this level."""
@@ -547,13 +551,13 @@ class SeasonalForecast:
         native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
         level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
         if shift_days == 0:
-            # Never above the level of the last whole day: a morning that runs above a shape
-            # learnt in odd weeks (the first working week after the holidays) must not lift
-            # the whole day's forecast over what the day brings. A real rise lifts both.
+            # Never far above the level of the last whole day: a morning that runs above a
+            # shape learnt in odd weeks (the first working week after the holidays) must not
+            # lift the whole day's forecast over what the day brings.
             whole_day = ordinary_sample & (ts >= recent_end - DAY_SECONDS)
             if np.count_nonzero(whole_day) * step >= 0.5 * DAY_SECONDS:
                 daily = np.log(ys[whole_day] + offset) - shape.log_centre(ts[whole_day], shift_days=0)
-                level = min(level, float(np.median(daily)))
+                level = min(level, float(np.median(daily)) + config.level_above_day)
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.
         spread = native - level
