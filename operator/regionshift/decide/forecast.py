@@ -16,9 +16,21 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Level of the day**: a centred moving average over exactly one day, which cancels the
   daily cycle. Real traffic runs 10-20 % above or below the day before for whole days;
   taking that level out first keeps it from being mistaken for shape.
-* **Time-of-week shape**: the mean, per 10-minute slot of the week, of what is left; so
-  the weekend keeps its own daily shape, with no time zone or calendar needed (each
-  region's local week falls out of the data). Slots are smoothed over ±20 minutes.
+* **Time-of-week shape**: the mean, per 10-minute slot of the region's **local** week, of
+  what is left; so the weekend keeps its own daily shape. The slots are laid in the time
+  zone the region declares (:mod:`regionshift.decide.calendar`), so a daylight saving
+  change moves nothing; in the hour a fall-back repeats, both hours share the slots.
+  Slots are smoothed over ±20 minutes. A history coarser than 10 minutes is fitted on
+  buckets of its own step (:func:`fit_bucket_seconds`), unsmoothed.
+* **Calendar days** (public holidays of the region's country from the ``holidays``
+  library, and its own special days) are their own kind of day: they shape neither the
+  ordinary week, nor the level of the days around them, nor the re-levelling, and are
+  forecast, at each time of day, as the lower of their weekday's shape and the rest day's
+  (Sunday's) times ``calendar_day_level`` (0.7), at the level of the ordinary days before.
+  Erring low is the safe side for detection: a holiday runs anywhere from half a Sunday
+  to a busy Saturday, and an expected value too high would call a quiet holiday an
+  outage. A weekday the history saw only as holidays borrows the time-of-day shape of
+  the working days (the weekend's for a weekend day).
 * **Robust**: Tukey-biweight re-weighting (:mod:`regionshift.decide.robust`) down-weights outages
   and odd days in the history; NaN samples (gaps) simply carry no weight. Two weeks give
   each time-of-week slot only two observations, too few for a median, so when they
@@ -29,13 +41,19 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Day-of-week level**: half of it is forecast (``weekday_level_weight``), the rest left
   to re-levelling: two weeks cannot tell a weekly pattern from two busy Sundays.
 * **Re-levelled**: the forecast is shifted by the median residual of the last
-  ``level_window_seconds`` (3 h) of history at the native step. A median ignores outages
-  shorter than half the window; the operator also feeds the forecast only samples taken
-  while the region was judged healthy (the backtest does the same), so a long outage is
-  not learnt as the new normal.
-* **Analogue day**: a holiday runs like a Sunday, not like the Thursday it falls on. The
-  last 6 h are compared with each weekday's shape; another weekday's shape is used when
-  it fits markedly better (``analogue_margin``).
+  ``level_window_seconds`` (3 h) of history at the native step, but never more than
+  ``level_above_day`` (about 16 %) above the median residual of the last whole day: a
+  morning that runs above a shape learnt in odd weeks (the first working week after the
+  New Year holidays) does not lift the rest of the day. A median ignores outages
+  shorter than half the window; the operator also holds the samples of a drop under way
+  out of the refit (``held_out_from``) while detection may still call it an outage, and
+  takes them once detection gives up on it (Unknown), so the forecast learns a new level
+  instead of staying frozen at the old one.
+* **Analogue day**: for a region that declares no calendar days, an unannounced holiday
+  runs like a Sunday, not like the Thursday it falls on. The last 6 h are compared with
+  each weekday's shape; another weekday's shape is used when it fits markedly better
+  (``analogue_margin``). A region with a calendar takes its days from the calendar: the
+  guess can mistake the first samples of a drop for a day of another kind.
 * **Interval**: the robust spread (MAD) of the native-step residuals over the last 6 h
   around the level, as a normal interval in log space: one sample's noise plus how far
   the shape strayed lately, which is what a detection threshold is compared with.
