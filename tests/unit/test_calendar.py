@@ -12,7 +12,7 @@ import pytest
 from regionshift.api.models import RegionCalendar, RegionFailoverSpec
 from regionshift.decide.calendar import UTC_CALENDAR, Calendar, calendar_of, region_calendar, utc_offsets
 from regionshift.decide.forecast import SeasonalForecast, fit_bucket_seconds
-from regionshift.local.backtest import held_out_from, load_replay
+from regionshift.local.backtest import REPLAY_DATA, held_out_from, load_replay
 
 DAY = 86_400.0
 
@@ -212,7 +212,6 @@ def test_the_taxi_series_is_read_in_new_york_time_with_the_repeated_hour_split()
     assert np.all(np.diff(series.timestamps) == 1800)
     assert np.isfinite(series.values).all()
     assert series.values.size == 10_320 + 2  # the hour daylight saving time repeats: two more samples
-    raw = np.loadtxt(load_replay.__globals__["REPLAY_DATA"] / "nyc-taxi" / "nyc_taxi.csv", delimiter=",",
-                     skiprows=1, usecols=1)
+    raw = np.loadtxt(REPLAY_DATA / "nyc-taxi" / "nyc_taxi.csv", delimiter=",", skiprows=1, usecols=1)
     assert series.values.sum() == pytest.approx(raw.sum())
     assert [name for name, _, _ in series.windows][1] == "Thanksgiving"
