@@ -15,10 +15,12 @@ every field carries its unit in its name (``intervalSeconds``, not ``interval``)
 
 from __future__ import annotations
 
+import datetime as dt
 import enum
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 __all__ = [
@@ -47,11 +49,13 @@ __all__ = [
     "EvacuationTimeline",
     "FailbackPolicy",
     "Gate",
+    "HolidayCalendar",
     "LabelSelector",
     "Mode",
     "ModelFit",
     "ObjectMeta",
     "Peer",
+    "RegionCalendar",
     "RegionFailover",
     "RegionFailoverSpec",
     "RegionFailoverStatus",
@@ -361,6 +365,60 @@ class TrafficProviderKind(str, enum.Enum):
     EXTERNAL_DNS = "ExternalDNS"
 
 
+TIME_ZONE = r"^[A-Za-z][A-Za-z0-9_+-]*(/[A-Za-z0-9_+-]+){0,2}$"
+"""The shape of an IANA time zone name (``Europe/Paris``, ``America/Argentina/Salta``, ``UTC``)."""
+
+
+class HolidayCalendar(Model):
+    """Public holidays from the `holidays` library (https://pypi.org/project/holidays/)."""
+
+    country: str = Field(
+        pattern=r"^[A-Z]{2,3}$", description="ISO 3166-1 country code (alpha-2 or alpha-3), e.g. US, DE, IN."
+    )
+    subdivision: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=10,
+        pattern=r"^[A-Za-z0-9-]+$",
+        description="The library's subdivision code (a state, province or Land), e.g. NY, BY; absent: nationwide"
+        " holidays only.",
+    )
+
+
+class RegionCalendar(Model):
+    """A region's local time and calendar days, so its forecast follows the local clock and holidays."""
+
+    time_zone: str = Field(
+        default="UTC",
+        max_length=64,
+        pattern=TIME_ZONE,
+        description="IANA time zone of the region's users (e.g. America/New_York). The daily and weekly shape"
+        " of the signal is learnt and forecast in this local time, so a daylight saving change moves nothing.",
+    )
+    holidays: HolidayCalendar | None = Field(
+        default=None,
+        description="Country (and subdivision) whose public holidays are calendar days: forecast as their own"
+        " kind of day (like the rest day, at a lower level) and kept out of the ordinary week's shape."
+        " Absent: no public holidays.",
+    )
+    special_days: list[dt.date] = Field(
+        default_factory=list,
+        max_length=366,
+        description="The region's own calendar days (a launch, a sale), local dates YYYY-MM-DD, each once;"
+        " treated like public holidays.",
+        json_schema_extra=LIST_SET,
+    )
+
+    @field_validator("time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}: use an IANA name such as Europe/Paris") from exc
+        return value
+
+
 class Peer(Model):
     """Another region of the failover domain."""
 
@@ -388,6 +446,10 @@ class Peer(Model):
     )
     dns_record: str | None = Field(
         default=None, min_length=1, max_length=253, description="The peer's weighted DNS record name."
+    )
+    calendar: RegionCalendar = Field(
+        default_factory=RegionCalendar,
+        description="The peer's time zone and calendar days, for its forecast (default UTC, none).",
     )
 
 
@@ -575,6 +637,11 @@ class RegionFailoverSpec(Model):
         max_length=32,
         description="The other regions of the domain, keyed by name (each name once).",
         json_schema_extra=LIST_MAP_BY_NAME,
+    )
+    calendar: RegionCalendar = Field(
+        default_factory=RegionCalendar,
+        description="This region's time zone and calendar days, for its forecast (default UTC, none);"
+        " each peer declares its own.",
     )
     signal: SignalSource = Field(description="The business signal, per region.")
     detection: DetectionPolicy = Field(

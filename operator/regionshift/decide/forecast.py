@@ -16,9 +16,21 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Level of the day**: a centred moving average over exactly one day, which cancels the
   daily cycle. Real traffic runs 10-20 % above or below the day before for whole days;
   taking that level out first keeps it from being mistaken for shape.
-* **Time-of-week shape**: the mean, per 10-minute slot of the week, of what is left; so
-  the weekend keeps its own daily shape, with no time zone or calendar needed (each
-  region's local week falls out of the data). Slots are smoothed over ±20 minutes.
+* **Time-of-week shape**: the mean, per 10-minute slot of the region's **local** week, of
+  what is left; so the weekend keeps its own daily shape. The slots are laid in the time
+  zone the region declares (:mod:`regionshift.decide.calendar`), so a daylight saving
+  change moves nothing; in the hour a fall-back repeats, both hours share the slots.
+  Slots are smoothed over ±20 minutes. A history coarser than 10 minutes is fitted on
+  buckets of its own step (:func:`fit_bucket_seconds`), unsmoothed.
+* **Calendar days** (public holidays of the region's country from the ``holidays``
+  library, and its own special days) are their own kind of day: they shape neither the
+  ordinary week, nor the level of the days around them, nor the re-levelling, and are
+  forecast, at each time of day, as the lower of their weekday's shape and the rest day's
+  (Sunday's) times ``calendar_day_level`` (0.7), at the level of the ordinary days before.
+  Erring low is the safe side for detection: a holiday runs anywhere from half a Sunday
+  to a busy Saturday, and an expected value too high would call a quiet holiday an
+  outage. A weekday the history saw only as holidays borrows the time-of-day shape of
+  the working days (the weekend's for a weekend day).
 * **Robust**: Tukey-biweight re-weighting (:mod:`regionshift.decide.robust`) down-weights outages
   and odd days in the history; NaN samples (gaps) simply carry no weight. Two weeks give
   each time-of-week slot only two observations, too few for a median, so when they
@@ -29,13 +41,19 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Day-of-week level**: half of it is forecast (``weekday_level_weight``), the rest left
   to re-levelling: two weeks cannot tell a weekly pattern from two busy Sundays.
 * **Re-levelled**: the forecast is shifted by the median residual of the last
-  ``level_window_seconds`` (3 h) of history at the native step. A median ignores outages
-  shorter than half the window; the operator also feeds the forecast only samples taken
-  while the region was judged healthy (the backtest does the same), so a long outage is
-  not learnt as the new normal.
-* **Analogue day**: a holiday runs like a Sunday, not like the Thursday it falls on. The
-  last 6 h are compared with each weekday's shape; another weekday's shape is used when
-  it fits markedly better (``analogue_margin``).
+  ``level_window_seconds`` (3 h) of history at the native step, but never more than
+  ``level_above_day`` (about 16 %) above the median residual of the last whole day: a
+  morning that runs above a shape learnt in odd weeks (the first working week after the
+  New Year holidays) does not lift the rest of the day. A median ignores outages
+  shorter than half the window; the operator also holds the samples of a drop under way
+  out of the refit (``held_out_from``) while detection may still call it an outage, and
+  takes them once detection gives up on it (Unknown), so the forecast learns a new level
+  instead of staying frozen at the old one.
+* **Analogue day**: for a region that declares no calendar days, an unannounced holiday
+  runs like a Sunday, not like the Thursday it falls on. The last 6 h are compared with
+  each weekday's shape; another weekday's shape is used when it fits markedly better
+  (``analogue_margin``). A region with a calendar takes its days from the calendar: the
+  guess can mistake the first samples of a drop for a day of another kind.
 * **Interval**: the robust spread (MAD) of the native-step residuals over the last 6 h
   around the level, as a normal interval in log space: one sample's noise plus how far
   the shape strayed lately, which is what a detection threshold is compared with.
@@ -66,6 +84,7 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 import numpy as np
+from regionshift.decide.calendar import UTC_CALENDAR, Calendar
 from regionshift.decide.robust import mad, tukey_biweight_weights, weighted_slope_through_origin
 from regionshift.errors import NoData
 
@@ -75,6 +94,7 @@ __all__ = [
     "ForecastConfig",
     "Prediction",
     "SeasonalForecast",
+    "fit_bucket_seconds",
 ]
 
 DAY_SECONDS = 86_400.0
@@ -121,6 +141,16 @@ class ForecastConfig:
     """Coverage of the prediction interval."""
     min_fit_samples: int = 24
     """Fewer finite buckets than this and there is nothing to forecast from."""
+    level_above_day: float = 0.15
+    """The re-levelled forecast never runs more than this (log space, about 16 %) above the
+    level of the last whole day: a few hours above a shape learnt in odd weeks (the first
+    working week after the holidays) do not lift the rest of the day."""
+    calendar_day_level: float = 0.7
+    """A calendar day (public holiday or special day) is forecast, at each time of day, as
+    the lower of its own weekday's shape and the rest day's shape, times this level."""
+    rest_weekday: int = 6
+    """The weekday a calendar day is compared with (Monday 0 … Sunday 6): a holiday runs
+    like a Sunday in most countries."""
 
     def __post_init__(self) -> None:
         if not 0.0 < self.interval < 1.0:
@@ -133,6 +163,10 @@ class ForecastConfig:
             raise ValueError(f"analogue_margin must lie in 0..1, got {self.analogue_margin}")
         if not 0.0 <= self.weekday_level_weight <= 1.0:
             raise ValueError(f"weekday_level_weight must lie in 0..1, got {self.weekday_level_weight}")
+        if not 0 <= self.rest_weekday <= 6:
+            raise ValueError(f"rest_weekday must lie in 0..6, got {self.rest_weekday}")
+        if not 0.0 < self.calendar_day_level <= 2.0:
+            raise ValueError(f"calendar_day_level must lie in (0, 2], got {self.calendar_day_level}")
         if self.smoothing_seconds < 0 or self.robust_iterations < 0:
             raise ValueError("smoothing_seconds and robust_iterations must not be negative")
 
@@ -200,12 +234,15 @@ def _seasonal_profile(
     tow: np.ndarray,
     per_day: int,
     half_width: int,
+    weekend: tuple[int, ...] = (),
 ) -> np.ndarray:
     """The smoothed time-of-week profile of ``residual``.
 
     Each time-of-week slot is the weighted mean of the history at that time of week; where
-    the history holds no data for a time of week (less than a week of history, or a long
-    gap), the time-of-day mean stands in.
+    the history holds no data for a time of week (less than a week of history, a long gap,
+    or a weekday that was a holiday every time the history saw it), the time-of-day mean of
+    the days of the same kind stands in: the ``weekend`` days (of the profile's week, day 0
+    a Thursday) or the working days, and all days where that kind has none either.
 
     Two weeks of history give each slot two observations, too few for a median. When one
     of them strays from the others by more than ``SLOT_DISAGREEMENT`` and lies further from
@@ -242,6 +279,17 @@ def _seasonal_profile(
     week_num = smoothed(tow, kept * value, per_week)
     week_den = smoothed(tow, kept, per_week)
     seen = week_den > 1e-12
+    if not seen.all() and weekend:
+        # Stand-ins by kind of day: working days for a working day, weekend for a weekend day.
+        rest_bucket = np.isin(tow // per_day, weekend)
+        rest_slot = np.isin(np.arange(per_week) // per_day, weekend)
+        for bucket_kind, slot_kind in ((rest_bucket, rest_slot), (~rest_bucket, ~rest_slot)):
+            num = smoothed(tod, weights * residual * bucket_kind, per_day)
+            den = smoothed(tod, weights * bucket_kind, per_day)
+            has = den > 1e-12
+            if has.any():
+                fill = np.tile(_fill_circular(np.where(has, num / np.where(has, den, 1.0), 0.0), has), 7)
+                daily = np.where(slot_kind, fill, daily)
     return np.where(seen, week_num / np.where(seen, week_den, 1.0), daily)
 
 
@@ -265,27 +313,56 @@ def _day_level(
     return np.where(known, numerator / np.where(known, denominator, 1.0), 0.0) + profile_level[tow]
 
 
+def fit_bucket_seconds(*, fit_step_seconds: float, step_seconds: float) -> int:
+    """Width of the fit's buckets for a history at ``step_seconds``.
+
+    ``fit_step_seconds`` (10 minutes by default) unless the history is coarser: then the
+    smallest divisor of a day at least as wide as its step, so that every bucket holds a
+    sample (a 30-minute history fits 30-minute buckets, an hourly one hourly buckets).
+    """
+    wanted = max(float(fit_step_seconds), float(step_seconds))
+    for width in range(int(math.ceil(wanted - 1e-9)), int(DAY_SECONDS) + 1):
+        if DAY_SECONDS % width == 0:
+            return width
+    return int(DAY_SECONDS)
+
+
 @dataclass(frozen=True, kw_only=True)
 class _Shape:
     """The fitted weekly profile (log space) and growth, evaluable at any instant."""
 
     profile: np.ndarray
-    """One value per time-of-week bucket, at bucket centres."""
+    """One value per local time-of-week bucket, at bucket centres."""
+    rest_profile: np.ndarray
+    """One value per local time-of-day bucket: the rest day's shape."""
+    calendar_offset: float
     bucket_seconds: float
     step_seconds: float
     slope_per_second: float
     anchor: float
+    calendar: Calendar = UTC_CALENDAR
 
     def log_centre(self, timestamps: np.ndarray, *, shift_days: int) -> np.ndarray:
         """The log forecast of the samples stamped ``timestamps``, before re-levelling,
-        reading the weekly profile ``shift_days`` ahead."""
-        midpoint = timestamps - self.step_seconds / 2.0 + shift_days * DAY_SECONDS
+        reading the weekly profile ``shift_days`` ahead (calendar days read their own shape)."""
+        local = self.calendar.local_seconds(timestamps - self.step_seconds / 2.0)
+        midpoint = local + shift_days * DAY_SECONDS
         size = self.profile.size
         position = np.mod(midpoint, WEEK_SECONDS) / self.bucket_seconds - 0.5
         below = np.floor(position)
         fraction = position - below
         index = below.astype(np.int64) % size
         shape = self.profile[index] * (1.0 - fraction) + self.profile[(index + 1) % size] * fraction
+        if self.calendar.day_numbers.size:
+            special = self.calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
+            if special.any():
+                per_day = self.rest_profile.size
+                position = np.mod(local, DAY_SECONDS) / self.bucket_seconds - 0.5
+                below = np.floor(position)
+                fraction = position - below
+                index = below.astype(np.int64) % per_day
+                rest = self.rest_profile[index] * (1.0 - fraction) + self.rest_profile[(index + 1) % per_day] * fraction
+                shape = np.where(special, np.minimum(shape, rest) + self.calendar_offset, shape)
         return shape + self.slope_per_second * (timestamps - self.anchor)
 
 
@@ -333,20 +410,34 @@ class SeasonalForecast:
         values: np.ndarray | list[float],
         step_seconds: float | None = None,
         config: ForecastConfig = ForecastConfig(),
+        calendar: Calendar = UTC_CALENDAR,
+        held_out_from: float | None = None,
     ) -> SeasonalForecast:
         """Fit a forecast to history sampled at a fixed step.
 
         ``timestamps`` are unix seconds, ascending; missing samples may be absent or NaN.
         A sample stamped ``t`` is the signal over the step ending at ``t`` (Prometheus
         ``rate()`` semantics). ``step_seconds`` defaults to the median spacing of the
-        timestamps. Raises :class:`~regionshift.errors.NoData` when too few finite
-        samples remain.
+        timestamps. ``calendar`` is the region's time zone and calendar days: the shape is
+        learnt and forecast in local time, calendar days are kept out of the ordinary
+        week's shape and forecast as their own kind of day.
+
+        ``held_out_from`` is the contract with detection for a deviation under way: samples
+        stamped at or after it are left out of the fit (not learnt as normal). The caller
+        passes the start of the current drop while detection still treats it as a possible
+        outage (verdict Unhealthy or HeldBack), and None once detection gives up on it
+        (verdict Unknown: the forecast no longer fits) or the drop is over; from then on the
+        refit takes every sample and learns the new level.
+
+        Raises :class:`~regionshift.errors.NoData` when too few finite samples remain.
         """
         ts = np.asarray(timestamps, dtype=np.float64)
         ys = np.asarray(values, dtype=np.float64)
         if ts.shape != ys.shape or ts.ndim != 1:
             raise ValueError("timestamps and values must be one-dimensional and of equal length")
         finite = np.isfinite(ys) & np.isfinite(ts)
+        if held_out_from is not None:
+            finite &= ts < held_out_from
         ts, ys = ts[finite], np.maximum(ys[finite], 0.0)
         if ts.size < 2:
             raise NoData(f"{ts.size} finite samples: nothing to forecast from")
@@ -358,11 +449,14 @@ class SeasonalForecast:
 
         # Epoch-aligned buckets on a dense grid, so bucket k of any history is the same
         # time of week; buckets without enough samples carry no weight.
-        bucket = float(config.fit_step_seconds)
+        # Buckets are local time (the region's wall clock): a time change moves nothing; in
+        # the hour a fall-back repeats, both hours' samples share (and average in) the buckets.
+        bucket = float(fit_bucket_seconds(fit_step_seconds=config.fit_step_seconds, step_seconds=step))
         per_day = int(DAY_SECONDS // bucket)
         per_week = 7 * per_day
-        number = np.floor((ts - step / 2.0) / bucket).astype(np.int64)
-        first = int(number[0])
+        local = calendar.local_seconds(ts - step / 2.0)
+        number = np.floor(local / bucket).astype(np.int64)
+        first = int(number.min())
         sums = np.bincount(number - first, weights=ys)
         counts = np.bincount(number - first)
         present = counts >= max(1.0, 0.5 * bucket / step)
@@ -378,10 +472,18 @@ class SeasonalForecast:
         absolute = first + np.arange(z.size)
         tod = absolute % per_day
         tow = absolute % per_week
-        half_width = int(round(config.smoothing_seconds / bucket))
+        half_width = int(config.smoothing_seconds // bucket)
+        # Calendar days are their own kind of day: they shape neither the ordinary week nor
+        # the level of the days around them (what surrounds them is that level).
+        ordinary = ~calendar.is_calendar_day(absolute // per_day)
+        # The rest weekday and the day before it (Saturday and Sunday by default), as days of
+        # the profile's week (day 0 is a Thursday, as 1970-01-01 was).
+        rest_day = (config.rest_weekday - 3) % 7
+        weekend = (rest_day, (rest_day - 1) % 7)
+        learnt = present & ordinary
 
         # Robust decomposition: log history = level of the day + time-of-week profile.
-        weights = present.astype(np.float64)
+        weights = learnt.astype(np.float64)
         profile = np.zeros(per_week)
         # Only buckets whose one-day window lies within the history and holds data for at
         # least half a day shape the profile: the first and last half day stay out.
@@ -390,7 +492,7 @@ class SeasonalForecast:
         coverage = np.convolve(present.astype(np.float64), kernel, mode="same")
         spanned = span >= COVERAGE * per_day
         defined = spanned & (coverage >= GAP_COVERAGE * per_day)
-        usable = present & defined
+        usable = learnt & defined
         if not usable.any():
             raise NoData("less than a day of history: no daily level to fit")
         for _ in range(1 + config.robust_iterations):
@@ -399,22 +501,23 @@ class SeasonalForecast:
                 profile = _seasonal_profile(
                     z - day_level,
                     weights * defined,
-                    spanned=spanned.astype(np.float64),
+                    spanned=(spanned & ordinary).astype(np.float64),
                     tod=tod,
                     tow=tow,
                     per_day=per_day,
                     half_width=half_width,
+                    weekend=weekend,
                 )
             resid = z - day_level - profile[tow]
             scale = max(mad(resid[usable]), MIN_SCALE)
-            weights = np.where(present, tukey_biweight_weights(resid / scale), 0.0)
+            weights = np.where(learnt, tukey_biweight_weights(resid / scale), 0.0)
         use = weights * defined
 
         # Growth and day-of-week level of the daily level. Growth is the weighted least
         # squares slope within each time-of-week slot (level and time both centred on their
         # slot means), so a weekly pattern cannot pass for a trend; the day-of-week level is
         # what is left at each slot once the growth is out, of which a share is forecast.
-        seconds = (absolute + 0.5) * bucket - float(ts[-1])
+        seconds = (absolute + 0.5) * bucket - float(local[-1])
         slot_weight = np.bincount(tow, weights=use, minlength=per_week)
         occupied = slot_weight > 1e-12
 
@@ -433,10 +536,22 @@ class SeasonalForecast:
         profile = profile + config.weekday_level_weight * day_of_week
 
         shape = _Shape(
-            profile=profile, bucket_seconds=bucket, step_seconds=step, slope_per_second=slope, anchor=float(ts[-1])
+            profile=profile,
+            rest_profile=profile[rest_day * per_day : (rest_day + 1) * per_day].copy(),
+            calendar_offset=math.log(config.calendar_day_level),
+            bucket_seconds=bucket,
+            step_seconds=step,
+            slope_per_second=slope,
+            anchor=float(ts[-1]),
+            calendar=calendar,
         )
         # Pick the weekday whose shape today follows, then re-level on the recent history.
-        analogue = ts >= shape.anchor - config.analogue_window_seconds
+        # Calendar days take no part: their level is the ordinary days' before them.
+        ordinary_sample = ~calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
+        recent_end = float(ts[ordinary_sample][-1]) if ordinary_sample.any() else shape.anchor
+        if not ordinary_sample.any():
+            ordinary_sample = np.ones(ts.size, dtype=bool)
+        analogue = ordinary_sample & (ts >= recent_end - config.analogue_window_seconds)
         logs = np.log(ys[analogue] + offset)
         slots = ((ts[analogue] - ts[analogue][0]) // bucket).astype(np.int64)
         per_slot = np.bincount(slots)
@@ -446,10 +561,21 @@ class SeasonalForecast:
             resid = (resid / np.maximum(per_slot, 1))[per_slot > 0]
             spreads.append(float(np.mean(np.abs(resid - np.median(resid)))))
         best = int(np.argmin(spreads))
-        switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN
+        # A region that declares its calendar days takes them from the calendar: the guess,
+        # which can mistake the first samples of a drop for a day of another kind, is for
+        # regions that declare none.
+        switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN and calendar.day_numbers.size == 0
         shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
         native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
-        level = float(np.median(native[ts[analogue] >= shape.anchor - config.level_window_seconds]))
+        level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
+        if shift_days == 0:
+            # Never far above the level of the last whole day: a morning that runs above a
+            # shape learnt in odd weeks (the first working week after the holidays) must not
+            # lift the whole day's forecast over what the day brings.
+            whole_day = ordinary_sample & (ts >= recent_end - DAY_SECONDS)
+            if np.count_nonzero(whole_day) * step >= 0.5 * DAY_SECONDS:
+                daily = np.log(ys[whole_day] + offset) - shape.log_centre(ts[whole_day], shift_days=0)
+                level = min(level, float(np.median(daily)) + config.level_above_day)
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.
         spread = native - level

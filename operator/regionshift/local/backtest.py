@@ -18,20 +18,34 @@ The target for the defaults: no false evacuation in 28 simulated days, and every
 drop of 40 % or more detected within 3 samples. ``python -m regionshift.local.backtest`` (the
 command, :func:`main`) and ``tests/benchmarks/bench_backtest.py`` print the figures;
 docs/benchmarks.md records them.
+
+Synthetic history is the project's own, and the forecast was tuned on it, so the module
+also replays a **real** series (:func:`run_replay`, ``regionshift backtest --replay
+nyc-taxi``): New York taxi passengers every 30 minutes (``tests/data/nyc-taxi``), in the
+region's local time with its public holidays, through the same forecast, refit schedule
+and ``evaluate`` the operator's detection task runs. The refit holds out a drop under way
+exactly as the operator does (:func:`held_out_from`, the same rule as the detection task's
+``drops_under_way``) and takes every other sample. It reports false evacuations outside
+the series' labelled anomaly windows, what detection said in each window and on each
+calendar day, and how fast injected 40 % and 60 % drops of 4 hours are caught.
 """
 
 from __future__ import annotations
 
 import bisect
+import copy
 import enum
 import math
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import date, datetime, timezone
+from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from regionshift.decide.calendar import UTC_CALENDAR, Calendar, region_calendar
 from regionshift.decide.detection import Guard, RegionVerdict, Sample, evaluate
 from regionshift.errors import NoData
 from regionshift.decide.forecast import ForecastCache, ForecastConfig, SeasonalForecast
@@ -48,6 +62,14 @@ from regionshift.local.synthetic import (
 
 __all__ = [
     "DEFAULT_START",
+    "REPLAY_DATA",
+    "ReplayReport",
+    "ReplaySeries",
+    "format_replay",
+    "held_out_from",
+    "load_replay",
+    "replay_calendar",
+    "run_replay",
     "BacktestReport",
     "FalseEvacuation",
     "FaultOutcome",
@@ -531,3 +553,495 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+# ---------------------------------------------------------------------------- real-data replay
+
+REPLAY_DATA = Path(__file__).resolve().parents[3] / "tests" / "data"
+"""Where ``--replay NAME`` finds its series: ``tests/data/NAME/`` of the source tree."""
+
+REPLAY_TARGET_DEPTHS = (0.4, 0.6)
+"""Injected drops of the replay: each depth at :data:`REPLAY_INJECTIONS` random starts."""
+REPLAY_INJECTIONS = 20
+REPLAY_INJECTION_SECONDS = 4 * 3600.0
+REPLAY_TARGET_CAUGHT = {0.4: 18, 0.6: 20}
+"""Injected drops caught within TARGET_SAMPLES samples, of REPLAY_INJECTIONS, per depth."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplaySeries:
+    """A real series to replay: samples on a fixed UTC grid, its region's calendar, labelled windows."""
+
+    name: str
+    region: str
+    timestamps: np.ndarray
+    """Unix seconds; a sample stamped ``t`` covers the step ending at ``t``."""
+    values: np.ndarray
+    step_seconds: int
+    time_zone: str
+    country: str | None
+    subdivision: str | None
+    windows: tuple[tuple[str, float, float], ...]
+    """(name, start, end) of each labelled anomaly, unix seconds."""
+    source: str
+
+
+def load_replay(name: str, *, data_dir: Path | None = None) -> ReplaySeries:
+    """Read ``tests/data/<name>/``: the NAB taxi series (``nyc-taxi``) is the one there is.
+
+    The CSV's timestamps are New York wall-clock starts of 30-minute buckets. Each becomes
+    the UTC instant its bucket ends; the two ambiguous half-hours of the fall-back night,
+    which hold two hours' passengers each, are split evenly between both instants they
+    stand for, so the series has one sample every 30 minutes of real time.
+    """
+    import csv
+    import json
+    from zoneinfo import ZoneInfo
+
+    folder = (data_dir or REPLAY_DATA) / name
+    if name != "nyc-taxi":
+        raise ValueError(f"no replay named {name!r}: nyc-taxi is the one in {REPLAY_DATA}")
+    zone = ZoneInfo("America/New_York")
+    step = 1800
+
+    def instants(text: str) -> list[float]:
+        wall = datetime.fromisoformat(text).replace(tzinfo=zone)
+        first = wall.replace(fold=0).timestamp()
+        second = wall.replace(fold=1).timestamp()
+        return [first] if first == second else [first, second]
+
+    points: dict[float, float] = {}
+    with open(folder / "nyc_taxi.csv", newline="") as handle:
+        for row in csv.DictReader(handle):
+            starts = instants(row["timestamp"])
+            for begin in starts:
+                points[begin + step] = float(row["value"]) / len(starts)
+    ts = np.array(sorted(points))
+    grid = np.arange(ts[0], ts[-1] + step, step)
+    values = np.full(grid.size, np.nan)
+    values[np.searchsorted(grid, ts)] = [points[t] for t in ts]
+    labels = json.loads((folder / "windows.json").read_text())
+    windows = tuple(
+        (label, instants(lo.split(".")[0])[0], instants(hi.split(".")[0])[-1])
+        for label, (lo, hi) in zip(labels["names"], labels["windows"], strict=True)
+    )
+    return ReplaySeries(
+        name=name,
+        region="nyc",
+        timestamps=grid,
+        values=values,
+        step_seconds=step,
+        time_zone="America/New_York",
+        country="US",
+        subdivision="NY",
+        windows=windows,
+        source="NAB realKnownCause/nyc_taxi.csv (MIT), tests/data/nyc-taxi",
+    )
+
+
+@dataclass
+class _ReplayState:
+    """What the operator keeps between detection rounds of one region (deep-copied for injections)."""
+
+    cache: ForecastCache
+    previous: dict[str, RegionVerdict]
+    recent: deque[Sample]
+    expected: dict[int, float]
+    """Expected value per sample index, from the forecast fitted when it was judged."""
+    fits: int = 0
+
+
+def held_out_from(verdict: RegionVerdict | None) -> float | None:
+    """Where the refit stops taking samples, by the last verdict (see :meth:`SeasonalForecast.fit`).
+
+    A drop under way that detection still treats as a possible outage (Unhealthy, HeldBack)
+    is held out from its first sample; any other verdict (Healthy, or Unknown once the
+    deviation has outlasted detection's bound and the forecast no longer fits) holds
+    nothing out, so the refit learns the new level.
+    """
+    if verdict is None or verdict.drop_started_at is None:
+        return None
+    if verdict.verdict in (Verdict.UNHEALTHY, Verdict.HELD_BACK):
+        return verdict.drop_started_at.timestamp()
+    return None
+
+
+@dataclass(frozen=True, kw_only=True)
+class WindowOutcome:
+    """What detection said during one labelled window."""
+
+    name: str
+    start: float
+    end: float
+    unhealthy_hours: float
+    held_back_hours: float
+    unknown_hours: float
+    first_unhealthy: float | None
+    lowest_ratio: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class HolidayOutcome:
+    """What detection said on one calendar day of the replay."""
+
+    day: date
+    name: str
+    in_window: str | None
+    """The labelled window the day falls in, if any."""
+    unhealthy: bool
+    lowest_ratio: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class InjectionOutcome:
+    """One injected drop: when it began and after how many samples it was called Unhealthy."""
+
+    depth: float
+    start: float
+    delay_samples: int | None
+
+    @property
+    def caught(self) -> bool:
+        return self.delay_samples is not None and self.delay_samples <= TARGET_SAMPLES
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReplayReport:
+    """The figures of one real-data replay."""
+
+    series: ReplaySeries
+    calendar: Calendar
+    history_days: float
+    refit_interval_seconds: float
+    policy: DetectionPolicy
+    replay_start: float
+    evaluations: int
+    fits: int
+    false_evacuations: tuple[FalseEvacuation, ...]
+    """Turns to Unhealthy outside every labelled window."""
+    unhealthy_hours_outside: float
+    windows: tuple[WindowOutcome, ...]
+    holidays: tuple[HolidayOutcome, ...]
+    injections: tuple[InjectionOutcome, ...]
+    seed: int
+
+    def caught(self, depth: float) -> int:
+        return sum(1 for i in self.injections if abs(i.depth - depth) < 1e-9 and i.caught)
+
+    @property
+    def misses(self) -> list[str]:
+        """Each target the replay misses, in words (empty: every target met)."""
+        out = []
+        if self.false_evacuations:
+            out.append(f"{len(self.false_evacuations)} false evacuations outside the labelled windows (target 0)")
+        for depth, wanted in REPLAY_TARGET_CAUGHT.items():
+            if self.caught(depth) < wanted:
+                out.append(
+                    f"{depth:.0%} drops caught within {TARGET_SAMPLES} samples: {self.caught(depth)} of"
+                    f" {REPLAY_INJECTIONS} (target {wanted})"
+                )
+        unhealthy = [h for h in self.holidays if h.unhealthy]
+        if unhealthy:
+            out.append("calendar days turned Unhealthy: " + ", ".join(f"{h.day} {h.name}" for h in unhealthy))
+        return out
+
+
+def _replay_steps(
+    *,
+    series: ReplaySeries,
+    values: np.ndarray,
+    state: _ReplayState,
+    begin: int,
+    end: int,
+    judge_from: int,
+    policy: DetectionPolicy,
+    forecast_config: ForecastConfig,
+    calendar: Calendar,
+    history_samples: int,
+    record: Callable[[int, RegionVerdict], None] | None = None,
+    snapshots: Mapping[int, list[_ReplayState]] | None = None,
+) -> None:
+    """Replay samples ``begin`` to ``end`` (exclusive) exactly as the operator's detection task runs.
+
+    Each round: refit when the cache says it is due, on the past only (never the sample
+    being judged) and holding out a drop under way (:func:`held_out_from`); then judge the
+    latest ``consecutiveSamples + 2`` samples (what the detection task reads).
+    """
+    region = series.region
+    ts = series.timestamps
+    step = series.step_seconds
+    for i in range(begin, end):
+        if snapshots is not None and i in snapshots:
+            snapshots[i].append(copy.deepcopy(state))
+        now = float(ts[i])
+        if state.cache.due(key=region, now=now):
+            lo = max(0, i - history_samples)
+            try:
+                forecast = SeasonalForecast.fit(
+                    timestamps=ts[lo:i],
+                    values=values[lo:i],
+                    step_seconds=step,
+                    config=forecast_config,
+                    calendar=calendar,
+                    held_out_from=held_out_from(state.previous.get(region)),
+                )
+                state.cache.put(key=region, forecast=forecast, now=now)
+                state.fits += 1
+            except NoData:
+                pass
+        forecast = state.cache.get(key=region)
+        expected = forecast.expected(at=now).mean if forecast is not None else None
+        if expected is not None:
+            state.expected[i] = expected
+        value = float(values[i])
+        state.recent.append(
+            Sample(
+                at=datetime.fromtimestamp(now, tz=timezone.utc),
+                actual=value if math.isfinite(value) else None,
+                expected=expected,
+            )
+        )
+        if i < judge_from:
+            continue
+        verdicts = evaluate(
+            samples={region: tuple(state.recent)},
+            policy=policy,
+            now=datetime.fromtimestamp(now, tz=timezone.utc),
+            previous=state.previous,
+        )
+        if record is not None:
+            record(i, verdicts[region])
+        state.previous = verdicts
+
+
+def replay_calendar(series: ReplaySeries, *, use_calendar: bool = True) -> Calendar:
+    """The region's calendar for the replay (UTC and no calendar day with ``use_calendar`` False)."""
+    if not use_calendar:
+        return UTC_CALENDAR
+    first = datetime.fromtimestamp(float(series.timestamps[0]), tz=timezone.utc).year
+    last = datetime.fromtimestamp(float(series.timestamps[-1]), tz=timezone.utc).year
+    return region_calendar(
+        time_zone=series.time_zone,
+        country=series.country,
+        subdivision=series.subdivision,
+        years=range(first - 1, last + 2),
+    )
+
+
+def run_replay(
+    *,
+    name: str = "nyc-taxi",
+    policy: DetectionPolicy = DetectionPolicy(),
+    forecast_config: ForecastConfig = ForecastConfig(),
+    history_days: float = 14.0,
+    refit_interval_seconds: float = 3600.0,
+    use_calendar: bool = True,
+    seed: int = 7,
+    data_dir: Path | None = None,
+) -> ReplayReport:
+    """Replay a real series through the operator's forecast and detection, with injected drops.
+
+    The first ``history_days`` (plus half a day, as the operator fetches) are warm-up; every
+    later sample is judged. Besides the plain replay, drops of 40 % and 60 % lasting 4 hours
+    are injected at :data:`REPLAY_INJECTIONS` random starts each (``seed``), outside the
+    labelled windows and calendar days, each replayed from the plain replay's state a few
+    samples before it.
+    """
+    series = load_replay(name, data_dir=data_dir)
+    calendar = replay_calendar(series, use_calendar=use_calendar)
+    ts = series.timestamps
+    step = series.step_seconds
+    history_samples = int(round((history_days + 0.5) * DAY_SECONDS / step))
+    first = history_samples
+    window = policy.consecutive_samples + 2
+
+    def fresh() -> _ReplayState:
+        return _ReplayState(
+            cache=ForecastCache(refit_interval_seconds=refit_interval_seconds),
+            previous={},
+            recent=deque(maxlen=window),
+            expected={},
+        )
+
+    # Injection starts: random samples whose 4 hours (and a day after) touch no labelled
+    # window and no calendar day, drawn with a fixed seed.
+    length = int(round(REPLAY_INJECTION_SECONDS / step))
+    lead = window + 2
+    blocked = np.zeros(ts.size, dtype=bool)
+    for _, lo, hi in series.windows:
+        blocked |= (ts >= lo - DAY_SECONDS) & (ts <= hi + DAY_SECONDS)
+    local_days = np.floor(calendar.local_seconds(ts - step) / DAY_SECONDS).astype(np.int64)
+    calendar_day = calendar.is_calendar_day(local_days)
+    for k in np.flatnonzero(calendar_day):
+        blocked[max(0, k - length) : k + 1] = True
+    candidates = [k for k in range(first + lead, ts.size - length) if not blocked[k : k + length].any()]
+    rng = np.random.default_rng(seed)
+    starts = {depth: sorted(int(k) for k in rng.choice(candidates, size=REPLAY_INJECTIONS, replace=False))
+              for depth in REPLAY_TARGET_DEPTHS}
+
+    verdicts: dict[int, RegionVerdict] = {}
+    snapshots: dict[int, list[_ReplayState]] = {k - lead: [] for ks in starts.values() for k in ks}
+    base = fresh()
+    _replay_steps(
+        series=series, values=series.values, state=base, begin=0, end=ts.size, judge_from=first,
+        policy=policy, forecast_config=forecast_config, calendar=calendar, history_samples=history_samples,
+        record=lambda i, v: verdicts.__setitem__(i, v), snapshots=snapshots,
+    )
+
+    injections: list[InjectionOutcome] = []
+    for depth, ks in starts.items():
+        for k in ks:
+            state = snapshots[k - lead][0]
+            values = series.values.copy()
+            values[k : k + length] *= 1.0 - depth
+            called: list[int] = []
+
+            def note(i: int, verdict: RegionVerdict, *, begin: int = k, out: list[int] = called) -> None:
+                if i >= begin and verdict.verdict is Verdict.UNHEALTHY and not out:
+                    out.append(i - begin + 1)
+
+            _replay_steps(
+                series=series, values=values, state=copy.deepcopy(state), begin=k - lead, end=k + length,
+                judge_from=first, policy=policy, forecast_config=forecast_config, calendar=calendar,
+                history_samples=history_samples, record=note,
+            )
+            injections.append(InjectionOutcome(depth=depth, start=float(ts[k]), delay_samples=called[0] if called else None))
+
+    return _replay_report(
+        series=series, calendar=calendar, verdicts=verdicts, expected=base.expected, first=first,
+        policy=policy, history_days=history_days, refit_interval_seconds=refit_interval_seconds,
+        fits=base.fits, injections=tuple(injections), seed=seed,
+    )
+
+
+def _replay_report(
+    *,
+    series: ReplaySeries,
+    calendar: Calendar,
+    verdicts: Mapping[int, RegionVerdict],
+    expected: Mapping[int, float],
+    first: int,
+    policy: DetectionPolicy,
+    history_days: float,
+    refit_interval_seconds: float,
+    fits: int,
+    injections: tuple[InjectionOutcome, ...],
+    seed: int,
+) -> ReplayReport:
+    """Score the plain replay against the labelled windows and the calendar days."""
+    ts = series.timestamps
+    step = series.step_seconds
+    hours = step / 3600.0
+
+    def window_of(t: float) -> str | None:
+        return next((label for label, lo, hi in series.windows if lo <= t <= hi), None)
+
+    def ratio(i: int) -> float:
+        e = expected.get(i)
+        v = float(series.values[i])
+        return v / e if e and math.isfinite(v) and e > 0 else math.nan
+
+    false_evacuations: list[FalseEvacuation] = []
+    outside = 0.0
+    before: Verdict | None = None
+    for i in range(first, ts.size):
+        verdict = verdicts[i]
+        t = float(ts[i])
+        if verdict.verdict is Verdict.UNHEALTHY and window_of(t) is None:
+            outside += hours
+            if before is not Verdict.UNHEALTHY:
+                false_evacuations.append(FalseEvacuation(region=series.region, at=t, message=verdict.message))
+        before = verdict.verdict
+
+    windows = []
+    for label, lo, hi in series.windows:
+        inside = [i for i in range(first, ts.size) if lo <= ts[i] <= hi]
+        kinds = [verdicts[i].verdict for i in inside]
+        turned = next((float(ts[i]) for i in inside if verdicts[i].verdict is Verdict.UNHEALTHY), None)
+        ratios = [r for r in (ratio(i) for i in inside) if math.isfinite(r)]
+        windows.append(
+            WindowOutcome(
+                name=label, start=lo, end=hi,
+                unhealthy_hours=hours * kinds.count(Verdict.UNHEALTHY),
+                held_back_hours=hours * kinds.count(Verdict.HELD_BACK),
+                unknown_hours=hours * kinds.count(Verdict.UNKNOWN),
+                first_unhealthy=turned, lowest_ratio=min(ratios, default=math.nan),
+            )
+        )
+
+    local_days = np.floor(calendar.local_seconds(ts - step) / DAY_SECONDS).astype(np.int64)
+    start_day = datetime.fromtimestamp(float(ts[first]), tz=timezone.utc).date()
+    end_day = datetime.fromtimestamp(float(ts[-1]), tz=timezone.utc).date()
+    holidays = []
+    for day, label in calendar.names(start=start_day, end=end_day):
+        number = (day - date(1970, 1, 1)).days
+        inside = [i for i in np.flatnonzero(local_days == number) if i >= first]
+        if not inside:
+            continue
+        ratios = [r for r in (ratio(i) for i in inside) if math.isfinite(r)]
+        holidays.append(
+            HolidayOutcome(
+                day=day, name=label, in_window=window_of(float(ts[inside[len(inside) // 2]])),
+                unhealthy=any(verdicts[i].verdict is Verdict.UNHEALTHY for i in inside),
+                lowest_ratio=min(ratios, default=math.nan),
+            )
+        )
+    return ReplayReport(
+        series=series, calendar=calendar, history_days=history_days,
+        refit_interval_seconds=refit_interval_seconds, policy=policy, replay_start=float(ts[first]),
+        evaluations=ts.size - first, fits=fits, false_evacuations=tuple(false_evacuations),
+        unhealthy_hours_outside=outside, windows=tuple(windows), holidays=tuple(holidays),
+        injections=injections, seed=seed,
+    )
+
+
+def format_replay(report: ReplayReport) -> str:
+    """The replay's report as a plain-text table."""
+    series = report.series
+    policy = report.policy
+    zone = ZoneInfo(series.time_zone)
+
+    def local(t: float) -> str:
+        return datetime.fromtimestamp(t, tz=zone).strftime("%Y-%m-%d %H:%M")
+
+    cal = report.calendar
+    lines = [
+        f"replay {series.name}: {series.source}",
+        f"region {series.region}, step {series.step_seconds} s, {report.evaluations} samples judged from"
+        f" {local(report.replay_start)} ({series.time_zone}); history {report.history_days:g} days,"
+        f" refit every {report.refit_interval_seconds:g} s ({report.fits} fits)",
+        f"calendar: time zone {cal.time_zone}, holidays "
+        + (f"{series.country}/{series.subdivision}" if cal.holidays else "none"),
+        f"policy: ratio < {policy.ratio_threshold:g} for {policy.consecutive_samples} samples (the default)",
+        "",
+        f"{'labelled window':<52} {'Unhealthy':>9} {'HeldBack':>8} {'Unknown':>7} {'first Unhealthy':>16} {'min ratio':>9}",
+    ]
+    for w in report.windows:
+        lines.append(
+            f"{w.name:<52} {w.unhealthy_hours:>8.1f}h {w.held_back_hours:>7.1f}h {w.unknown_hours:>6.1f}h"
+            f" {local(w.first_unhealthy) if w.first_unhealthy else '-':>16} {w.lowest_ratio:>9.2f}"
+        )
+    lines += ["", f"{'calendar day':<10} {'name':<36} {'in window':<16} {'Unhealthy':<9} {'min ratio':>9}"]
+    for h in report.holidays:
+        lines.append(
+            f"{h.day.isoformat():<10} {h.name[:36]:<36} {(h.in_window or '-')[:16]:<16}"
+            f" {'yes' if h.unhealthy else 'no':<9} {h.lowest_ratio:>9.2f}"
+        )
+    lines += [
+        "",
+        f"false evacuations outside the labelled windows: {len(report.false_evacuations)}"
+        f" ({report.unhealthy_hours_outside:.1f} h Unhealthy)"
+        + "".join(f"\n  {local(e.at)} {e.message}" for e in report.false_evacuations),
+    ]
+    for depth in REPLAY_TARGET_DEPTHS:
+        delays = sorted(i.delay_samples for i in report.injections if abs(i.depth - depth) < 1e-9
+                        and i.delay_samples is not None)
+        missed = [local(i.start) for i in report.injections if abs(i.depth - depth) < 1e-9 and not i.caught]
+        lines.append(
+            f"injected {depth:.0%} drops of {REPLAY_INJECTION_SECONDS / 3600:g} h (seed {report.seed}):"
+            f" {report.caught(depth)}/{REPLAY_INJECTIONS} caught within {TARGET_SAMPLES} samples"
+            f" (delays {delays})" + (f"; not caught in time: {', '.join(missed)}" if missed else "")
+        )
+    misses = report.misses
+    lines.append("targets: " + ("MET" if not misses else "NOT MET: " + "; ".join(misses)))
+    return "\n".join(lines)

@@ -59,10 +59,15 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 
 
 def drops_under_way(status: Mapping[str, Any]) -> dict[str, float]:
-    """Start of each region's current drop, from status: samples since then are not learnt."""
+    """Start of each region's drop that may be an outage, from status: the refit holds its samples out.
+
+    Only an Unhealthy or HeldBack verdict holds samples out. Once detection gives up on a
+    deviation (Unknown: the forecast no longer fits) the refit takes them, so the forecast
+    learns the new level instead of staying frozen at the old one.
+    """
     out = {}
     for item in status.get("regions") or []:
-        if item.get("dropStartedAt") and item.get("verdict") != Verdict.HEALTHY.value:
+        if item.get("dropStartedAt") and item.get("verdict") in (Verdict.UNHEALTHY.value, Verdict.HELD_BACK.value):
             out[item["name"]] = dt.datetime.fromisoformat(item["dropStartedAt"].replace("Z", "+00:00")).timestamp()
     return out
 

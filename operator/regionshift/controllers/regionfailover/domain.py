@@ -33,6 +33,7 @@ from regionshift.adapters import kube
 from regionshift.adapters.history_store import configmap_name, decode, encode
 from regionshift.adapters.prometheus import PrometheusClient
 from regionshift.api.models import API_GROUP, API_VERSION, PROMETHEUS_TOKEN_LABEL, RegionFailoverSpec
+from regionshift.decide.calendar import Calendar, calendar_of
 from regionshift.decide.forecast import SeasonalForecast
 from regionshift.decide.history import DAY_SECONDS, History, SeriesKey, fetch_window, finite_span_seconds, merge
 from regionshift.errors import NoData, NotANumber, PrometheusUnavailable, QueryRejected
@@ -46,6 +47,7 @@ __all__ = [
     "domain_of",
     "expand",
     "forecast_sources",
+    "calendars",
     "forget",
     "load_fallback",
     "prometheus_client",
@@ -244,21 +246,40 @@ async def _fetch(prom: PrometheusClient, domain: Domain, *, name: str, key: Seri
     return merged
 
 
-def _fit_one(history: History, masked_from: float) -> SeasonalForecast:
-    """Fit one region's forecast, leaving out the samples of a drop under way (not normal)."""
+def _fit_one(history: History, held_out_from: float | None, calendar: Calendar) -> SeasonalForecast:
+    """Fit one region's forecast in its local time, holding out a drop under way (not normal)."""
     span = finite_span_seconds(history)
     if span < DAY_SECONDS:
         raise NoData(f"only {span / 3600:.1f} h of history; a forecast needs at least a day")
-    timestamps = history.timestamps()
-    values = np.where(timestamps >= masked_from, np.nan, history.values.astype(np.float64))
-    return SeasonalForecast.fit(timestamps=timestamps, values=values, step_seconds=history.step_seconds)
+    return SeasonalForecast.fit(timestamps=history.timestamps(), values=history.values.astype(np.float64),
+                                step_seconds=history.step_seconds, calendar=calendar, held_out_from=held_out_from)
 
 
-def _fit_all(histories: Mapping[str, History], masked_from: Mapping[str, float]) -> dict[str, SeasonalForecast | str]:
+def calendars(spec: RegionFailoverSpec, *, now: float) -> dict[str, Calendar | str]:
+    """Each region's calendar (this region's ``spec.calendar``, each peer's own), or why it has none."""
+    declared = {spec.region: spec.calendar, **{p.name: p.calendar for p in spec.peers}}
+    out: dict[str, Calendar | str] = {}
+    for region, calendar in declared.items():
+        try:
+            out[region] = calendar_of(calendar, now=now, history_seconds=_window(spec))
+        except ValueError as exc:  # a country or subdivision the holidays library does not know
+            out[region] = f"calendar of {region}: {exc}"
+    return out
+
+
+def _fit_all(
+    histories: Mapping[str, History], held_out: Mapping[str, float],
+    region_calendars: Mapping[str, Calendar | str] | None = None,
+) -> dict[str, SeasonalForecast | str]:
+    region_calendars = region_calendars or {}
     out: dict[str, SeasonalForecast | str] = {}
     for region, history in histories.items():
+        calendar = region_calendars.get(region, Calendar())
+        if isinstance(calendar, str):
+            out[region] = calendar
+            continue
         try:
-            out[region] = _fit_one(history, masked_from.get(region, math.inf))
+            out[region] = _fit_one(history, held_out.get(region), calendar)
         except (NoData, ValueError) as exc:
             out[region] = str(exc)
     return out
@@ -273,6 +294,11 @@ async def refresh_signal(
     now: float, drops: Mapping[str, float],
 ) -> None:
     """Refit the forecast of every region whose key changed or whose fit is a refit interval old.
+
+    Each region's forecast is fitted in its own time zone with its calendar days
+    (:func:`calendars`); ``drops`` holds, per region, the start of a drop detection still
+    treats as a possible outage: its samples are held out of the refit
+    (``held_out_from`` of :meth:`~regionshift.decide.forecast.SeasonalForecast.fit`).
 
     Regions that left the domain are forgotten. A region whose query matches nothing or whose
     history is too short gets a note instead of a forecast; the others go on. Raises
@@ -305,7 +331,8 @@ async def refresh_signal(
             raise
         finally:
             if fetched:
-                fits = await asyncio.to_thread(_fit_all, fetched, drops)
+                # In a thread with the fits: the first use of a country's holidays computes them.
+                fits = await asyncio.to_thread(lambda: _fit_all(fetched, drops, calendars(spec, now=now)))
                 for region, fit in fits.items():
                     domain.forecasts[region] = RegionForecast(
                         key=wanted[region], fitted_at=now, source="Prometheus",
@@ -377,7 +404,7 @@ async def load_fallback(*, domain: Domain, spec: RegionFailoverSpec, namespace: 
             )
     missing = {r: histories[f"signal/{r}"] for r in regions(spec)
                if f"signal/{r}" in histories and (domain.forecasts.get(r) is None or domain.forecasts[r].forecast is None)}
-    fits = await asyncio.to_thread(_fit_all, missing, {})
+    fits = await asyncio.to_thread(lambda: _fit_all(missing, {}, calendars(spec, now=now)))
     for region, fit in fits.items():
         domain.forecasts[region] = RegionForecast(
             key=signal_key(spec, region), fitted_at=saved_at, source=source,
