@@ -123,11 +123,15 @@ def verdicts_of(*, spec: RegionFailoverSpec, status: RegionFailoverStatus, now: 
     return {r.name: Verdict(r.verdict) for r in status.regions}
 
 
-def _dark_clusters(*, namespace: str, uid: str) -> list[DarkClusterObservation]:
+def _dark_clusters(*, namespace: str, uid: str,
+                   listed: dict[str, dict[str, Any]] | None = None) -> list[DarkClusterObservation]:
+    """This RegionFailover's DarkClusters as the state machine sees them; ``listed`` gets their bodies by name."""
     out = []
     for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace):
         if not owned_by(dc, uid):
             continue
+        if listed is not None:
+            listed[dc["metadata"]["name"]] = dc
         status = dc.get("status") or {}
         warm, ready = dark_capacity(status)  # transplant: replicas moved into main still count as savior capacity
         out.append(DarkClusterObservation(
@@ -162,9 +166,13 @@ def _book(domain: Domain, *, namespace: str, spec: RegionFailoverSpec, owner: Ma
 
 async def _observe(
     *, fresh: Mapping[str, Any], spec: RegionFailoverSpec, status: RegionFailoverStatus, domain: Domain,
-    now: dt.datetime,
+    now: dt.datetime, listed: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Observations, list[str], list[Exception], bool | None]:
-    """The observations, the problems met reading them, the route errors, and this region's readiness."""
+    """The observations, the problems met reading them, the route errors, and this region's readiness.
+
+    ``listed`` receives the DarkClusters' bodies as listed, by name: the evacuation-gate
+    writes of the run start from them instead of reading each again.
+    """
     meta = fresh["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     owner = {"apiVersion": fresh["apiVersion"], "kind": fresh["kind"], "name": name, "uid": uid,
@@ -182,7 +190,7 @@ async def _observe(
             return default
 
     (dark, ready, (reports, errors), (peers, peer_problem)) = await asyncio.gather(
-        guarded("DarkClusters", lambda: _dark_clusters(namespace=namespace, uid=uid), []),
+        guarded("DarkClusters", lambda: _dark_clusters(namespace=namespace, uid=uid, listed=listed), []),
         guarded("Deployments", lambda: _deployments_ready(namespace=namespace, spec=spec), None),
         guarded("routes", lambda: read_routes(book, status=status, act=act), ([], [])),
         _peers(spec=spec, namespace=namespace, name=name),
@@ -202,15 +210,19 @@ async def _observe(
     return observations, problems, errors, ready
 
 
-async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate) -> list[tuple[str, BaseException]]:
+async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate,
+                     listed: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, BaseException]]:
+    """Every DarkCluster's evacuation gate, :data:`GATE_CONCURRENCY` at a time, each from its listed body."""
     limit = asyncio.Semaphore(GATE_CONCURRENCY)
     done = 0
+    bodies = listed or {}
 
     async def one(name: str) -> tuple[str, BaseException] | None:
         nonlocal done
         async with limit:
             try:
-                await asyncio.to_thread(kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate)
+                await asyncio.to_thread(kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate,
+                                        listed=bodies.get(name))
             except Exception as exc:
                 return name, exc
             done += 1
@@ -289,6 +301,7 @@ async def _post_events(*, fresh: Mapping[str, Any], events: Sequence[PostEvent])
 
 async def _carry_out(
     *, fresh: Mapping[str, Any], decision: Decision, book: RouteBook,
+    dark_clusters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
     namespace = fresh["metadata"]["namespace"]
@@ -312,7 +325,8 @@ async def _carry_out(
         kind = type(action).__name__
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
-            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate)
+            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate,
+                                             listed=dark_clusters)
             for name, exc in gates_refused:
                 failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
             observe.record_action(kind=kind, result="Failed" if gates_refused else "Done")
@@ -410,8 +424,9 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         spec = RegionFailoverSpec.model_validate(fresh["spec"])
         status = RegionFailoverStatus.model_validate(fresh.get("status") or {})
         moment = now or dt.datetime.now(dt.timezone.utc)
+        dark_clusters: dict[str, dict[str, Any]] = {}
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
-                                                               now=moment)
+                                                               now=moment, listed=dark_clusters)
         decision = step(spec=spec, status=status, observations=observations, now=moment, tuning=tuning_of(spec))
         ahead = with_new_records(status, decision.status) if decision.writes else None
         if ahead is not None:  # the record first: see with_new_records
@@ -419,7 +434,8 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
                 kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover",
                 namespace=namespace, name=name, status=evacuation_payload(ahead, _kept_conditions(status)),
                 field_manager=EVACUATION_MANAGER)
-        failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book)  # type: ignore[arg-type]
+        failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book,  # type: ignore[arg-type]
+                                  dark_clusters=dark_clusters)
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
