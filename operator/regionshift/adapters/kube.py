@@ -371,17 +371,17 @@ def set_autoscaler_min_replicas(*, namespace: str, name: str, min_replicas: int,
 
 
 def list_deployments(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
-    """Deployments of a namespace matching a label selector."""
-    items = client.AppsV1Api(_client()).list_namespaced_deployment(
-        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
-    return [_dict(d) for d in items]
+    """Deployments of a namespace matching a label selector (plain dicts parsed from the JSON, see :func:`_raw`)."""
+    answer = _raw(client.AppsV1Api(_client()).list_namespaced_deployment(
+        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT, _preload_content=False))
+    return list(answer.get("items") or [])
 
 
 def list_replicasets(*, namespace: str, label_selector: str = "") -> list[dict[str, Any]]:
-    """ReplicaSets of a namespace matching a label selector."""
-    items = client.AppsV1Api(_client()).list_namespaced_replica_set(
-        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT).items
-    return [_dict(r) for r in items]
+    """ReplicaSets of a namespace matching a label selector (plain dicts parsed from the JSON, see :func:`_raw`)."""
+    answer = _raw(client.AppsV1Api(_client()).list_namespaced_replica_set(
+        namespace, label_selector=label_selector, _request_timeout=REQUEST_TIMEOUT, _preload_content=False))
+    return list(answer.get("items") or [])
 
 
 def list_custom(*, plural: str, namespace: str) -> list[dict[str, Any]]:
