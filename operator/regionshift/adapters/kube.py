@@ -219,8 +219,8 @@ def list_pods(*, namespace: str, label_selector: str) -> list[dict[str, Any]]:
     return list(answer.get("items") or [])
 
 
-def patch_pod_labels(*, namespace: str, name: str, labels: Mapping[str, str | None]) -> str | None:
-    """One JSON merge patch of a pod's labels: a value sets a label, None removes it; returns the new resourceVersion.
+def patch_pod_labels(*, namespace: str, name: str, labels: Mapping[str, str | None]) -> dict[str, Any]:
+    """One JSON merge patch of a pod's labels: a value sets a label, None removes it; returns the pod as written.
 
     Touches nothing but the named labels: no resourceVersion, so it never conflicts, and
     writing the same labels twice is a no-op.
@@ -229,7 +229,7 @@ def patch_pod_labels(*, namespace: str, name: str, labels: Mapping[str, str | No
         name, namespace, {"metadata": {"labels": dict(labels)}}, _content_type="application/merge-patch+json",
         _request_timeout=REQUEST_TIMEOUT, _preload_content=False,
     ))
-    return (answer.get("metadata") or {}).get("resourceVersion")
+    return answer  # type: ignore[no-any-return]
 
 
 def list_pod_disruption_budgets(*, namespace: str) -> list[dict[str, Any]]:

@@ -30,7 +30,8 @@ after a run that reconciled, first takes one shared LIST of the namespace's Dark
 and dark pods (coalesced: every daemon woken meanwhile waits for the same LIST, which
 starts after each of them woke, so none acts on an older copy than its previous run read)
 and, when the gate in force is Open, merges the serving labels into its pods, writes
-bounded by :data:`GATE_WRITERS` across all DarkClusters. Only then, once no other
+bounded by :data:`GATE_WRITERS` across all DarkClusters, and writes the status those pods
+make (its serving replicas are what the peers shift traffic on). Only then, once no other
 DarkCluster's fast path is under way (at most :data:`FAST_PATH_DEFER_SECONDS` later), does
 the same run go on to the full reconcile: the shadow, the status, the Event. It is still
 one run of the one daemon, so a DarkCluster keeps its single writer. Closing takes the full
@@ -517,9 +518,11 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
 
     Reads the DarkCluster and its pods from a shared listing (:func:`_fresh_listing`); when
     the gate in force is Open, writes the pods' labels through the shared
-    :data:`GATE_WRITERS`. Returns what it wrote, or None when it did not apply (the gate in
-    force is Closed, the DarkCluster is gone, or the LIST failed): the full reconcile that
-    follows does everything anyway.
+    :data:`GATE_WRITERS`, then the status those pods make (:func:`_fast_status`: the
+    serving replicas are what a savior exports to its peers, who shift traffic on them).
+    Returns what it wrote, or None when it did not apply (the gate in force is Closed, the
+    DarkCluster is gone, or the LIST failed): the full reconcile that follows does
+    everything anyway.
     """
     global _fast_paths, _last_fast_path
     _fast_paths += 1
@@ -538,18 +541,38 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         if not in_force.is_open:
             return None
         gate = in_force.gate.value
-        patches = gate_label_patches(pods=listing.pods.get(dark_cluster_label_value(name), []), gate=gate)
+        pods = listing.pods.get(dark_cluster_label_value(name), [])
+        patches = gate_label_patches(pods=pods, gate=gate)
         loop = asyncio.get_running_loop()
         outcomes = await asyncio.gather(*(
             loop.run_in_executor(_gate_executor(), functools.partial(
                 _write_gate, namespace=namespace, pod=pod, labels=labels, gate=gate))
             for pod, labels in patches.items()), return_exceptions=True)
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):  # the full reconcile writes it again, and reports
-                log.info("DarkCluster %s/%s: a gate write of the fast path failed: %s", namespace, name, outcome)
-        return Gated(gate=gate, written=sum(o is True for o in outcomes), described=in_force.describe())
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        for outcome in failed:  # the full reconcile writes it again, and reports
+            log.info("DarkCluster %s/%s: a gate write of the fast path failed: %s", namespace, name, outcome)
+        written = {o["metadata"]["name"]: o for o in outcomes if isinstance(o, dict)}
+        if not failed:
+            try:
+                await loop.run_in_executor(_gate_executor(), functools.partial(
+                    _fast_status, body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
+                    opened_by=in_force.opened_by))
+            except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:  # the full reconcile writes it
+                log.info("DarkCluster %s/%s: the fast path's status write failed: %s", namespace, name, exc)
+        return Gated(gate=gate, written=len(written), described=in_force.describe())
     finally:
         _fast_paths -= 1
+
+
+def _fast_status(*, body: dict[str, Any], spec: DarkClusterSpec, pods: list[dict[str, Any]],
+                 opened_by: tuple[str, ...]) -> None:
+    """The status the fast path's pods make, exactly as the full reconcile would write it from them."""
+    meta, old_status = body["metadata"], body.get("status") or {}
+    status = dark_status(spec=spec, generation=meta.get("generation"), old_status=old_status,
+                         replicas=dark_replicas(spec=spec, status=old_status), pods=pods, now=now_rfc3339(),
+                         evacuation_gate=old_status.get("evacuationGate"))
+    _write_status(body, status)
+    _export(namespace=meta["namespace"], name=meta["name"], status=status, opened_by=opened_by)
 
 
 async def _after_fast_paths() -> None:
@@ -775,7 +798,7 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
     patches = gate_label_patches(pods=pods, gate=gate)
 
     def write(pod: str) -> bool:
-        return _write_gate(namespace=namespace, pod=pod, labels=patches[pod], gate=gate)
+        return _write_gate(namespace=namespace, pod=pod, labels=patches[pod], gate=gate) is not None
 
     if len(patches) <= 1:
         written = sum(write(pod) for pod in patches)
@@ -787,19 +810,20 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
     return written
 
 
-def _write_gate(*, namespace: str, pod: str, labels: Mapping[str, str | None], gate: str) -> bool:
-    """One pod's gate labels (retried on 409, 429, 5xx); False when the pod is gone. Remembers the write."""
+def _write_gate(*, namespace: str, pod: str, labels: Mapping[str, str | None], gate: str) -> dict[str, Any] | None:
+    """One pod's gate labels (retried on 409, 429, 5xx); the pod as written, None when it is gone. Remembers the write."""
     try:
-        version = retries.call(lambda: kube.patch_pod_labels(namespace=namespace, name=pod, labels=labels),
+        written = retries.call(lambda: kube.patch_pod_labels(namespace=namespace, name=pod, labels=labels),
                                what=f"gate of pod {namespace}/{pod}")
     except kube.ApiException as exc:
         if exc.status == 404:  # deleted meanwhile: nothing to gate
-            return False
+            return None
         raise
+    version = (written.get("metadata") or {}).get("resourceVersion")
     if version:
         _remember_own_write(namespace=namespace, pod=pod, resource_version=version)
     GATE_WRITES.labels(gate).inc()
-    return True
+    return written
 
 
 def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:

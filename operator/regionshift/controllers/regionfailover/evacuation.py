@@ -10,7 +10,9 @@ module only feeds it and carries its actions out, in this order on every run:
    (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
 3. call ``step``;
 4. carry the actions out: open or close the evacuation gate of DarkClusters (their
-   ``status.evacuationGate``, never their spec), set route weights, post Events. The route
+   ``status.evacuationGate``, never their spec; :data:`GATE_CONCURRENCY` at a time, each
+   compared and applied on the body the run listed, read again only when it moved since),
+   set route weights, post Events. The route
    writes of one layer (proxy, then DNS) go out as one batch, a few at a time
    (:data:`~.routes.ROUTE_CONCURRENCY`), every HTTPRoute's backends checked against one
    snapshot of the namespace's Services, and the Events among them follow the batch;
@@ -38,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from regionshift.adapters import kube
@@ -58,7 +62,7 @@ from regionshift.controllers.regionfailover import observe
 from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
-from regionshift.controllers.regionfailover.progress import PeerProgress, export, read_peers
+from regionshift.controllers.regionfailover.progress import PeerProgress, export, export_capacity, read_peers
 from regionshift.controllers.regionfailover.routes import (
     ROUTE_CONCURRENCY,
     RouteBook,
@@ -102,6 +106,24 @@ OWNED_FIELDS = frozenset({
 GATE_CONCURRENCY = 16
 """Evacuation-gate writes in flight at once."""
 EVENTS = {"RoutesReady": ("RoutesReady", "RoutesNotReady"), "ActionsApplied": ("ActionsApplied", "ActionFailed")}
+
+
+_writers_instance: ThreadPoolExecutor | None = None
+
+
+def _writers() -> ThreadPoolExecutor:
+    """The threads of the gate and route writes: as many as either runs at once.
+
+    Not ``asyncio.to_thread``: the default executor has ``cpu_count + 4`` threads (6 on a
+    2-core machine), shared with every other blocking call, which would cap the
+    :data:`GATE_CONCURRENCY` and :data:`~.routes.ROUTE_CONCURRENCY` writes in flight far
+    below what they say.
+    """
+    global _writers_instance
+    if _writers_instance is None:
+        _writers_instance = ThreadPoolExecutor(max_workers=max(GATE_CONCURRENCY, ROUTE_CONCURRENCY),
+                                               thread_name_prefix="evacuation-writes")
+    return _writers_instance
 
 
 def tuning_of(spec: RegionFailoverSpec) -> Tuning:
@@ -216,13 +238,14 @@ async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate,
     limit = asyncio.Semaphore(GATE_CONCURRENCY)
     done = 0
     bodies = listed or {}
+    loop = asyncio.get_running_loop()
 
     async def one(name: str) -> tuple[str, BaseException] | None:
         nonlocal done
         async with limit:
             try:
-                await asyncio.to_thread(kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate,
-                                        listed=bodies.get(name))
+                await loop.run_in_executor(_writers(), functools.partial(
+                    kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate, listed=bodies.get(name)))
             except Exception as exc:
                 return name, exc
             done += 1
@@ -267,11 +290,13 @@ async def _set_weights(
     except Exception:  # the snapshot unreadable: each write checks its own backends instead
         index = None
     limit = asyncio.Semaphore(ROUTE_CONCURRENCY)
+    loop = asyncio.get_running_loop()
 
     async def one(action: SetWeights) -> tuple[SetWeights, BaseException] | None:
         async with limit:
             try:
-                await asyncio.to_thread(set_weights, book, action=action, status=status, index=index)
+                await loop.run_in_executor(_writers(), functools.partial(
+                    set_weights, book, action=action, status=status, index=index))
             except Exception as exc:
                 observe.record_action(kind="SetWeights", result="Failed")
                 return action, exc
@@ -427,6 +452,9 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         dark_clusters: dict[str, dict[str, Any]] = {}
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
                                                                now=moment, listed=dark_clusters)
+        # The capacity the peers shift traffic on, exported before this run's writes (the served share after them).
+        export_capacity(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
+                        ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready)
         decision = step(spec=spec, status=status, observations=observations, now=moment, tuning=tuning_of(spec))
         ahead = with_new_records(status, decision.status) if decision.writes else None
         if ahead is not None:  # the record first: see with_new_records
