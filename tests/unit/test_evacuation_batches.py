@@ -18,14 +18,14 @@ import threading
 from collections import Counter
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from regionshift.adapters.traffic.base import RouteWeights, Verification, conventional_backends
 from regionshift.adapters.traffic.gatewayapi import BackendIndex, GatewayAPIProvider
 from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, TrafficProviderKind
 from regionshift.controllers.regionfailover.evacuation import _batches
 from regionshift.controllers.regionfailover.routes import RouteBook, read_routes
 from regionshift.decide.evacuation import OpenGates, PostEvent, SetWeights
-from kubernetes.client.exceptions import ApiException
-
 from regionshift.errors import RouteNotFound
 
 GATEWAY, NGINX, DNS = TrafficProviderKind.GATEWAY_API, TrafficProviderKind.INGRESS_NGINX, TrafficProviderKind.EXTERNAL_DNS
@@ -136,3 +136,36 @@ def test_route_writes_of_one_layer_go_out_as_one_batch_dns_after_proxies_with_a_
         [weights(DNS, "c"), event("c"), event("Evacuated")],
     ]
     assert [a for batch in _batches(actions) for a in batch] == actions
+
+
+def test_an_evacuation_gate_is_applied_on_the_listed_dark_cluster_and_read_again_only_on_409_mock(
+        monkeypatch: Any) -> None:
+    from kubernetes import client as k8s
+
+    from regionshift.adapters import kube
+    from regionshift.api.models import Gate
+
+    reads: list[str] = []
+    applies: list[str | None] = []
+    fresh = {"metadata": {"name": "a", "resourceVersion": "12"}, "status": {}}
+    monkeypatch.setattr(kube, "read_custom", lambda **_: reads.append("get") or fresh)
+    monkeypatch.setattr(kube.retries.time, "sleep", lambda _: None)
+
+    def apply(self: Any, *args: Any, **_: Any) -> dict[str, Any]:
+        version = args[5]["metadata"]["resourceVersion"]
+        applies.append(version)
+        if version == "11":  # the DarkCluster moved since the LIST
+            raise ApiException(status=409, reason="Conflict")
+        return {}
+
+    monkeypatch.setattr(k8s.CustomObjectsApi, "patch_namespaced_custom_object_status", apply)
+    monkeypatch.setattr(kube, "_client", lambda: None)
+    listed = {"metadata": {"name": "a", "resourceVersion": "10"}, "status": {"evacuationGate": "Closed"}}
+    kube.set_evacuation_gate(namespace="ns", name="a", gate=Gate.OPEN, listed=listed)
+    assert (reads, applies) == ([], ["10"])  # one request, not two
+    stale = {"metadata": {"name": "a", "resourceVersion": "11"}, "status": {}}
+    kube.set_evacuation_gate(namespace="ns", name="a", gate=Gate.OPEN, listed=stale)
+    assert (reads, applies) == (["get"], ["10", "11", "12"])  # refused, read afresh, applied on that
+    already = {"metadata": {"name": "a", "resourceVersion": "13"}, "status": {"evacuationGate": "Open"}}
+    kube.set_evacuation_gate(namespace="ns", name="a", gate=Gate.OPEN, listed=already)
+    assert applies == ["10", "11", "12"]  # nothing to write
