@@ -31,10 +31,12 @@ and dark pods (coalesced: every daemon woken meanwhile waits for the same LIST, 
 starts after each of them woke, so none acts on an older copy than its previous run read)
 and, when the gate in force is Open, merges the serving labels into its pods, writes
 bounded by :data:`GATE_WRITERS` across all DarkClusters, and writes the status those pods
-make (its serving replicas are what the peers shift traffic on). Only then, once no other
-DarkCluster's fast path is under way (at most :data:`FAST_PATH_DEFER_SECONDS` later), does
-the same run go on to the full reconcile: the shadow, the status, the Event. It is still
-one run of the one daemon, so a DarkCluster keeps its single writer. Closing takes the full
+make (its serving replicas are what the peers shift traffic on). The full reconcile (the
+shadow, the target's label, the GateOpened Event) follows :data:`FOLLOW_UP_SECONDS` later,
+or at once when anything else woke the daemon; when the fast path could not write the status,
+it follows in the same run, once no other DarkCluster's fast path is under way (at most
+:data:`FAST_PATH_DEFER_SECONDS` later). Either way it is the one daemon of the DarkCluster,
+one run after the other, so a DarkCluster keeps its single writer. Closing takes the full
 reconcile only (it asks the PodDisruptionBudgets to recount, and no traffic waits for it).
 A pod event that carries exactly the resourceVersion a gate write of this controller
 returned wakes nothing: the run that wrote it reads the pods again anyway.
@@ -143,6 +145,8 @@ FAST_PATH_SETTLE_SECONDS = 0.5
 """After its fast path, a run waits until no fast path started for this long before its full reconcile."""
 FAST_PATH_DEFER_SECONDS = 10.0
 """... but never longer than this: a gate that keeps flipping must not starve the shadow and the status."""
+FOLLOW_UP_SECONDS = 10.0
+"""A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later."""
 RECONCILERS = 16
 """Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
 RESYNC_SECONDS = 600.0
@@ -345,6 +349,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
     stop = asyncio.ensure_future(_until(stopped))
     delay, last, streak = 0.0, "", 0
     gone = False
+    pending: Gated | None = None  # a fast path's writes, told by the full reconcile that follows it
     try:
         while not stopped:
             if not waker.event.is_set():
@@ -358,10 +363,16 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
             waker.event.clear()
             woken_by, waker.causes = waker.causes, set()
             causes = ",".join(sorted(woken_by))
-            earlier: Gated | None = None
+            earlier, pending = pending, None
             if "evacuation" in woken_by and last == "Reconciled":
-                earlier = await open_gate_fast(namespace=namespace, name=name, since=time.monotonic())
-                if earlier is not None:
+                gated = await open_gate_fast(namespace=namespace, name=name, since=time.monotonic())
+                if gated is not None:
+                    earlier = gated.after(earlier)
+                    if gated.seen is not None and woken_by <= {"evacuation", "pod", "resync"}:
+                        # Pods and status done: the rest (shadow, target, Event) follows a little later.
+                        pending, waker.seen = earlier, gated.seen
+                        delay = FOLLOW_UP_SECONDS * (1.0 + random.random())
+                        continue
                     await _after_fast_paths()
             outcome = await loop.run_in_executor(_executor(), functools.partial(
                 _reconcile_logged, namespace=namespace, name=name, causes=causes, earlier=earlier))
@@ -436,6 +447,15 @@ class Gated:
     written: int
     described: str
     """Who holds the gate open (:meth:`~regionshift.decide.gate.EffectiveGate.describe`), for the Event."""
+    seen: ActedOn | None = None
+    """What the fast path acted on, when it also wrote the status: the full reconcile may then wait."""
+
+    def after(self, earlier: Gated | None) -> Gated:
+        """This fast path's writes added to an earlier one's of the same gate (not yet told)."""
+        if earlier is None or earlier.gate != self.gate:
+            return self
+        return Gated(gate=self.gate, written=self.written + earlier.written, described=self.described,
+                     seen=self.seen)
 
 
 @dataclass(frozen=True)
@@ -552,14 +572,16 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         for outcome in failed:  # the full reconcile writes it again, and reports
             log.info("DarkCluster %s/%s: a gate write of the fast path failed: %s", namespace, name, outcome)
         written = {o["metadata"]["name"]: o for o in outcomes if isinstance(o, dict)}
+        seen = None
         if not failed:
             try:
                 await loop.run_in_executor(_gate_executor(), functools.partial(
                     _fast_status, body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
                     opened_by=in_force.opened_by))
+                seen = acted_on(body)
             except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:  # the full reconcile writes it
                 log.info("DarkCluster %s/%s: the fast path's status write failed: %s", namespace, name, exc)
-        return Gated(gate=gate, written=len(written), described=in_force.describe())
+        return Gated(gate=gate, written=len(written), described=in_force.describe(), seen=seen)
     finally:
         _fast_paths -= 1
 

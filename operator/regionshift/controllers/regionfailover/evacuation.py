@@ -430,6 +430,16 @@ def with_new_records(before: RegionFailoverStatus, after: RegionFailoverStatus) 
     return ahead
 
 
+def _parse(fresh: Mapping[str, Any]) -> tuple[RegionFailoverSpec, RegionFailoverStatus]:
+    return RegionFailoverSpec.model_validate(fresh["spec"]), RegionFailoverStatus.model_validate(fresh.get("status") or {})
+
+
+def _apply_status(*, namespace: str, name: str, status: RegionFailoverStatus, conditions: Sequence[Condition]) -> None:
+    """The evacuation's part of the status, built and applied in one blocking call (run it in a thread)."""
+    kube.apply_custom_status(plural=rf_status.REGIONFAILOVERS, kind="RegionFailover", namespace=namespace, name=name,
+                             status=evacuation_payload(status, conditions), field_manager=EVACUATION_MANAGER)
+
+
 def _served_share(status: RegionFailoverStatus, region: str) -> float:
     for evac in status.evacuations:
         if evac.region == region:
@@ -446,8 +456,9 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
                                         name=name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return False
-        spec = RegionFailoverSpec.model_validate(fresh["spec"])
-        status = RegionFailoverStatus.model_validate(fresh.get("status") or {})
+        # Parsing, deciding and building the status of hundreds of routes is CPU work: in a
+        # thread, so that the event loop (detection, the DarkClusters' daemons) goes on meanwhile.
+        spec, status = await asyncio.to_thread(_parse, fresh)
         moment = now or dt.datetime.now(dt.timezone.utc)
         dark_clusters: dict[str, dict[str, Any]] = {}
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
@@ -455,21 +466,19 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         # The capacity the peers shift traffic on, exported before this run's writes (the served share after them).
         export_capacity(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
                         ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready)
-        decision = step(spec=spec, status=status, observations=observations, now=moment, tuning=tuning_of(spec))
-        ahead = with_new_records(status, decision.status) if decision.writes else None
+        decision = await asyncio.to_thread(step, spec=spec, status=status, observations=observations, now=moment,
+                                           tuning=tuning_of(spec))
+        ahead = await asyncio.to_thread(with_new_records, status, decision.status) if decision.writes else None
         if ahead is not None:  # the record first: see with_new_records
-            await asyncio.to_thread(
-                kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover",
-                namespace=namespace, name=name, status=evacuation_payload(ahead, _kept_conditions(status)),
-                field_manager=EVACUATION_MANAGER)
+            await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=ahead,
+                                    conditions=_kept_conditions(status))
         failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book,  # type: ignore[arg-type]
                                   dark_clusters=dark_clusters)
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
-        await asyncio.to_thread(
-            kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover", namespace=namespace,
-            name=name, status=evacuation_payload(decision.status, conditions), field_manager=EVACUATION_MANAGER)
+        await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=decision.status,
+                                conditions=conditions)
         await rf_status.post_transitions(body=fresh, old=[c.model_dump(by_alias=True, mode="json")
                                                           for c in status.conditions],
                                          new=conditions, events_for=EVENTS)
