@@ -151,3 +151,107 @@ def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyP
     assert (ready["status"], ready["reason"]) == ("False", "Forbidden")
     assert [(e["type_"], e["reason"]) for e in posted] == [("Warning", "Forbidden")]
     assert not any(r.exc_info for r in caplog.records)
+
+
+# ---------------------------------------------------------------------------- the gate's fast path
+
+
+def _listed_dark_cluster(name: str, *, evacuation_gate: str | None) -> dict[str, Any]:
+    status: dict[str, Any] = {"evacuationGate": evacuation_gate} if evacuation_gate else {}
+    return {"metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1,
+                         "resourceVersion": "10"},
+            "spec": {"targetDeployment": name, "replicas": {"source": "Fixed", "fixedReplicas": 1, "maxReplicas": 1}},
+            "status": status}
+
+
+def _dark_pod(dark_cluster: str) -> dict[str, Any]:
+    from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, dark_cluster_label_value
+    from regionshift.decide.gate import SERVING_LABELS_ANNOTATION
+    return {"metadata": {"name": f"{dark_cluster}-dark-0", "namespace": "ns", "resourceVersion": "5",
+                         "labels": {DARK_CLUSTER_LABEL: dark_cluster_label_value(dark_cluster)},
+                         "annotations": {SERVING_LABELS_ANNOTATION: '{"app": "%s"}' % dark_cluster}},
+            "status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}
+
+
+class _FakeApi:
+    """The calls the fast path makes, answered from memory and counted."""
+
+    def __init__(self, dark_clusters: list[dict[str, Any]]) -> None:
+        self.dark_clusters = dark_clusters
+        self.lists: list[str] = []
+        self.patched: list[str] = []
+        self.statuses: list[str] = []
+
+    def list_custom(self, **_: Any) -> list[dict[str, Any]]:
+        self.lists.append("darkclusters")
+        return self.dark_clusters
+
+    def list_pods(self, **_: Any) -> list[dict[str, Any]]:
+        self.lists.append("pods")
+        return [_dark_pod(dc["metadata"]["name"]) for dc in self.dark_clusters]
+
+    def patch_pod_labels(self, *, namespace: str, name: str, labels: Any) -> dict[str, Any]:
+        self.patched.append(name)
+        pod = _dark_pod(name.removesuffix("-dark-0"))
+        pod["metadata"]["labels"].update(labels)
+        pod["metadata"]["resourceVersion"] = "6"
+        return pod
+
+    def apply_custom_status(self, *, name: str, status: dict[str, Any], **_: Any) -> dict[str, Any]:
+        self.statuses.append(name)
+        return {}
+
+
+@pytest.fixture
+def fake_api(monkeypatch: pytest.MonkeyPatch) -> _FakeApi:
+    api = _FakeApi([_listed_dark_cluster(f"svc-{i}", evacuation_gate="Open") for i in range(20)]
+                   + [_listed_dark_cluster("closed", evacuation_gate=None)])
+    for call in ("list_custom", "list_pods", "patch_pod_labels", "apply_custom_status"):
+        monkeypatch.setattr(darkcluster.kube, call, getattr(api, call))
+    darkcluster._listings.clear()
+    return api
+
+
+async def test_woken_together_the_fast_paths_share_one_listing_and_open_every_pod_mock(fake_api: _FakeApi) -> None:
+    since = __import__("time").monotonic()
+    gated = await asyncio.gather(*(darkcluster.open_gate_fast(namespace="ns", name=f"svc-{i}", since=since)
+                                   for i in range(20)))
+    assert fake_api.lists == ["darkclusters", "pods"]  # one LIST of each for the twenty
+    assert sorted(fake_api.patched) == sorted(f"svc-{i}-dark-0" for i in range(20))
+    assert all(g is not None and g.written == 1 and g.gate == "Open" for g in gated)
+    assert sorted(fake_api.statuses) == sorted(f"svc-{i}" for i in range(20))  # the serving replicas, at once
+    assert darkcluster._fast_paths == 0
+
+
+async def test_a_fast_path_never_acts_on_a_listing_older_than_its_wake_mock(fake_api: _FakeApi) -> None:
+    import time
+    await darkcluster.open_gate_fast(namespace="ns", name="svc-0", since=time.monotonic())
+    await darkcluster.open_gate_fast(namespace="ns", name="svc-1", since=time.monotonic())
+    assert fake_api.lists == ["darkclusters", "pods"] * 2  # woken after the first listing began: a new one
+
+
+async def test_the_fast_path_only_opens_a_closed_gate_is_the_full_reconciles_mock(fake_api: _FakeApi) -> None:
+    import time
+    assert await darkcluster.open_gate_fast(namespace="ns", name="closed", since=time.monotonic()) is None
+    assert await darkcluster.open_gate_fast(namespace="ns", name="gone", since=time.monotonic()) is None
+    assert fake_api.patched == [] and fake_api.statuses == []
+
+
+async def test_a_pod_event_of_our_own_gate_write_wakes_nothing_mock(fake_api: _FakeApi) -> None:
+    import time
+    from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, dark_cluster_label_value
+    await darkcluster.open_gate_fast(namespace="ns", name="svc-0", since=time.monotonic())
+    key = ("ns", "svc-0")
+    waker = darkcluster._Waker(loop=asyncio.get_running_loop())
+    darkcluster._wakers[key] = waker
+    labels = {DARK_CLUSTER_LABEL: dark_cluster_label_value("svc-0")}
+    index = {("ns", dark_cluster_label_value("svc-0")): ["svc-0"]}
+    try:
+        darkcluster.dark_pod_changed(namespace="ns", labels=labels, darkclusters_by_label=index,
+                                     name="svc-0-dark-0", resource_version="6", type_="MODIFIED")
+        assert not waker.event.is_set()  # exactly what our write returned
+        darkcluster.dark_pod_changed(namespace="ns", labels=labels, darkclusters_by_label=index,
+                                     name="svc-0-dark-0", resource_version="7", type_="MODIFIED")
+        assert waker.event.is_set() and waker.causes == {"pod"}  # anything after it wakes
+    finally:
+        del darkcluster._wakers[key]

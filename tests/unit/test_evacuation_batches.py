@@ -18,6 +18,8 @@ import threading
 from collections import Counter
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from regionshift.adapters.traffic.base import RouteWeights, Verification, conventional_backends
 from regionshift.adapters.traffic.gatewayapi import BackendIndex, GatewayAPIProvider
 from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, TrafficProviderKind
@@ -43,13 +45,17 @@ class CountingGatewayAPI(GatewayAPIProvider):
         with self._lock:
             self.calls[what] += 1
 
-    def ensure_peer_services(self, *, route: str, gateways: Any, owner: Any = None) -> bool:
+    def ensure_peer_services(self, *, route: str, gateways: Any, owner: Any = None, listed: Any = None) -> bool:
         self._count("ensure")
         return False
 
-    def read(self, *, route: str) -> RouteWeights:
-        self._count("read")
-        if route == "svc-007":
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        self._count("list")
+        return {r: {"metadata": {"name": r}} for r in ROUTES if r != "svc-007"}
+
+    def read(self, *, route: str, listed: Any = None) -> RouteWeights:
+        self._count("read" if listed is None else "read listed")
+        if route == "svc-007" or (listed is not None and route not in listed):
             raise RouteNotFound(f"HTTPRoute {route} does not exist", kind="HTTPRoute", name=route)
         return RouteWeights(kind="HTTPRoute", name=route, weights={"east": 100}, generation=1, resource_version="1")
 
@@ -57,8 +63,8 @@ class CountingGatewayAPI(GatewayAPIProvider):
         self._count("index")
         return BackendIndex(services=frozenset(ROUTES), resolving=frozenset(f"{r}-west" for r in ROUTES))
 
-    def verify(self, *, route: str, desired: Any) -> Verification:
-        self._count("verify")
+    def verify(self, *, route: str, desired: Any, listed: Any = None) -> Verification:
+        self._count("verify" if listed is None else "verify listed")
         return Verification(None, "Unreported", "nothing reports")
 
 
@@ -73,16 +79,35 @@ def book(provider: CountingGatewayAPI) -> RouteBook:
     return out
 
 
-def test_one_run_takes_the_namespaces_services_once_for_every_route_with_a_counting_stand_in() -> None:
+def test_one_run_lists_the_routes_and_the_namespaces_services_once_for_every_route_with_a_counting_stand_in() -> None:
     provider = CountingGatewayAPI()
-    reports, errors = read_routes(book(provider), status=RegionFailoverStatus(), act=True)
-    assert provider.calls["index"] == 1
-    assert provider.calls["read"] == len(ROUTES) and provider.calls["ensure"] == len(ROUTES)
+    routes = book(provider)
+    reports, errors = read_routes(routes, status=RegionFailoverStatus(), act=True)
+    assert provider.calls["index"] == 1 and provider.calls["list"] == 1
+    assert provider.calls["read"] == 0 and provider.calls["verify"] == 0  # no GET per route: all from the LIST
+    assert provider.calls["read listed"] == len(ROUTES) and provider.calls["ensure"] == len(ROUTES)
+    assert set(routes.listed[GATEWAY]) == set(ROUTES) - {"svc-007"}  # kept for the writes of the run
     assert [r.route for r in reports] == ROUTES  # in spec order, whatever order the reads finished in
     missing = [r for r in reports if r.weights is None]
     assert [r.route for r in missing] == ["svc-007"] and "RouteNotFound" in (missing[0].error or "")
     assert [type(e).__name__ for e in errors] == ["RouteNotFound"]
     assert all(r.resolvable == frozenset({"west"}) for r in reports if r.weights is not None)
+
+
+class FailingList(CountingGatewayAPI):
+    """A LIST the API refuses (a CRD not installed, a 403)."""
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        self._count("list")
+        raise ApiException(status=403, reason="Forbidden")
+
+
+def test_a_refused_list_falls_back_to_one_read_per_route_with_a_counting_stand_in() -> None:
+    provider = FailingList()
+    reports, errors = read_routes(book(provider), status=RegionFailoverStatus(), act=True)
+    assert provider.calls["list"] == 1 and provider.calls["read"] == len(ROUTES)
+    assert [r.route for r in reports if r.weights is None] == ["svc-007"]  # the per-route error, as before
+    assert [type(e).__name__ for e in errors] == ["RouteNotFound"]
 
 
 def test_dry_run_reads_without_making_sure_of_peer_services_with_a_counting_stand_in() -> None:
@@ -111,3 +136,36 @@ def test_route_writes_of_one_layer_go_out_as_one_batch_dns_after_proxies_with_a_
         [weights(DNS, "c"), event("c"), event("Evacuated")],
     ]
     assert [a for batch in _batches(actions) for a in batch] == actions
+
+
+def test_an_evacuation_gate_is_applied_on_the_listed_dark_cluster_and_read_again_only_on_409_mock(
+        monkeypatch: Any) -> None:
+    from kubernetes import client as k8s
+
+    from regionshift.adapters import kube
+    from regionshift.api.models import Gate
+
+    reads: list[str] = []
+    applies: list[str | None] = []
+    fresh = {"metadata": {"name": "a", "resourceVersion": "12"}, "status": {}}
+    monkeypatch.setattr(kube, "read_custom", lambda **_: reads.append("get") or fresh)
+    monkeypatch.setattr(kube.retries.time, "sleep", lambda _: None)
+
+    def apply(self: Any, *args: Any, **_: Any) -> dict[str, Any]:
+        version = args[5]["metadata"]["resourceVersion"]
+        applies.append(version)
+        if version == "11":  # the DarkCluster moved since the LIST
+            raise ApiException(status=409, reason="Conflict")
+        return {}
+
+    monkeypatch.setattr(k8s.CustomObjectsApi, "patch_namespaced_custom_object_status", apply)
+    monkeypatch.setattr(kube, "_client", lambda: None)
+    listed = {"metadata": {"name": "a", "resourceVersion": "10"}, "status": {"evacuationGate": "Closed"}}
+    kube.set_evacuation_gate(namespace="ns", name="a", gate=Gate.OPEN, listed=listed)
+    assert (reads, applies) == ([], ["10"])  # one request, not two
+    stale = {"metadata": {"name": "a", "resourceVersion": "11"}, "status": {}}
+    kube.set_evacuation_gate(namespace="ns", name="a", gate=Gate.OPEN, listed=stale)
+    assert (reads, applies) == (["get"], ["10", "11", "12"])  # refused, read afresh, applied on that
+    already = {"metadata": {"name": "a", "resourceVersion": "13"}, "status": {"evacuationGate": "Open"}}
+    kube.set_evacuation_gate(namespace="ns", name="a", gate=Gate.OPEN, listed=already)
+    assert applies == ["10", "11", "12"]  # nothing to write

@@ -22,6 +22,25 @@ arrive during a run collapse into one more run. A slow jittered resync
 with a backoff, since the operator does not watch Deployments that are not labelled as its
 own.
 
+An opening gate has a fast path (:func:`open_gate_fast`), since it is the hot path of an
+evacuation: a savior opens the evacuation gate of hundreds of DarkClusters at once, and a
+full reconcile of each (about nine requests) before its pods serve would make the last
+pod wait for every other DarkCluster's bookkeeping. A run woken by a moved evacuation gate,
+after a run that reconciled, first takes one shared LIST of the namespace's DarkClusters
+and dark pods (coalesced: every daemon woken meanwhile waits for the same LIST, which
+starts after each of them woke, so none acts on an older copy than its previous run read)
+and, when the gate in force is Open, merges the serving labels into its pods, writes
+bounded by :data:`GATE_WRITERS` across all DarkClusters, and writes the status those pods
+make (its serving replicas are what the peers shift traffic on). The full reconcile (the
+shadow, the target's label, the GateOpened Event) follows :data:`FOLLOW_UP_SECONDS` later,
+or at once when anything else woke the daemon; when the fast path could not write the status,
+it follows in the same run, once no other DarkCluster's fast path is under way (at most
+:data:`FAST_PATH_DEFER_SECONDS` later). Either way it is the one daemon of the DarkCluster,
+one run after the other, so a DarkCluster keeps its single writer. Closing takes the full
+reconcile only (it asks the PodDisruptionBudgets to recount, and no traffic waits for it).
+A pod event that carries exactly the resourceVersion a gate write of this controller
+returned wakes nothing: the run that wrote it reads the pods again anyway.
+
 The gate enforced on the dark pods is the one in force
 (:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate`` or
 the evacuation's ``status.evacuationGate`` is Open. This controller never writes either of
@@ -40,6 +59,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -95,6 +115,8 @@ from regionshift.metrics import (
 
 __all__ = [
     "DARKCLUSTERS",
+    "FAST_PATH_DEFER_SECONDS",
+    "Gated",
     "FIELD_MANAGER",
     "RESYNC_SECONDS",
     "ActedOn",
@@ -105,6 +127,8 @@ __all__ = [
     "deployment_changed",
     "dark_replicas",
     "next_delay",
+    "open_gate_fast",
+    "own_write",
     "reconcile",
     "run",
     "wake",
@@ -114,7 +138,15 @@ DARKCLUSTERS = "darkclusters"
 FIELD_MANAGER = "regionshift-darkcluster"
 """Server-side-apply field manager of the status fields this controller owns."""
 GATE_WRITERS = 16
-"""Parallel pod label writes when a gate flips: ungating N pods costs ~N/16 round trips."""
+"""Parallel pod label writes when a gate flips: ungating N pods costs ~N/16 round trips.
+
+The fast path (:func:`open_gate_fast`) shares this bound across every DarkCluster."""
+FAST_PATH_SETTLE_SECONDS = 0.5
+"""After its fast path, a run waits until no fast path started for this long before its full reconcile."""
+FAST_PATH_DEFER_SECONDS = 10.0
+"""... but never longer than this: a gate that keeps flipping must not starve the shadow and the status."""
+FOLLOW_UP_SECONDS = 10.0
+"""A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later."""
 RECONCILERS = 16
 """Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
 RESYNC_SECONDS = 600.0
@@ -224,10 +256,18 @@ def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], 
 
 
 def dark_pod_changed(*, namespace: str, labels: Mapping[str, str],
-                     darkclusters_by_label: Mapping[tuple[str, str], Any]) -> None:
-    """A dark pod appeared, changed or went: wake its DarkCluster (it gets its gate from there)."""
-    for name in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), []):
-        wake(namespace=namespace, name=name, cause="pod")
+                     darkclusters_by_label: Mapping[tuple[str, str], Any], name: str | None = None,
+                     resource_version: str | None = None, type_: str | None = None) -> None:
+    """A dark pod appeared, changed or went: wake its DarkCluster (it gets its gate from there).
+
+    Not when the event shows exactly what this controller's own gate write returned
+    (:func:`own_write`): the run that wrote it reads the pods again anyway.
+    """
+    if name is not None and type_ != "DELETED" and own_write(namespace=namespace, pod=name,
+                                                             resource_version=resource_version):
+        return
+    for dark_cluster in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), []):
+        wake(namespace=namespace, name=dark_cluster, cause="pod")
 
 
 async def deployment_changed(
@@ -309,6 +349,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
     stop = asyncio.ensure_future(_until(stopped))
     delay, last, streak = 0.0, "", 0
     gone = False
+    pending: Gated | None = None  # a fast path's writes, told by the full reconcile that follows it
     try:
         while not stopped:
             if not waker.event.is_set():
@@ -320,9 +361,21 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
                 if not waker.event.is_set():
                     waker.causes.add("resync" if last == "Reconciled" else "retry")
             waker.event.clear()
-            causes, waker.causes = ",".join(sorted(waker.causes)), set()
+            woken_by, waker.causes = waker.causes, set()
+            causes = ",".join(sorted(woken_by))
+            earlier, pending = pending, None
+            if "evacuation" in woken_by and last == "Reconciled":
+                gated = await open_gate_fast(namespace=namespace, name=name, since=time.monotonic())
+                if gated is not None:
+                    earlier = gated.after(earlier)
+                    if gated.seen is not None and woken_by <= {"evacuation", "pod", "resync"}:
+                        # Pods and status done: the rest (shadow, target, Event) follows a little later.
+                        pending, waker.seen = earlier, gated.seen
+                        delay = FOLLOW_UP_SECONDS * (1.0 + random.random())
+                        continue
+                    await _after_fast_paths()
             outcome = await loop.run_in_executor(_executor(), functools.partial(
-                _reconcile_logged, namespace=namespace, name=name, causes=causes))
+                _reconcile_logged, namespace=namespace, name=name, causes=causes, earlier=earlier))
             if outcome.reason == "Gone":
                 gone = True
                 break
@@ -342,11 +395,11 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
                 _release_target, namespace=namespace, target=target, leaving=name))
 
 
-def _reconcile_logged(*, namespace: str, name: str, causes: str) -> Outcome:
+def _reconcile_logged(*, namespace: str, name: str, causes: str, earlier: Gated | None = None) -> Outcome:
     """One reconcile; every failure becomes an outcome (and, when it is news, a condition and an Event)."""
     started = time.monotonic()
     try:
-        outcome = reconcile(namespace=namespace, name=name)
+        outcome = reconcile(namespace=namespace, name=name, earlier=earlier)
     except kube.ApiException as exc:
         outcome = _failed(namespace=namespace, name=name, status=exc.status, detail=f"HTTP {exc.status} {exc.reason}")
     except urllib3.exceptions.HTTPError as exc:
@@ -383,6 +436,177 @@ def _failed(*, namespace: str, name: str, status: int | None, detail: str) -> Ou
     return Outcome(reason=reason)
 
 
+# ---------------------------------------------------------------------------- the gate's fast path
+
+
+@dataclass(frozen=True)
+class Gated:
+    """What a run's fast path wrote before its full reconcile."""
+
+    gate: str
+    written: int
+    described: str
+    """Who holds the gate open (:meth:`~regionshift.decide.gate.EffectiveGate.describe`), for the Event."""
+    seen: ActedOn | None = None
+    """What the fast path acted on, when it also wrote the status: the full reconcile may then wait."""
+
+    def after(self, earlier: Gated | None) -> Gated:
+        """This fast path's writes added to an earlier one's of the same gate (not yet told)."""
+        if earlier is None or earlier.gate != self.gate:
+            return self
+        return Gated(gate=self.gate, written=self.written + earlier.written, described=self.described,
+                     seen=self.seen)
+
+
+@dataclass(frozen=True)
+class _GateListing:
+    """The namespace's DarkClusters by name and its dark pods by their DarkCluster label, from one LIST each."""
+
+    dark_clusters: dict[str, dict[str, Any]]
+    pods: dict[str, list[dict[str, Any]]]
+
+
+@dataclass
+class _Listing:
+    started: float
+    future: asyncio.Future[_GateListing]
+
+
+_listings: dict[str, _Listing] = {}
+_fast_paths = 0
+"""Fast paths under way in this process."""
+_last_fast_path = -math.inf
+"""When the latest fast path started (monotonic)."""
+_gate_executor_instance: ThreadPoolExecutor | None = None
+_own_writes: dict[tuple[str, str], str] = {}
+"""(namespace, pod) → the resourceVersion this controller's last gate write of it returned."""
+OWN_WRITES_MAX = 20_000
+
+
+def _gate_executor() -> ThreadPoolExecutor:
+    global _gate_executor_instance
+    if _gate_executor_instance is None:
+        _gate_executor_instance = ThreadPoolExecutor(max_workers=GATE_WRITERS, thread_name_prefix="gate")
+    return _gate_executor_instance
+
+
+def _remember_own_write(*, namespace: str, pod: str, resource_version: str) -> None:
+    if len(_own_writes) >= OWN_WRITES_MAX:  # events that never came (pods deleted): forget them all
+        _own_writes.clear()
+    _own_writes[(namespace, pod)] = resource_version
+
+
+def own_write(*, namespace: str, pod: str, resource_version: str | None) -> bool:
+    """Whether a pod event shows exactly what a gate write of this controller returned (and forget it)."""
+    key = (namespace, pod)
+    if resource_version is None or _own_writes.get(key) != resource_version:
+        return False
+    _own_writes.pop(key, None)
+    return True
+
+
+def _list_for_gates(namespace: str) -> _GateListing:
+    """The DarkClusters first, then the dark pods: both at least as fresh as the moment the LIST began."""
+    dark_clusters = {dc["metadata"]["name"]: dc for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace)}
+    pods: dict[str, list[dict[str, Any]]] = {}
+    for pod in kube.list_pods(namespace=namespace, label_selector=DARK_CLUSTER_LABEL):
+        pods.setdefault(((pod.get("metadata") or {}).get("labels") or {}).get(DARK_CLUSTER_LABEL, ""), []).append(pod)
+    return _GateListing(dark_clusters=dark_clusters, pods=pods)
+
+
+async def _fresh_listing(*, namespace: str, since: float) -> _GateListing:
+    """A listing of the namespace that began at or after ``since`` (monotonic), shared by every caller it suits.
+
+    One LIST at a time per namespace: callers that woke while one was under way wait for it
+    to end and share the next one.
+    """
+    while True:
+        current = _listings.get(namespace)
+        if current is not None and current.started >= since:
+            return await asyncio.shield(current.future)
+        if current is not None and not current.future.done():
+            await asyncio.wait({current.future})
+            continue
+        loop = asyncio.get_running_loop()
+        listing = _Listing(started=time.monotonic(),
+                           future=loop.run_in_executor(None, _list_for_gates, namespace))
+        _listings[namespace] = listing
+
+
+async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | None:
+    """The fast path of an opening gate: serving labels on this DarkCluster's pods before anything else.
+
+    Reads the DarkCluster and its pods from a shared listing (:func:`_fresh_listing`); when
+    the gate in force is Open, writes the pods' labels through the shared
+    :data:`GATE_WRITERS`, then the status those pods make (:func:`_fast_status`: the
+    serving replicas are what a savior exports to its peers, who shift traffic on them).
+    Returns what it wrote, or None when it did not apply (the gate in force is Closed, the
+    DarkCluster is gone, or the LIST failed): the full reconcile that follows does
+    everything anyway.
+    """
+    global _fast_paths, _last_fast_path
+    _fast_paths += 1
+    _last_fast_path = time.monotonic()
+    try:
+        try:
+            listing = await _fresh_listing(namespace=namespace, since=since)
+        except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:
+            log.info("DarkCluster %s/%s: no fast path for the gate (%s); reconciling in full", namespace, name, exc)
+            return None
+        body = listing.dark_clusters.get(name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            return None
+        spec = DarkClusterSpec.model_validate(body["spec"])
+        in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=(body.get("status") or {}).get("evacuationGate"))
+        if not in_force.is_open:
+            return None
+        gate = in_force.gate.value
+        pods = listing.pods.get(dark_cluster_label_value(name), [])
+        patches = gate_label_patches(pods=pods, gate=gate)
+        loop = asyncio.get_running_loop()
+        outcomes = await asyncio.gather(*(
+            loop.run_in_executor(_gate_executor(), functools.partial(
+                _write_gate, namespace=namespace, pod=pod, labels=labels, gate=gate))
+            for pod, labels in patches.items()), return_exceptions=True)
+        failed = [o for o in outcomes if isinstance(o, BaseException)]
+        for outcome in failed:  # the full reconcile writes it again, and reports
+            log.info("DarkCluster %s/%s: a gate write of the fast path failed: %s", namespace, name, outcome)
+        written = {o["metadata"]["name"]: o for o in outcomes if isinstance(o, dict)}
+        seen = None
+        if not failed:
+            try:
+                await loop.run_in_executor(_gate_executor(), functools.partial(
+                    _fast_status, body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
+                    opened_by=in_force.opened_by))
+                seen = acted_on(body)
+            except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:  # the full reconcile writes it
+                log.info("DarkCluster %s/%s: the fast path's status write failed: %s", namespace, name, exc)
+        return Gated(gate=gate, written=len(written), described=in_force.describe(), seen=seen)
+    finally:
+        _fast_paths -= 1
+
+
+def _fast_status(*, body: dict[str, Any], spec: DarkClusterSpec, pods: list[dict[str, Any]],
+                 opened_by: tuple[str, ...]) -> None:
+    """The status the fast path's pods make, exactly as the full reconcile would write it from them."""
+    meta, old_status = body["metadata"], body.get("status") or {}
+    status = dark_status(spec=spec, generation=meta.get("generation"), old_status=old_status,
+                         replicas=dark_replicas(spec=spec, status=old_status), pods=pods, now=now_rfc3339(),
+                         evacuation_gate=old_status.get("evacuationGate"))
+    _write_status(body, status)
+    _export(namespace=meta["namespace"], name=meta["name"], status=status, opened_by=opened_by)
+
+
+async def _after_fast_paths() -> None:
+    """Wait until no fast path is under way or started lately (at most :data:`FAST_PATH_DEFER_SECONDS`)."""
+    deadline = time.monotonic() + FAST_PATH_DEFER_SECONDS
+    while True:
+        now = time.monotonic()
+        if (_fast_paths == 0 and now - _last_fast_path >= FAST_PATH_SETTLE_SECONDS) or now >= deadline:
+            return
+        await asyncio.sleep(min(deadline - now, FAST_PATH_SETTLE_SECONDS * (0.5 + random.random())))
+
+
 # ---------------------------------------------------------------------------- one reconcile
 
 
@@ -394,10 +618,11 @@ def _event(body: dict[str, Any], *, type_: str, reason: str, message: str) -> No
     events.post_event(involved=body, type_=type_, reason=reason, message=message)
 
 
-def reconcile(*, namespace: str, name: str) -> Outcome:
+def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Outcome:
     """Bring one DarkCluster's shadow, its pods' gates and its status in line, read fresh.
 
     Only the DarkCluster's daemon calls this (one run at a time per DarkCluster).
+    ``earlier``: what this run's fast path wrote (:func:`open_gate_fast`), told in its Event.
     """
     body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
     if body is None or body["metadata"].get("deletionTimestamp"):
@@ -426,10 +651,18 @@ def reconcile(*, namespace: str, name: str) -> Outcome:
     # Gates first: ungating is the hot path of an evacuation and must not wait for the
     # shadow's own update.
     written = _write_gates(namespace=namespace, pods=pods, gate=in_force.gate.value)
-    if written:
+    told = written
+    if earlier is not None and earlier.written:
+        if earlier.gate == in_force.gate.value:
+            told += earlier.written
+        else:  # the gate flipped back since the fast path: say both
+            _event(body, type_="Normal", reason="GateOpened",
+                   message=f"gate opened on {earlier.written} dark pod(s) of {desired['metadata']['name']}"
+                           f" ({earlier.described})")
+    if told:
         verb = "opened" if in_force.is_open else "closed"
         _event(body, type_="Normal", reason=f"Gate{verb.capitalize()}",
-               message=f"gate {verb} on {written} dark pod(s) of {desired['metadata']['name']}"
+               message=f"gate {verb} on {told} dark pod(s) of {desired['metadata']['name']}"
                        f" ({in_force.describe()})")
     if current is not None and shadow_needs_recreate(current=current, desired=desired):
         _delete_shadow(body=body, current=current)
@@ -587,15 +820,7 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
     patches = gate_label_patches(pods=pods, gate=gate)
 
     def write(pod: str) -> bool:
-        try:
-            retries.call(lambda: kube.patch_pod_labels(namespace=namespace, name=pod, labels=patches[pod]),
-                         what=f"gate of pod {namespace}/{pod}")
-        except kube.ApiException as exc:
-            if exc.status == 404:  # deleted meanwhile: nothing to gate
-                return False
-            raise
-        GATE_WRITES.labels(gate).inc()
-        return True
+        return _write_gate(namespace=namespace, pod=pod, labels=patches[pod], gate=gate) is not None
 
     if len(patches) <= 1:
         written = sum(write(pod) for pod in patches)
@@ -604,6 +829,22 @@ def _write_gates(*, namespace: str, pods: list[dict[str, Any]], gate: str) -> in
             written = sum(pool.map(write, patches))
     if written and gate == Gate.CLOSED.value:
         _recount_budgets(namespace=namespace, closed=[p for p in pods if p["metadata"]["name"] in patches])
+    return written
+
+
+def _write_gate(*, namespace: str, pod: str, labels: Mapping[str, str | None], gate: str) -> dict[str, Any] | None:
+    """One pod's gate labels (retried on 409, 429, 5xx); the pod as written, None when it is gone. Remembers the write."""
+    try:
+        written = retries.call(lambda: kube.patch_pod_labels(namespace=namespace, name=pod, labels=labels),
+                               what=f"gate of pod {namespace}/{pod}")
+    except kube.ApiException as exc:
+        if exc.status == 404:  # deleted meanwhile: nothing to gate
+            return None
+        raise
+    version = (written.get("metadata") or {}).get("resourceVersion")
+    if version:
+        _remember_own_write(namespace=namespace, pod=pod, resource_version=version)
+    GATE_WRITES.labels(gate).inc()
     return written
 
 

@@ -83,10 +83,12 @@ async def deployment_changed(
 
 @kopf.on.event(*POD_RESOURCE, labels={DARK_CLUSTER_LABEL: kopf.PRESENT})
 async def dark_pod_changed(
-    namespace: str, labels: kopf.Labels, darkclusters_by_label: kopf.Index[tuple[str, str], str], **_: Any
+    namespace: str, name: str, labels: kopf.Labels, meta: kopf.Meta, type: str | None,
+    darkclusters_by_label: kopf.Index[tuple[str, str], str], **_: Any
 ) -> None:
-    """A dark pod appeared, changed or went: wake its DarkCluster (which gives it its gate)."""
-    darkcluster.dark_pod_changed(namespace=namespace, labels=labels, darkclusters_by_label=darkclusters_by_label)
+    """A dark pod appeared, changed or went: wake its DarkCluster (which gives it its gate), unless it shows our own write."""
+    darkcluster.dark_pod_changed(namespace=namespace, labels=labels, darkclusters_by_label=darkclusters_by_label,
+                                 name=name, resource_version=meta.get("resourceVersion"), type_=type)
 
 
 @kopf.daemon(*REGIONFAILOVER_RESOURCE, cancellation_timeout=5.0)

@@ -57,6 +57,7 @@ when no other region would be left serving.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -334,11 +335,16 @@ class _Ctx:
         cap = self.obs.capacity.get(region)
         return cap.warm if cap else 0
 
-    def report(self, provider: TrafficProviderKind | str, route: str) -> RouteReport | None:
+    @functools.cached_property
+    def _reports(self) -> dict[tuple[TrafficProviderKind, str], RouteReport]:
+        """The reports by (provider, route), the first of each: a lookup per route, not a scan (500 routes)."""
+        out: dict[tuple[TrafficProviderKind, str], RouteReport] = {}
         for report in self.obs.routes:
-            if TrafficProviderKind(report.provider) == TrafficProviderKind(provider) and report.route == route:
-                return report
-        return None
+            out.setdefault((TrafficProviderKind(report.provider), report.route), report)
+        return out
+
+    def report(self, provider: TrafficProviderKind | str, route: str) -> RouteReport | None:
+        return self._reports.get((TrafficProviderKind(provider), route))
 
     def route_keys(self) -> list[tuple[TrafficProviderKind, str]]:
         keys = [(TrafficProviderKind(p.kind), r) for p in self.spec.traffic for r in p.routes]

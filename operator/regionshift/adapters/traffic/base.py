@@ -13,6 +13,13 @@ does four things per route, and nothing else:
   controller reports (and an honest "nobody reports" where no controller does);
 * :meth:`TrafficProvider.restore`: put back weights recorded before the first change.
 
+:meth:`TrafficProvider.snapshot` lists every object of the provider's kind in the namespace
+once (one LIST, by name); :meth:`~TrafficProvider.read`, :meth:`~TrafficProvider.verify`
+and :meth:`~TrafficProvider.apply` take it as ``listed`` instead of a GET per route, so an
+evacuation run over hundreds of routes reads them in one request. A write computed from a
+listed object is still guarded by that object's resourceVersion: a route that moved since
+the LIST answers 409 and the write is computed again from a fresh read.
+
 :meth:`TrafficProvider.drift` compares the object with what regionshift last wrote, so the
 caller can post DriftDetected and decide whether to fight. Providers keep no state of their
 own: what was last written and what was recorded live in the RegionFailover's status, and
@@ -43,6 +50,7 @@ __all__ = [
     "MANAGED_BY_LABEL",
     "Backends",
     "Drift",
+    "Listed",
     "RouteWeights",
     "TrafficProvider",
     "Verification",
@@ -51,6 +59,7 @@ __all__ = [
     "guarded_write",
     "last_applied",
     "last_foreign_writer",
+    "listed_object",
     "peer_service_name",
     "raise_for",
     "validate_weights",
@@ -59,6 +68,9 @@ __all__ = [
 Weights = Mapping[str, int]
 """Desired or observed weights, keyed by region name (the ingress-nginx provider reads the
 peers' share back under the key ``peers``: a canary splits in two only)."""
+
+Listed = Mapping[str, Mapping[str, Any]]
+"""Every object of a provider's kind in the namespace, by name (:meth:`TrafficProvider.snapshot`)."""
 
 FIELD_MANAGER = "regionshift"
 """The field manager of every write regionshift makes (visible in managedFields and audit logs)."""
@@ -273,16 +285,20 @@ class TrafficProvider(abc.ABC):
         self.region = region
 
     @abc.abstractmethod
-    def read(self, *, route: str) -> RouteWeights:
-        """The weights the route carries now, per region."""
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every object of this provider's kind in the namespace, by name: one LIST for many routes."""
+
+    @abc.abstractmethod
+    def read(self, *, route: str, listed: Listed | None = None) -> RouteWeights:
+        """The weights the route carries now, per region (from ``listed`` when given, else one GET)."""
 
     @abc.abstractmethod
     def apply(self, *, route: str, desired: Weights) -> RouteWeights:
         """Write desired weights; nothing is written when the route already carries them."""
 
     @abc.abstractmethod
-    def verify(self, *, route: str, desired: Weights) -> Verification:
-        """Whether the desired weights hold, as far as anything reports it."""
+    def verify(self, *, route: str, desired: Weights, listed: Listed | None = None) -> Verification:
+        """Whether the desired weights hold, as far as anything reports it (from ``listed`` when given)."""
 
     @abc.abstractmethod
     def restore(self, *, route: str, recorded: Weights) -> RouteWeights:
@@ -291,6 +307,15 @@ class TrafficProvider(abc.ABC):
     @abc.abstractmethod
     def drift(self, *, route: str, last_written: Weights) -> Drift | None:
         """What changed since regionshift last wrote ``last_written``, or None."""
+
+
+def listed_object(listed: Listed, *, route: str, kind: str, namespace: str,
+                  error: type[TrafficError]) -> dict[str, Any]:
+    """The route's object from a snapshot; the typed not-found error when the LIST did not have it."""
+    obj = listed.get(route)
+    if obj is None:
+        raise error(f"{kind} {namespace}/{route} does not exist", kind=kind, name=route)
+    return dict(obj)
 
 
 def raise_for(exc: ApiException, error: type[TrafficError], *, kind: str, name: str, namespace: str) -> None:

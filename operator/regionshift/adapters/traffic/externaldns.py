@@ -32,6 +32,7 @@ from regionshift.errors import InvalidWeights, LocalBackendMissing, RouteNotFoun
 from .base import (
     FIELD_MANAGER,
     Drift,
+    Listed,
     RouteWeights,
     TrafficProvider,
     Verification,
@@ -39,6 +40,7 @@ from .base import (
     guarded_write,
     last_applied,
     last_foreign_writer,
+    listed_object,
     raise_for,
 )
 
@@ -150,14 +152,29 @@ class ExternalDNSProvider(TrafficProvider):
             raise InvalidWeights(f"no weight for this region ({self.region}) in {dict(desired)}", kind=KIND)
         return desired[self.region]
 
-    def read(self, *, route: str) -> RouteWeights:
-        """``{region: weight}`` of this region's record."""
-        return self._weights(self._get(route))
+    def _object(self, route: str, listed: Listed | None) -> dict[str, Any]:
+        """The record from a snapshot when given (RouteNotFound when it lacks it), else one GET."""
+        if listed is None:
+            return self._get(route)
+        return listed_object(listed, route=route, kind=KIND, namespace=self.namespace, error=RouteNotFound)
 
-    def apply(self, *, route: str, desired: Weights) -> RouteWeights:
-        """Set this region's record to its desired weight (the other regions' keys are theirs)."""
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every DNSEndpoint of the namespace by name, in one LIST."""
+        answer = self._custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        return {obj["metadata"]["name"]: obj for obj in answer.get("items") or []}
+
+    def read(self, *, route: str, listed: Listed | None = None) -> RouteWeights:
+        """``{region: weight}`` of this region's record."""
+        return self._weights(self._object(route, listed))
+
+    def apply(self, *, route: str, desired: Weights, listed: Listed | None = None) -> RouteWeights:
+        """Set this region's record to its desired weight (the other regions' keys are theirs).
+
+        With ``listed`` the write is computed from the listed record first, guarded by its
+        resourceVersion (a record that moved since is read again).
+        """
         weight = self._own(desired)
-        current = self._get(route)
+        current = self._object(route, listed)
         weight_patch(current, region=self.region, weight=weight)  # every error before any write
 
         def write(current: dict[str, Any]) -> RouteWeights:
@@ -172,13 +189,13 @@ class ExternalDNSProvider(TrafficProvider):
 
         return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route, first=current)
 
-    def restore(self, *, route: str, recorded: Weights) -> RouteWeights:
+    def restore(self, *, route: str, recorded: Weights, listed: Listed | None = None) -> RouteWeights:
         """Back to the recorded weight of this region's record."""
-        return self.apply(route=route, desired=recorded)
+        return self.apply(route=route, desired=recorded, listed=listed)
 
-    def verify(self, *, route: str, desired: Weights) -> Verification:
+    def verify(self, *, route: str, desired: Weights, listed: Listed | None = None) -> Verification:
         """The record carries the weight and external-dns's source has read this generation."""
-        obj = self._get(route)
+        obj = self._object(route, listed)
         weight = self._own(desired)
         now = region_weight(obj, region=self.region)
         if now != weight:

@@ -27,6 +27,7 @@ that status (as in the local test clusters, which run none), :meth:`verify` answ
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -47,6 +48,7 @@ from .base import (
     FIELD_MANAGER,
     Backends,
     Drift,
+    Listed,
     RouteWeights,
     TrafficProvider,
     Verification,
@@ -54,6 +56,7 @@ from .base import (
     guarded_write,
     last_applied,
     last_foreign_writer,
+    listed_object,
     raise_for,
     validate_weights,
 )
@@ -223,6 +226,23 @@ def _ready(endpoint: Any) -> bool:
     return bool(endpoint.addresses) and (endpoint.conditions is None or endpoint.conditions.ready is not False)
 
 
+def _ready_json(endpoint: Mapping[str, Any]) -> bool:
+    """:func:`_ready` of an endpoint as the API's JSON has it."""
+    return bool(endpoint.get("addresses")) and (endpoint.get("conditions") or {}).get("ready") is not False
+
+
+def _items(response: Any) -> list[dict[str, Any]]:
+    """The items of a LIST taken with ``_preload_content=False``: the JSON parsed, no client models built.
+
+    A namespace of a thousand Services and EndpointSlices costs the GIL several times more
+    as models than as parsed JSON.
+    """
+    try:
+        return list(json.loads(response.data).get("items") or [])
+    finally:
+        response.release_conn()
+
+
 @dataclass(frozen=True)
 class BackendIndex:
     """The Services of a namespace, taken once for a batch of routes."""
@@ -256,20 +276,32 @@ class GatewayAPIProvider(TrafficProvider):
             raise_for(exc, RouteNotFound, kind=KIND, name=route, namespace=self.namespace)
             raise
 
+    def _object(self, route: str, listed: Listed | None) -> dict[str, Any]:
+        """The route from a snapshot when given (RouteNotFound when it lacks it), else one GET."""
+        if listed is None:
+            return self._get(route)
+        return listed_object(listed, route=route, kind=KIND, namespace=self.namespace, error=RouteNotFound)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every HTTPRoute of the namespace by name, in one LIST."""
+        answer = self._custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
+        return {obj["metadata"]["name"]: obj for obj in answer.get("items") or []}
+
     def backend_index(self) -> BackendIndex:
         """Every Service of the namespace and those with a ready address, in two LIST calls.
 
         Pass it to :meth:`apply` when shifting many routes at once, instead of two reads per
         route and peer; it is as fresh as the moment it was taken.
         """
-        services = self._core.list_namespaced_service(self.namespace).items
-        slices = client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(self.namespace).items
+        services = _items(self._core.list_namespaced_service(self.namespace, _preload_content=False))
+        slices = _items(client.DiscoveryV1Api(self.api).list_namespaced_endpoint_slice(
+            self.namespace, _preload_content=False))
         return BackendIndex(
-            services=frozenset(s.metadata.name for s in services),
+            services=frozenset(s["metadata"]["name"] for s in services),
             resolving=frozenset(
-                (piece.metadata.labels or {}).get("kubernetes.io/service-name", "")
+                ((piece.get("metadata") or {}).get("labels") or {}).get("kubernetes.io/service-name", "")
                 for piece in slices
-                if any(_ready(endpoint) for endpoint in piece.endpoints or [])
+                if any(_ready_json(endpoint) for endpoint in piece.get("endpoints") or [])
             ),
         )
 
@@ -311,14 +343,15 @@ class GatewayAPIProvider(TrafficProvider):
             written=written,
         )
 
-    def read(self, *, route: str) -> RouteWeights:
+    def read(self, *, route: str, listed: Listed | None = None) -> RouteWeights:
         """The managed weights of the first rule that references the local Service."""
-        return self._weights(self._get(route))
+        return self._weights(self._object(route, listed))
 
     # ------------------------------------------------------------------ writes
 
     def ensure_peer_services(
-        self, *, route: str, gateways: Mapping[str, str | None], owner: Mapping[str, Any] | None = None
+        self, *, route: str, gateways: Mapping[str, str | None], owner: Mapping[str, Any] | None = None,
+        listed: Listed | None = None,
     ) -> bool:
         """Make each peer's Service of this route reach that peer's gateway (idempotent).
 
@@ -326,7 +359,7 @@ class GatewayAPIProvider(TrafficProvider):
         the peers carry the same port. Peers without a gateway address are skipped: they
         cannot get weight (apply answers ServiceNotFound). True when something was written.
         """
-        obj = self._get(route)
+        obj = self._object(route, listed)
         backends = self.backends(route)
         managed_rule_weights(obj, backends=backends)  # LocalBackendMissing
         rules = obj["spec"]["rules"]
@@ -363,18 +396,21 @@ class GatewayAPIProvider(TrafficProvider):
 
         return guarded_write(read=lambda: self._get(route), write=write, kind=KIND, name=route, first=first)
 
-    def apply(self, *, route: str, desired: Weights, index: BackendIndex | None = None) -> RouteWeights:
+    def apply(self, *, route: str, desired: Weights, index: BackendIndex | None = None,
+              listed: Listed | None = None) -> RouteWeights:
         """Give the managed backendRefs the desired weights.
 
         Before any write: the route exists (RouteNotFound) and references the local Service
         (LocalBackendMissing), the local Service exists (ServiceNotFound), and every peer
         given a weight above 0 has its Service (ServiceNotFound) with a ready address in its
         EndpointSlices (PeerUnreachable): a peer gets traffic only when its backend resolves.
-        With an ``index`` (:meth:`backend_index`) the Services are checked against it.
+        With an ``index`` (:meth:`backend_index`) the Services are checked against it; with
+        ``listed`` (:meth:`snapshot`) the write is computed from the listed route first (its
+        resourceVersion guards it: a route that moved since answers 409 and is read again).
         """
         wanted = validate_weights(desired, maximum=MAX_WEIGHT)
         backends = self.backends(route)
-        current = self._get(route)
+        current = self._object(route, listed)
         managed_rule_weights(current, backends=backends)  # RouteNotFound, LocalBackendMissing first
         self._require_service(backends.local_service, index)
         for region, weight in wanted.items():
@@ -382,16 +418,17 @@ class GatewayAPIProvider(TrafficProvider):
                 self._require_peer_backend(region=region, name=backends.service_of(region), index=index)
         return self._write(route=route, desired=wanted, drop_unlisted=False, first=current)
 
-    def restore(self, *, route: str, recorded: Weights) -> RouteWeights:
+    def restore(self, *, route: str, recorded: Weights, listed: Listed | None = None) -> RouteWeights:
         """Back to the recorded weights; peer backendRefs added since are removed."""
         wanted = validate_weights(recorded, maximum=MAX_WEIGHT)
-        return self._write(route=route, desired=wanted, drop_unlisted=True)
+        return self._write(route=route, desired=wanted, drop_unlisted=True,
+                           first=None if listed is None else self._object(route, listed))
 
     # ------------------------------------------------------------------ checks
 
-    def verify(self, *, route: str, desired: Weights) -> Verification:
+    def verify(self, *, route: str, desired: Weights, listed: Listed | None = None) -> Verification:
         """Whether every rule carries the weights and every parent Gateway accepted this generation."""
-        obj = self._get(route)
+        obj = self._object(route, listed)
         backends = self.backends(route)
         generation = int(obj["metadata"].get("generation") or 0)
         for weights in managed_rule_weights(obj, backends=backends):

@@ -37,12 +37,14 @@ from .base import (
     FIELD_MANAGER,
     MANAGED_BY_LABEL,
     Drift,
+    Listed,
     RouteWeights,
     TrafficProvider,
     Verification,
     Weights,
     guarded_write,
     last_foreign_writer,
+    listed_object,
     peer_service_name,
     validate_weights,
 )
@@ -211,10 +213,23 @@ class IngressNginxProvider(TrafficProvider):
             generation=generation, resource_version=version, written=written,
         )
 
-    def read(self, *, route: str) -> RouteWeights:
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every Ingress of the namespace by name (the primaries and the canaries), in one LIST."""
+        items = self._net.list_namespaced_ingress(self.namespace).items
+        return {item.metadata.name: self.api.sanitize_for_serialization(item) for item in items}
+
+    def _canary(self, route: str, listed: Listed | None) -> dict[str, Any] | None:
+        """The route's canary Ingress (None when there is none), the primary checked first."""
+        if listed is None:
+            self._primary(route)
+            return self._ingress(canary_name(route))
+        listed_object(listed, route=route, kind=KIND, namespace=self.namespace, error=RouteNotFound)
+        canary = listed.get(canary_name(route))
+        return None if canary is None else dict(canary)
+
+    def read(self, *, route: str, listed: Listed | None = None) -> RouteWeights:
         """``{region: total - canary, "peers": canary}``; no canary Ingress reads as canary 0."""
-        self._primary(route)
-        return self._weights(route, self._ingress(canary_name(route)))
+        return self._weights(route, self._canary(route, listed))
 
     def _check_no_foreign_canary(self, primary: Mapping[str, Any]) -> None:
         route = primary["metadata"]["name"]
@@ -318,14 +333,14 @@ class IngressNginxProvider(TrafficProvider):
 
     # ------------------------------------------------------------------ checks
 
-    def verify(self, *, route: str, desired: Weights) -> Verification:
+    def verify(self, *, route: str, desired: Weights, listed: Listed | None = None) -> Verification:
         """The canary carries the desired share; confirmed only as far as a published address tells."""
         wanted = validate_weights(desired, maximum=self.max_weight)
-        now = self.read(route=route)
+        canary = self._canary(route, listed)
+        now = self._weights(route, canary)
         expected = canary_weight(wanted, region=self.region, total=self.total)
         if now.weights[PEERS] != expected:
             return Verification(False, "Mismatch", f"canary of {route} carries {now.weights[PEERS]}, not {expected}")
-        canary = self._ingress(canary_name(route))
         published = ((canary or {}).get("status") or {}).get("loadBalancer", {}).get("ingress")
         if canary is not None and published:
             return Verification(

@@ -10,7 +10,9 @@ module only feeds it and carries its actions out, in this order on every run:
    (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
 3. call ``step``;
 4. carry the actions out: open or close the evacuation gate of DarkClusters (their
-   ``status.evacuationGate``, never their spec), set route weights, post Events. The route
+   ``status.evacuationGate``, never their spec; :data:`GATE_CONCURRENCY` at a time, each
+   compared and applied on the body the run listed, read again only when it moved since),
+   set route weights, post Events. The route
    writes of one layer (proxy, then DNS) go out as one batch, a few at a time
    (:data:`~.routes.ROUTE_CONCURRENCY`), every HTTPRoute's backends checked against one
    snapshot of the namespace's Services, and the Events among them follow the batch;
@@ -38,8 +40,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import logging
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from regionshift.adapters import kube
@@ -58,7 +62,7 @@ from regionshift.controllers.regionfailover import observe
 from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
-from regionshift.controllers.regionfailover.progress import PeerProgress, export, read_peers
+from regionshift.controllers.regionfailover.progress import PeerProgress, export, export_capacity, read_peers
 from regionshift.controllers.regionfailover.routes import (
     ROUTE_CONCURRENCY,
     RouteBook,
@@ -104,6 +108,24 @@ GATE_CONCURRENCY = 16
 EVENTS = {"RoutesReady": ("RoutesReady", "RoutesNotReady"), "ActionsApplied": ("ActionsApplied", "ActionFailed")}
 
 
+_writers_instance: ThreadPoolExecutor | None = None
+
+
+def _writers() -> ThreadPoolExecutor:
+    """The threads of the gate and route writes: as many as either runs at once.
+
+    Not ``asyncio.to_thread``: the default executor has ``cpu_count + 4`` threads (6 on a
+    2-core machine), shared with every other blocking call, which would cap the
+    :data:`GATE_CONCURRENCY` and :data:`~.routes.ROUTE_CONCURRENCY` writes in flight far
+    below what they say.
+    """
+    global _writers_instance
+    if _writers_instance is None:
+        _writers_instance = ThreadPoolExecutor(max_workers=max(GATE_CONCURRENCY, ROUTE_CONCURRENCY),
+                                               thread_name_prefix="evacuation-writes")
+    return _writers_instance
+
+
 def tuning_of(spec: RegionFailoverSpec) -> Tuning:
     """The state machine's timings from the spec (the rest keep their defaults)."""
     return Tuning(
@@ -123,11 +145,15 @@ def verdicts_of(*, spec: RegionFailoverSpec, status: RegionFailoverStatus, now: 
     return {r.name: Verdict(r.verdict) for r in status.regions}
 
 
-def _dark_clusters(*, namespace: str, uid: str) -> list[DarkClusterObservation]:
+def _dark_clusters(*, namespace: str, uid: str,
+                   listed: dict[str, dict[str, Any]] | None = None) -> list[DarkClusterObservation]:
+    """This RegionFailover's DarkClusters as the state machine sees them; ``listed`` gets their bodies by name."""
     out = []
     for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace):
         if not owned_by(dc, uid):
             continue
+        if listed is not None:
+            listed[dc["metadata"]["name"]] = dc
         status = dc.get("status") or {}
         warm, ready = dark_capacity(status)  # transplant: replicas moved into main still count as savior capacity
         out.append(DarkClusterObservation(
@@ -162,9 +188,13 @@ def _book(domain: Domain, *, namespace: str, spec: RegionFailoverSpec, owner: Ma
 
 async def _observe(
     *, fresh: Mapping[str, Any], spec: RegionFailoverSpec, status: RegionFailoverStatus, domain: Domain,
-    now: dt.datetime,
+    now: dt.datetime, listed: dict[str, dict[str, Any]] | None = None,
 ) -> tuple[Observations, list[str], list[Exception], bool | None]:
-    """The observations, the problems met reading them, the route errors, and this region's readiness."""
+    """The observations, the problems met reading them, the route errors, and this region's readiness.
+
+    ``listed`` receives the DarkClusters' bodies as listed, by name: the evacuation-gate
+    writes of the run start from them instead of reading each again.
+    """
     meta = fresh["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     owner = {"apiVersion": fresh["apiVersion"], "kind": fresh["kind"], "name": name, "uid": uid,
@@ -182,7 +212,7 @@ async def _observe(
             return default
 
     (dark, ready, (reports, errors), (peers, peer_problem)) = await asyncio.gather(
-        guarded("DarkClusters", lambda: _dark_clusters(namespace=namespace, uid=uid), []),
+        guarded("DarkClusters", lambda: _dark_clusters(namespace=namespace, uid=uid, listed=listed), []),
         guarded("Deployments", lambda: _deployments_ready(namespace=namespace, spec=spec), None),
         guarded("routes", lambda: read_routes(book, status=status, act=act), ([], [])),
         _peers(spec=spec, namespace=namespace, name=name),
@@ -202,15 +232,20 @@ async def _observe(
     return observations, problems, errors, ready
 
 
-async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate) -> list[tuple[str, BaseException]]:
+async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate,
+                     listed: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, BaseException]]:
+    """Every DarkCluster's evacuation gate, :data:`GATE_CONCURRENCY` at a time, each from its listed body."""
     limit = asyncio.Semaphore(GATE_CONCURRENCY)
     done = 0
+    bodies = listed or {}
+    loop = asyncio.get_running_loop()
 
     async def one(name: str) -> tuple[str, BaseException] | None:
         nonlocal done
         async with limit:
             try:
-                await asyncio.to_thread(kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate)
+                await loop.run_in_executor(_writers(), functools.partial(
+                    kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate, listed=bodies.get(name)))
             except Exception as exc:
                 return name, exc
             done += 1
@@ -255,11 +290,13 @@ async def _set_weights(
     except Exception:  # the snapshot unreadable: each write checks its own backends instead
         index = None
     limit = asyncio.Semaphore(ROUTE_CONCURRENCY)
+    loop = asyncio.get_running_loop()
 
     async def one(action: SetWeights) -> tuple[SetWeights, BaseException] | None:
         async with limit:
             try:
-                await asyncio.to_thread(set_weights, book, action=action, status=status, index=index)
+                await loop.run_in_executor(_writers(), functools.partial(
+                    set_weights, book, action=action, status=status, index=index))
             except Exception as exc:
                 observe.record_action(kind="SetWeights", result="Failed")
                 return action, exc
@@ -289,6 +326,7 @@ async def _post_events(*, fresh: Mapping[str, Any], events: Sequence[PostEvent])
 
 async def _carry_out(
     *, fresh: Mapping[str, Any], decision: Decision, book: RouteBook,
+    dark_clusters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
     namespace = fresh["metadata"]["namespace"]
@@ -312,7 +350,8 @@ async def _carry_out(
         kind = type(action).__name__
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
-            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate)
+            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate,
+                                             listed=dark_clusters)
             for name, exc in gates_refused:
                 failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
             observe.record_action(kind=kind, result="Failed" if gates_refused else "Done")
@@ -391,6 +430,16 @@ def with_new_records(before: RegionFailoverStatus, after: RegionFailoverStatus) 
     return ahead
 
 
+def _parse(fresh: Mapping[str, Any]) -> tuple[RegionFailoverSpec, RegionFailoverStatus]:
+    return RegionFailoverSpec.model_validate(fresh["spec"]), RegionFailoverStatus.model_validate(fresh.get("status") or {})
+
+
+def _apply_status(*, namespace: str, name: str, status: RegionFailoverStatus, conditions: Sequence[Condition]) -> None:
+    """The evacuation's part of the status, built and applied in one blocking call (run it in a thread)."""
+    kube.apply_custom_status(plural=rf_status.REGIONFAILOVERS, kind="RegionFailover", namespace=namespace, name=name,
+                             status=evacuation_payload(status, conditions), field_manager=EVACUATION_MANAGER)
+
+
 def _served_share(status: RegionFailoverStatus, region: str) -> float:
     for evac in status.evacuations:
         if evac.region == region:
@@ -407,25 +456,29 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
                                         name=name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return False
-        spec = RegionFailoverSpec.model_validate(fresh["spec"])
-        status = RegionFailoverStatus.model_validate(fresh.get("status") or {})
+        # Parsing, deciding and building the status of hundreds of routes is CPU work: in a
+        # thread, so that the event loop (detection, the DarkClusters' daemons) goes on meanwhile.
+        spec, status = await asyncio.to_thread(_parse, fresh)
         moment = now or dt.datetime.now(dt.timezone.utc)
+        dark_clusters: dict[str, dict[str, Any]] = {}
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
-                                                               now=moment)
-        decision = step(spec=spec, status=status, observations=observations, now=moment, tuning=tuning_of(spec))
-        ahead = with_new_records(status, decision.status) if decision.writes else None
+                                                               now=moment, listed=dark_clusters)
+        # The capacity the peers shift traffic on, exported before this run's writes (the served share after them).
+        export_capacity(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
+                        ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready)
+        decision = await asyncio.to_thread(step, spec=spec, status=status, observations=observations, now=moment,
+                                           tuning=tuning_of(spec))
+        ahead = await asyncio.to_thread(with_new_records, status, decision.status) if decision.writes else None
         if ahead is not None:  # the record first: see with_new_records
-            await asyncio.to_thread(
-                kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover",
-                namespace=namespace, name=name, status=evacuation_payload(ahead, _kept_conditions(status)),
-                field_manager=EVACUATION_MANAGER)
-        failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book)  # type: ignore[arg-type]
+            await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=ahead,
+                                    conditions=_kept_conditions(status))
+        failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book,  # type: ignore[arg-type]
+                                  dark_clusters=dark_clusters)
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
-        await asyncio.to_thread(
-            kube.apply_custom_status, plural=rf_status.REGIONFAILOVERS, kind="RegionFailover", namespace=namespace,
-            name=name, status=evacuation_payload(decision.status, conditions), field_manager=EVACUATION_MANAGER)
+        await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=decision.status,
+                                conditions=conditions)
         await rf_status.post_transitions(body=fresh, old=[c.model_dump(by_alias=True, mode="json")
                                                           for c in status.conditions],
                                          new=conditions, events_for=EVENTS)

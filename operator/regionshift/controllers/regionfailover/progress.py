@@ -31,7 +31,7 @@ from regionshift.decide.evacuation import RegionCapacity
 from regionshift.errors import NoData
 from regionshift.metrics import REGION_DARK_REPLICAS, REGION_DEPLOYMENTS_READY, REGION_SERVED_SHARE
 
-__all__ = ["PeerProgress", "export", "forget", "read_peers"]
+__all__ = ["PeerProgress", "export", "export_capacity", "forget", "read_peers"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -45,11 +45,22 @@ class PeerProgress:
 
 def export(*, name: str, region: str, warm: int, ready: int, deployments_ready: bool | None, served_share: float) -> None:
     """Set this region's three series for the peers."""
+    export_capacity(name=name, region=region, warm=warm, ready=ready, deployments_ready=deployments_ready)
+    REGION_SERVED_SHARE.labels(name, region).set(served_share)
+
+
+def export_capacity(*, name: str, region: str, warm: int, ready: int, deployments_ready: bool | None) -> None:
+    """Set this region's dark capacity and Deployments' readiness, as observed.
+
+    The evacuation exports them as soon as it has observed them, before its writes: the
+    peers shift traffic onto Ready dark capacity, and every second the series waits is a
+    second they wait. The served share is exported only after the writes that make it
+    (:func:`export`): a savior re-gates on it.
+    """
     REGION_DARK_REPLICAS.labels(name, region, "warm").set(warm)
     REGION_DARK_REPLICAS.labels(name, region, "ready").set(ready)
     if deployments_ready is not None:
         REGION_DEPLOYMENTS_READY.labels(name, region).set(1 if deployments_ready else 0)
-    REGION_SERVED_SHARE.labels(name, region).set(served_share)
 
 
 def forget(*, name: str, region: str) -> None:

@@ -4,15 +4,24 @@ The state machine (:mod:`regionshift.decide.evacuation`) thinks in weights per r
 each route of ``spec.traffic``. This module stands between it and the providers of
 :mod:`regionshift.adapters.traffic`:
 
-* :func:`read_routes` reads every route (a few at a time, the namespace's Services and
-  EndpointSlices listed once per run for every HTTPRoute) and turns each provider's answer into a
+* :func:`read_routes` reads every route from one LIST per provider kind and run (the
+  namespace's HTTPRoutes, Ingresses or DNSEndpoints, :meth:`~regionshift.adapters.traffic.base.TrafficProvider.snapshot`;
+  the Services and EndpointSlices listed once per run for every HTTPRoute), reads and
+  verifies each route from that one object (no GET per route, and no second one to
+  verify), and turns each provider's answer into a
   :class:`~regionshift.decide.evacuation.RouteReport`: the weights per region, whether they
   are verified, which peers' backends resolve, and which regions' weights this operator
   owns (a DNS route: only its own record);
 * :func:`set_weights` carries one ``SetWeights`` action out, through the provider's
   ``restore`` when the weights asked for are the recorded ones (the last failback step, or
   the proxy routes coming back at its first): peer backends added during the evacuation go
-  again and the route is as it was, byte for byte.
+  again and the route is as it was, byte for byte. The write is computed from the object
+  the run's LIST returned (:attr:`RouteBook.listed`), guarded by its resourceVersion: a
+  route that moved since answers 409 and is read again, so no GET precedes a write.
+
+A LIST that fails (a provider's CRD not installed, a 403) does not fail the run: that
+kind's routes are read one by one, so each gets its own error (RouteNotFound, the API's
+refusal) as before, and every other route goes on.
 
 Two translations happen here, so that neither the providers nor the state machine need to
 know about the other:
@@ -42,6 +51,8 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from regionshift.adapters.traffic import TrafficProvider, provider_for
+from regionshift.adapters.traffic.base import Listed
+from regionshift.adapters.traffic.externaldns import ExternalDNSProvider
 from regionshift.adapters.traffic.gatewayapi import BackendIndex, GatewayAPIProvider
 from regionshift.adapters.traffic.ingress_nginx import PEERS, canary_weight
 from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus, TrafficProviderKind
@@ -52,8 +63,8 @@ __all__ = ["ROUTE_CONCURRENCY", "RouteBook", "backend_index", "describe_route_er
 
 log = logging.getLogger(__name__)
 
-ROUTE_CONCURRENCY = 8
-"""Route reads (and, in the evacuation, route writes) in flight at once: each is a blocking call."""
+ROUTE_CONCURRENCY = 16
+"""Route writes (and peer-Service checks) in flight at once: each is a blocking call."""
 
 
 @dataclass(kw_only=True)
@@ -66,6 +77,8 @@ class RouteBook:
     owner: Mapping[str, Any] | None
     peer_services_done: set[tuple[str, tuple[tuple[str, str | None], ...]]] = field(default_factory=set)
     """(route, gateways) pairs whose peer Services were ensured in this process: ensured once, not every run."""
+    listed: dict[TrafficProviderKind, Listed] = field(default_factory=dict)
+    """Each kind's objects as the last :func:`read_routes` listed them: the first attempt of its writes."""
     _providers: dict[TrafficProviderKind, TrafficProvider] = field(default_factory=dict)
 
     @property
@@ -101,22 +114,23 @@ def _canary_as_regions(read: Mapping[str, int], *, here: str, peers: Sequence[st
     return out
 
 
-def _ensure_peer_services(book: RouteBook, *, route: str) -> None:
+def _ensure_peer_services(book: RouteBook, *, route: str, listed: Listed | None = None) -> None:
     """The peer Services of one HTTPRoute, made sure of once per process (they are written, so not in DryRun)."""
     provider = book.provider(TrafficProviderKind.GATEWAY_API)
     assert isinstance(provider, GatewayAPIProvider)
     gateways = tuple(sorted(book.gateways.items()))
     if (route, gateways) not in book.peer_services_done:
-        provider.ensure_peer_services(route=route, gateways=book.gateways, owner=book.owner)
+        provider.ensure_peer_services(route=route, gateways=book.gateways, owner=book.owner, listed=listed)
         book.peer_services_done.add((route, gateways))
 
 
 def _report(book: RouteBook, *, kind: TrafficProviderKind, route: str, status: RegionFailoverStatus,
-            act: bool, index: BackendIndex | None = None) -> RouteReport:
+            act: bool, index: BackendIndex | None = None, listed: Listed | None = None) -> RouteReport:
     """One route's report; ``act`` False (DryRun) never writes, not even a peer Service.
 
     ``index``: the namespace's Services, taken once for every HTTPRoute of the run (taken
-    here when missing).
+    here when missing). ``listed``: the kind's objects from the run's one LIST; the route is
+    read and verified from it (one GET each when missing).
     """
     spec, here = book.spec, book.spec.region
     peers = [p.name for p in spec.peers]
@@ -125,8 +139,8 @@ def _report(book: RouteBook, *, kind: TrafficProviderKind, route: str, status: R
     if kind is TrafficProviderKind.GATEWAY_API:
         assert isinstance(provider, GatewayAPIProvider)
         if act:
-            _ensure_peer_services(book, route=route)
-        weights = dict(provider.read(route=route).weights)
+            _ensure_peer_services(book, route=route, listed=listed)
+        weights = dict(provider.read(route=route, listed=listed).weights)
         backends = provider.backends(route)
         if act:
             index = index if index is not None else provider.backend_index()
@@ -136,16 +150,17 @@ def _report(book: RouteBook, *, kind: TrafficProviderKind, route: str, status: R
         owned = None
     elif kind is TrafficProviderKind.INGRESS_NGINX:
         total = getattr(provider, "total", 100)
-        weights = _canary_as_regions(provider.read(route=route).weights, here=here, peers=peers, desired=desired,
+        weights = _canary_as_regions(provider.read(route=route, listed=listed).weights, here=here, peers=peers,
+                                     desired=desired,
                                      total=total)
         resolvable = frozenset(p for p in peers if book.gateways.get(p))
         owned = None
     else:
-        weights = dict(provider.read(route=route).weights)
+        weights = dict(provider.read(route=route, listed=listed).weights)
         resolvable = frozenset()
         owned = frozenset({here})
     check = desired if desired else weights
-    verification = provider.verify(route=route, desired=check) if any(check.values()) else None
+    verification = provider.verify(route=route, desired=check, listed=listed) if any(check.values()) else None
     verified = verification is None or verification.holds is not False
     return RouteReport(provider=kind, route=route, weights=weights, verified=verified, resolvable=resolvable,
                        owned=owned, error=None if verified or verification is None else verification.message)
@@ -164,11 +179,17 @@ def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> 
     gateway_routes = [route for kind, route in jobs if kind is TrafficProviderKind.GATEWAY_API]
     failed: dict[tuple[TrafficProviderKind, str], Exception] = {}
     index: BackendIndex | None = None
+    listed = _snapshots(book, kinds={kind for kind, _ in jobs})
+    book.listed = listed
     with ThreadPoolExecutor(max_workers=ROUTE_CONCURRENCY, thread_name_prefix="routes") as pool:
         if act and gateway_routes:
             # the peer Services first, then one snapshot of the namespace's Services for every HTTPRoute
-            for route, exc in zip(gateway_routes, pool.map(
-                    lambda r: _typed_error(lambda: _ensure_peer_services(book, route=r)), gateway_routes)):
+            routes_listed = listed.get(TrafficProviderKind.GATEWAY_API)
+            pending = [r for r in gateway_routes
+                       if (r, tuple(sorted(book.gateways.items()))) not in book.peer_services_done]
+            for route, exc in zip(pending, pool.map(
+                    lambda r: _typed_error(lambda: _ensure_peer_services(book, route=r, listed=routes_listed)),
+                    pending)):
                 if exc is not None:
                     failed[(TrafficProviderKind.GATEWAY_API, route)] = exc
             provider = book.provider(TrafficProviderKind.GATEWAY_API)
@@ -183,7 +204,8 @@ def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> 
             if job in failed:
                 return failed[job]
             try:
-                return _report(book, kind=kind, route=route, status=status, act=act, index=index)
+                return _report(book, kind=kind, route=route, status=status, act=act, index=index,
+                               listed=listed.get(kind))
             except (TrafficError, ApiException) as exc:  # reported per route, the other routes go on
                 return exc
 
@@ -198,6 +220,18 @@ def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> 
         reports.append(RouteReport(provider=kind, route=route, weights=None, verified=False,
                                    error=f"{kind.value} {route}: {describe_route_error(outcome)}"))
     return reports, errors
+
+
+def _snapshots(book: RouteBook, *, kinds: set[TrafficProviderKind]) -> dict[TrafficProviderKind, Listed]:
+    """One LIST per provider kind; a kind whose LIST fails is left out (its routes are then read one by one)."""
+    out: dict[TrafficProviderKind, Listed] = {}
+    for kind in sorted(kinds, key=lambda k: k.value):
+        try:
+            out[kind] = book.provider(kind).snapshot()
+        except ApiException as exc:
+            log.info("listing the %s routes of %s failed (%s); reading them one by one", kind.value, book.namespace,
+                     describe_route_error(exc))
+    return out
 
 
 def _typed_error(call: Any) -> Exception | None:
@@ -243,10 +277,18 @@ def set_weights(book: RouteBook, *, action: SetWeights, status: RegionFailoverSt
                      if TrafficProviderKind(w.provider) == kind and w.route == action.route and w.recorded), None)
     restoring = recorded is not None and all(
         weights.get(r, 0) == recorded.get(r, 0) for r in set(weights) | set(recorded))
-    if restoring and kind is not TrafficProviderKind.EXTERNAL_DNS:
+    listed = book.listed.get(kind)
+    if listed is not None and action.route not in listed:
+        listed = None  # not in the last LIST: read it afresh (and let the provider say it is missing)
+    if restoring and isinstance(provider, GatewayAPIProvider):
+        assert recorded is not None
+        provider.restore(route=action.route, recorded=recorded, listed=listed)
+    elif restoring and kind is not TrafficProviderKind.EXTERNAL_DNS:
         assert recorded is not None
         provider.restore(route=action.route, recorded=recorded)
     elif isinstance(provider, GatewayAPIProvider):
-        provider.apply(route=action.route, desired=weights, index=index)
+        provider.apply(route=action.route, desired=weights, index=index, listed=listed)
+    elif isinstance(provider, ExternalDNSProvider):
+        provider.apply(route=action.route, desired=weights, listed=listed)
     else:
         provider.apply(route=action.route, desired=weights)
