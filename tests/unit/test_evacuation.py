@@ -226,9 +226,15 @@ def test_savior_ungates_first_raises_nothing_it_does_not_own_and_regates_after_f
     run.world.signal["west"] = FailbackSignal(served=50.0, forecast=100.0)
     run.until(Phase.FAILING_BACK, seconds=100)
     run.tick(61)
+    run.world.signal["west"] = FailbackSignal(served=0.0, forecast=100.0)  # west has not moved yet
     run.tick(61)
-    assert run.status.phase == Phase.FAILING_BACK and run.evac("west").share == 1.0
-    assert run.evac("west").waiting_for == "west to report that it serves its whole share again (it reports nothing)"
+    assert run.status.phase == Phase.FAILING_BACK and run.evac("west").share == 0.5, "a savior never aborts a peer's step"
+    assert run.evac("west").waiting_for == "west to report that it serves 50% of its share (it reports nothing)"
+    run.world.served_share["west"] = 0.5  # west's own operator took its step and reports it
+    run.tick()
+    assert run.evac("west").share == 1.0
+    run.tick()
+    assert run.evac("west").waiting_for == "west to report that it serves its whole share again (it reports 0.5)"
     assert all(dc[0] == Gate.OPEN for dc in run.world.dark.values()), "dark pods serve until west's traffic left"
     run.world.served_share["west"] = 1.0
     d = run.tick()

@@ -787,6 +787,21 @@ def _failing_back(work: _Work, evac: RegionEvacuation, *, all_hold: bool, target
         return True
     if moved:
         return True
+    if evac.region != ctx.here:
+        # A savior does not judge a peer's failback: the peer's own operator does, and reports
+        # the share it serves. Judging it here too raced the peer (a savior aborted a step the
+        # peer had not yet taken, found by the drill); the savior follows the report instead.
+        reported = ctx.obs.served_share.get(evac.region)
+        if reported is None or reported < evac.share:
+            evac.waiting_for = (f"{evac.region} to report that it serves {evac.share:.0%} of its share"
+                                f" (it reports {'nothing' if reported is None else f'{reported:g}'})")
+            return False
+        evac.failback_step += 1
+        evac.share = failback_share(step=evac.failback_step, step_percent=policy.step_percent)
+        evac.step_held_at = None
+        work.event("FailbackStep", f"{evac.region} reports serving {reported:g} of its share;"
+                   f" step {evac.failback_step} at {evac.share:.0%}")
+        return True
     held_for = _since(evac.step_held_at, ctx.now)
     if held_for < policy.step_interval_seconds:
         evac.waiting_for = f"step {evac.failback_step} at {evac.share:.0%} to hold for {policy.step_interval_seconds} s"
