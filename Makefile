@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README.md):
-#   make demo   a local region with the operator at work
+#   make drill  three local regions: a regional outage evacuated and failed back, a report
 #   make test   the whole test suite, with every set-up step on a fresh machine
 #
 # Set-up is idempotent and cached: the virtualenv is rebuilt only when pyproject.toml
@@ -10,7 +10,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 
-.PHONY: demo test setup prometheus controlplane crds
+.PHONY: drill demo test setup prometheus controlplane crds
+
+drill: setup prometheus controlplane
+	$(VENV)/bin/regionshift drill $(DRILL_ARGS)
 
 demo: setup controlplane
 	$(VENV)/bin/regionshift demo
