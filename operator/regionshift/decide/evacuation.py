@@ -796,11 +796,7 @@ def _failing_back(work: _Work, evac: RegionEvacuation, *, all_hold: bool, target
             evac.waiting_for = (f"{evac.region} to report that it serves {evac.share:.0%} of its share"
                                 f" (it reports {'nothing' if reported is None else f'{reported:g}'})")
             return False
-        evac.failback_step += 1
-        evac.share = failback_share(step=evac.failback_step, step_percent=policy.step_percent)
-        evac.step_held_at = None
-        work.event("FailbackStep", f"{evac.region} reports serving {reported:g} of its share;"
-                   f" step {evac.failback_step} at {evac.share:.0%}")
+        _next_step(work, evac, why=f"{evac.region} reports serving {reported:g} of its share")
         return True
     held_for = _since(evac.step_held_at, ctx.now)
     if held_for < policy.step_interval_seconds:
@@ -818,12 +814,16 @@ def _failing_back(work: _Work, evac: RegionEvacuation, *, all_hold: bool, target
                    f"{policy.ratio_threshold:g} × forecast {signal.forecast:g} × share {evac.share:g}",
         )
         return True
-    evac.failback_step += 1
-    evac.share = failback_share(step=evac.failback_step, step_percent=policy.step_percent)
-    evac.step_held_at = None
-    work.event("FailbackStep", f"{evac.region}: served {signal.served:g} of {expected:g} expected;"
-               f" step {evac.failback_step} at {evac.share:.0%}")
+    _next_step(work, evac, why=f"{evac.region}: served {signal.served:g} of {expected:g} expected")
     return True
+
+
+def _next_step(work: _Work, evac: RegionEvacuation, *, why: str) -> None:
+    """The step held: the next share, with an Event saying why."""
+    evac.failback_step += 1
+    evac.share = failback_share(step=evac.failback_step, step_percent=work.ctx.spec.failback.step_percent)
+    evac.step_held_at = None
+    work.event("FailbackStep", f"{why}; step {evac.failback_step} at {evac.share:.0%}")
 
 
 def _done(work: _Work, evac: RegionEvacuation) -> None:
