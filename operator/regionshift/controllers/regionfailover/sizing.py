@@ -168,7 +168,7 @@ async def _size(*, body: Mapping[str, Any], domain: Domain) -> None:
         return
 
     traffic = domain.series.get(f"signal/{spec.region}")
-    own_peak, peer_peaks = _peaks(domain, spec, now)
+    own_peak, peer_peaks = await asyncio.to_thread(_peaks, domain, spec, now)  # forecasts over the horizon: off the loop
     if traffic is None or own_peak is None:
         reason = "NoHistory"
         why = (domain.forecasts[spec.region].note if spec.region in domain.forecasts
