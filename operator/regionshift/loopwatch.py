@@ -8,7 +8,10 @@ so it is measured instead: a task sleeps :data:`INTERVAL_SECONDS` in a loop and 
 lateness (how much later than asked it woke up) as the length of the stall it just sat
 through. The worst lateness since start is the gauge
 ``regionshift_event_loop_lag_max_seconds``; each new worst over :data:`WARN_SECONDS` is also
-logged, so a stall can be matched with what the operator was doing.
+logged, so a stall can be matched with what the operator was doing, with the CPU time the
+loop's thread used during it: a stall the loop spent running is its own work (a handler
+computing on the loop); one it spent waiting is the GIL, held by a worker thread, or a CPU,
+taken by other processes.
 
 The watch is started once per event loop by a ``@kopf.on.startup`` handler and ends with
 the loop.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
 from prometheus_client import Gauge
 
@@ -43,13 +47,16 @@ async def watch_loop(
     worst = 0.0
     while True:
         asked = loop.time() + interval_seconds
+        ran = time.thread_time()  # CPU time of this (the loop's) thread; no system call that gives the GIL away
         await asyncio.sleep(interval_seconds)
         lateness = loop.time() - asked
         if lateness > worst:
             worst = lateness
             gauge.set(worst)
             if worst > warn_seconds:
-                log.warning("the event loop stalled for %.0f ms (the longest so far)", worst * 1000)
+                ran = time.thread_time() - ran
+                log.warning("the event loop stalled for %.0f ms (the longest so far; its thread ran %.0f ms of"
+                            " it and waited the rest for the GIL or a CPU)", worst * 1000, min(ran, worst) * 1000)
 
 
 def start_loop_watch(*, interval_seconds: float = INTERVAL_SECONDS) -> asyncio.Task[None]:

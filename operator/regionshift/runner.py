@@ -196,6 +196,7 @@ def run_operator(
     kube.configure(kubeconfig=kubeconfig)
     sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
     _limit_malloc_arenas(MALLOC_ARENAS)
+    _import_api_modules()
     # Everything imported so far (kopf, the kubernetes client's models, pydantic's schemas,
     # numpy) lives as long as the process: out of the garbage collector's sight, a full
     # collection no longer walks it (one took 150 ms, holding the GIL, at 20 DarkClusters).
@@ -212,6 +213,23 @@ def run_operator(
                              liveness_endpoint=liveness_endpoint))
     finally:
         stop_logging()
+
+
+def _import_api_modules() -> None:
+    """Import the kubernetes client's API modules every DarkCluster reconcile calls, now.
+
+    The client imports them on first use, and each builds the pydantic models of its
+    methods' signatures as it does, under the import lock and holding the GIL (18 s for these
+    three on the development machine while it was loaded far beyond its two cores). Left to the
+    first reconciles, that happened in the storm of events of a new RegionFailover's
+    DarkClusters (a py-spy dump caught a thread in it during a 1.9 s stall of the event loop);
+    before the loop starts it costs nothing but start-up time, and the garbage collector's
+    freeze below keeps the models out of every collection.
+    """
+    from kubernetes import client
+
+    for api in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi):
+        log.debug("imported %s", api.__module__)
 
 
 def _limit_malloc_arenas(arenas: int) -> None:

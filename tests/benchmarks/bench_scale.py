@@ -231,6 +231,27 @@ def proc_status(pid: int) -> dict[str, int]:
     return out
 
 
+def loop_thread_times(pid: int) -> tuple[float, float] | None:
+    """Seconds the operator's main thread (kopf's event loop) ran on a CPU, and waited runnable for one.
+
+    From ``/proc/<pid>/task/<pid>/schedstat``: the second figure is time the loop was ready to
+    run while the machine's CPUs ran something else (other processes, or the operator's own
+    threads), a cause of stalls no code of the operator's can remove.
+    """
+    with contextlib.suppress(OSError, ValueError):
+        ran, waited, _ = Path(f"/proc/{pid}/task/{pid}/schedstat").read_text().split()
+        return int(ran) / 1e9, int(waited) / 1e9
+    return None
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User and system CPU seconds of the operator process, all its threads."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return None
+
+
 def scrape(port: int) -> dict[str, float]:
     """The figures of the operator's /metrics this benchmark reads (absent ones left out)."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
@@ -313,6 +334,9 @@ class Result:
     stall_ms: float | None = None
     peak_rss_mib: float | None = None
     rss_end_mib: float | None = None
+    loop_ran_seconds: float | None = None
+    loop_waited_seconds: float | None = None
+    process_cpu_seconds: float | None = None
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     note: str = ""
@@ -404,6 +428,10 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
             status = proc_status(proc.pid)
             result.peak_rss_mib = status.get("VmHWM", peak_seen) / 1024 if alive else peak_seen / 1024
             result.rss_end_mib = status.get("VmRSS", 0) / 1024 if alive else None
+            times = loop_thread_times(proc.pid) if alive else None
+            if times is not None:
+                result.loop_ran_seconds, result.loop_waited_seconds = times
+            result.process_cpu_seconds = process_cpu_seconds(proc.pid) if alive else None
             lag = metrics.get("regionshift_event_loop_lag_max_seconds")
             result.stall_ms = None if lag is None else lag * 1000
             count = metrics.get("regionshift_sizing_duration_seconds_count") or 0
@@ -452,6 +480,9 @@ def report(results: list[Result]) -> str:
                    f" {r.idle_requests} requests; top: {r.idle_breakdown}")
         out.append(f"N={r.participants}: operator requests in all {r.requests_total}; RSS at the end"
                    f" {_fmt(r.rss_end_mib, '.0f')} MiB" + (f"; {r.note}" if r.note else ""))
+        out.append(f"N={r.participants}: operator CPU {_fmt(r.process_cpu_seconds, '.1f')} s in all; its event loop's"
+                   f" thread ran {_fmt(r.loop_ran_seconds, '.1f')} s and waited {_fmt(r.loop_waited_seconds, '.1f')} s"
+                   " for a CPU")
     base = results[0]
     for r in results[1:]:
         ratios = []

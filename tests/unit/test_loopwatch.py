@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
+import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
 from regionshift.loopwatch import start_loop_watch, watch_loop
@@ -31,3 +33,22 @@ def test_the_watch_starts_once_per_loop() -> None:
         return first is second
 
     assert asyncio.run(scenario())
+
+
+def test_a_stall_says_how_much_of_it_the_loop_ran(caplog: pytest.LogCaptureFixture) -> None:
+    gauge = Gauge("lag_cpu_test_seconds", "test", registry=CollectorRegistry())
+
+    async def scenario() -> None:
+        watch = asyncio.create_task(watch_loop(interval_seconds=0.01, gauge=gauge, warn_seconds=0.1))
+        await asyncio.sleep(0.05)
+        time.sleep(0.15)  # blocks the loop without running: the thread waits, it does not compute
+        await asyncio.sleep(0.05)
+        watch.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="regionshift.loopwatch"):
+        asyncio.run(scenario())
+    stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert stalls, caplog.text
+    ran = int(stalls[-1].split("its thread ran ")[1].split(" ms")[0])
+    stalled = int(stalls[-1].split("stalled for ")[1].split(" ms")[0])
+    assert ran < stalled  # a sleep is waiting, not running

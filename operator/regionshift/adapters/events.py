@@ -49,4 +49,4 @@ def _create(*, meta: dict[str, Any], involved: dict[str, Any], type_: str, reaso
         "firstTimestamp": now.isoformat(),
         "lastTimestamp": now.isoformat(),
         "count": 1,
-    }, _request_timeout=REQUEST_TIMEOUT)
+    }, _request_timeout=REQUEST_TIMEOUT, _preload_content=False).release_conn()  # the Event echoed back: not parsed

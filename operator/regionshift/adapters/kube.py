@@ -146,11 +146,22 @@ def _dict(obj: Any) -> dict[str, Any]:
     return _client().sanitize_for_serialization(obj)  # type: ignore[no-any-return]
 
 
+def _without_nulls(value: Any) -> Any:
+    """``value`` without the null fields the API server writes (``creationTimestamp: null`` in a
+    pod template, say), as :func:`_dict` leaves them out: the shadow's template hash, made
+    from its target's template, stays what it was when Deployments were read as models."""
+    if isinstance(value, dict):
+        return {k: _without_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_without_nulls(v) for v in value]
+    return value
+
+
 def read_deployment(*, namespace: str, name: str) -> dict[str, Any] | None:
     """A Deployment, or None if it does not exist."""
     try:
-        return _dict(client.AppsV1Api(_client()).read_namespaced_deployment(
-            name, namespace, _request_timeout=REQUEST_TIMEOUT))
+        return _without_nulls(_raw(client.AppsV1Api(_client()).read_namespaced_deployment(  # type: ignore[no-any-return]
+            name, namespace, _request_timeout=REQUEST_TIMEOUT, _preload_content=False)))
     except ApiException as exc:
         if exc.status == 404:
             return None
@@ -160,15 +171,15 @@ def read_deployment(*, namespace: str, name: str) -> dict[str, Any] | None:
 def create_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
     """Create a Deployment."""
     namespace = body["metadata"]["namespace"]
-    return _dict(client.AppsV1Api(_client()).create_namespaced_deployment(
-        namespace, body, _request_timeout=REQUEST_TIMEOUT))
+    return _without_nulls(_raw(client.AppsV1Api(_client()).create_namespaced_deployment(  # type: ignore[no-any-return]
+        namespace, body, _request_timeout=REQUEST_TIMEOUT, _preload_content=False)))
 
 
 def replace_deployment(*, body: dict[str, Any]) -> dict[str, Any]:
     """Replace a Deployment wholesale (body carries metadata.resourceVersion)."""
     meta = body["metadata"]
-    return _dict(client.AppsV1Api(_client()).replace_namespaced_deployment(
-        meta["name"], meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT))
+    return _without_nulls(_raw(client.AppsV1Api(_client()).replace_namespaced_deployment(  # type: ignore[no-any-return]
+        meta["name"], meta["namespace"], body, _request_timeout=REQUEST_TIMEOUT, _preload_content=False)))
 
 
 def delete_deployment(*, namespace: str, name: str, uid: str) -> None:

@@ -77,6 +77,7 @@ from regionshift.decide.darkcapacity import (
     ROLE_LABEL,
     ROLE_SHADOW,
     ROLE_TARGET,
+    TEMPLATE_HASH_ANNOTATION,
     blocked_status,
     conflict_status,
     dark_cluster_label_value,
@@ -124,6 +125,7 @@ __all__ = [
     "acted_on",
     "dark_cluster_changed",
     "dark_pod_changed",
+    "deployment_acted_on",
     "deployment_changed",
     "dark_replicas",
     "next_delay",
@@ -270,15 +272,45 @@ def dark_pod_changed(*, namespace: str, labels: Mapping[str, str],
         wake(namespace=namespace, name=dark_cluster, cause="pod")
 
 
+_deployments_seen: dict[tuple[str, str], tuple[Any, ...]] = {}
+""":func:`deployment_acted_on` of each watched Deployment as last seen by :func:`deployment_changed`."""
+
+
+def deployment_acted_on(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a shadow or a target a reconcile acts on: everything but its status.
+
+    Its spec (by its generation), its labels, its template hash, its owners and its deletion.
+    A Deployment's status moves several times while its pods start (observed generation,
+    replicas, ready and available counts, conditions), and a reconcile reads none of it: it
+    counts the dark pods themselves, whose own events wake it.
+    """
+    meta = body.get("metadata") or {}
+    return (meta.get("generation"), meta.get("deletionTimestamp"), tuple(sorted((meta.get("labels") or {}).items())),
+            (meta.get("annotations") or {}).get(TEMPLATE_HASH_ANNOTATION),
+            tuple(sorted(str(o.get("uid")) for o in meta.get("ownerReferences") or [])))
+
+
 async def deployment_changed(
     *, namespace: str, name: str, labels: Mapping[str, str], type_: str | None,
     darkclusters_by_target: Mapping[tuple[str, str], Any], darkclusters_by_label: Mapping[tuple[str, str], Any],
+    body: Mapping[str, Any] | None = None,
 ) -> None:
     """A shadow or a target changed (or went): wake the DarkClusters concerned.
 
-    A Deployment labelled as a target that no DarkCluster shadows any more (its
-    DarkCluster was deleted while the operator was away) loses the label.
+    Only when something a reconcile acts on moved (:func:`deployment_acted_on`; ``body``
+    omitted: always): at 500 DarkClusters, the status updates of the shadows alone woke some
+    1,200 reconciles that had nothing to do. A Deployment labelled as a target that no
+    DarkCluster shadows any more (its DarkCluster was deleted while the operator was away)
+    loses the label.
     """
+    key = (namespace, name)
+    if type_ == "DELETED":
+        _deployments_seen.pop(key, None)
+    elif body is not None:
+        seen = deployment_acted_on(body)
+        if _deployments_seen.get(key) == seen:
+            return
+        _deployments_seen[key] = seen
     role = labels.get(ROLE_LABEL)
     if role == ROLE_SHADOW:
         for dark_cluster in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), []):

@@ -71,12 +71,12 @@ async def dark_cluster_event(namespace: str, name: str, body: kopf.Body, type: s
 
 @kopf.on.event(*DEPLOYMENT_RESOURCE)
 async def deployment_changed(
-    namespace: str, name: str, labels: kopf.Labels, type: str | None,
+    namespace: str, name: str, labels: kopf.Labels, type: str | None, body: kopf.Body,
     darkclusters_by_target: kopf.Index[tuple[str, str], str], darkclusters_by_label: kopf.Index[tuple[str, str], str],
     **_: Any,
 ) -> None:
-    """A shadow or a target changed (or went): wake its DarkClusters."""
-    await darkcluster.deployment_changed(namespace=namespace, name=name, labels=labels, type_=type,
+    """A shadow or a target changed (or went), more than its status: wake its DarkClusters."""
+    await darkcluster.deployment_changed(namespace=namespace, name=name, labels=labels, type_=type, body=body,
                                          darkclusters_by_target=darkclusters_by_target,
                                          darkclusters_by_label=darkclusters_by_label)
 

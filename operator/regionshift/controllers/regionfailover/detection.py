@@ -185,6 +185,37 @@ async def _guards(
     return rollout, capacity, (True, "Read", "rollouts and dark capacity read")
 
 
+def _judge(
+    *, spec: RegionFailoverSpec, names: list[str], recent: Mapping[str, list[tuple[float, float]]],
+    forecasts: Mapping[str, Any], now: float, rollout: dt.datetime | None, capacity: WarmCapacity | None,
+    previous: Any,
+) -> tuple[dict[str, RegionVerdict], dict[str, dict[str, float]]]:
+    """Each region's verdict, and the expected interval at its last sample (pure; run in a thread).
+
+    Every recent sample is compared with its forecast's expectation, a computation over the
+    seasonal forecasts of every region: on the event loop, a py-spy dump caught it holding the
+    loop in a 673 ms stall of the scale benchmark (on a machine loaded far beyond its cores).
+    """
+
+    def expected(region: str, ts: float) -> float | None:
+        forecast = forecasts.get(region)
+        return forecast.expected(at=ts).mean if forecast is not None else None
+
+    samples = {r: [Sample(at=utc(ts), actual=v, expected=expected(r, ts)) for ts, v in recent.get(r, [])]
+               for r in names}
+    verdicts = evaluate(
+        samples=samples, policy=spec.detection, now=utc(now), last_rollouts={spec.region: rollout},
+        capacity={spec.region: capacity} if capacity is not None else {}, previous=previous,
+    )
+    intervals = {}
+    for region, verdict in verdicts.items():
+        forecast = forecasts.get(region)
+        if forecast is not None and verdict.sampled_at is not None:
+            expectation = forecast.expected(at=verdict.sampled_at.timestamp())
+            intervals[region] = {"expectedLower": expectation.lower, "expectedUpper": expectation.upper}
+    return verdicts, intervals
+
+
 async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
     """One detection run; writes status whatever happens, never raises."""
     meta = body["metadata"]
@@ -206,32 +237,18 @@ async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
         (recent, signal), (rollout, capacity, guards) = await asyncio.gather(
             _read_signal(body=body, spec=spec, domain=domain, now=now), _guards(body=body, spec=spec, domain=domain))
         forecasts = {r: domain.forecasts[r].forecast for r in names if r in domain.forecasts}
-
-        def expected(region: str, ts: float) -> float | None:
-            forecast = forecasts.get(region)
-            return forecast.expected(at=ts).mean if forecast is not None else None
-
-        samples = {r: [Sample(at=utc(ts), actual=v, expected=expected(r, ts)) for ts, v in recent.get(r, [])]
-                   for r in names}
-        verdicts = evaluate(
-            samples=samples, policy=spec.detection, now=utc(now), last_rollouts={spec.region: rollout},
-            capacity={spec.region: capacity} if capacity is not None else {},
-            previous=rf_status.previous_verdicts(old_status),
-        )
+        # The forecasts' expectations for every recent sample: computing, so off the event loop.
+        verdicts, intervals = await asyncio.to_thread(
+            _judge, spec=spec, names=names, recent=recent, forecasts=forecasts, now=now, rollout=rollout,
+            capacity=capacity, previous=rf_status.previous_verdicts(old_status))
     except Exception as exc:  # a bug or a surprise: report it, keep the loop and the status alive
         log.exception("detection run of %s/%s failed", meta["namespace"], meta["name"])
         reason, message = rf_status.describe(exc)
         signal = (False, "InternalError", f"{reason}: {message}")
         verdicts = {r: RegionVerdict(region=r, verdict=Verdict.UNKNOWN, message=f"not evaluated: {message}")
                     for r in names}
-        forecasts = {}
+        intervals = {}
     domain.latest = {r: v.actual for r, v in verdicts.items() if v.actual is not None}
-    intervals = {}
-    for region, verdict in verdicts.items():
-        forecast = forecasts.get(region)
-        if forecast is not None and verdict.sampled_at is not None:
-            expectation = forecast.expected(at=verdict.sampled_at.timestamp())
-            intervals[region] = {"expectedLower": expectation.lower, "expectedUpper": expectation.upper}
     notes = {r: e.note for r, e in domain.forecasts.items() if e.forecast is None and e.note}
     conditions = [
         rf_status.make_condition(type_="Detecting", ok=signal[0], reason=signal[1], message=signal[2],

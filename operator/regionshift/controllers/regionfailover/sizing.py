@@ -62,7 +62,7 @@ SIZING_BUDGET_SECONDS = 20.0
 _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="regionshift-sizing")
 """One sizing fit at a time for the whole operator, off the event loop."""
 MAX_EVENTS_PER_RUN = 10
-"""Warning Events about single Deployments per run; more are summed up in one."""
+"""Events about single Deployments (or their DarkClusters) per kind and run; more are summed up in one."""
 EVENTS = {"Sizing": ("Sized", "SizingFailed"), "DarkClustersSynced": ("DarkClustersSynced", "DarkClustersNotSynced")}
 
 
@@ -168,7 +168,7 @@ async def _size(*, body: Mapping[str, Any], domain: Domain) -> None:
         return
 
     traffic = domain.series.get(f"signal/{spec.region}")
-    own_peak, peer_peaks = _peaks(domain, spec, now)
+    own_peak, peer_peaks = await asyncio.to_thread(_peaks, domain, spec, now)  # forecasts over the horizon: off the loop
     if traffic is None or own_peak is None:
         reason = "NoHistory"
         why = (domain.forecasts[spec.region].note if spec.region in domain.forecasts
@@ -252,14 +252,25 @@ async def _report(*, body: Mapping[str, Any], sizing: tuple[bool, str, str], syn
 
 
 async def _children_events(*, body: Mapping[str, Any], children: Children) -> None:
-    for name in children.created:
-        await rf_status.post(body=body, type_="Normal", reason="DarkClusterCreated", message=f"created DarkCluster {name}")
-    for name in children.updated:
-        await rf_status.post(body=body, type_="Normal", reason="DarkClusterUpdated",
-                             message=f"DarkCluster {name} follows the darkCapacity policy's min/max")
-    for name in children.removed:
-        await rf_status.post(body=body, type_="Normal", reason="DarkClusterRemoved",
-                             message=f"removed DarkCluster {name}: its Deployment left the selector")
+    """An Event per DarkCluster created, updated or removed, at most a few per kind and run.
+
+    A new RegionFailover over 500 Deployments creates 500 DarkClusters in one run: 500 Events
+    about it would be 500 more writes to the API server in the busiest minute, and no more
+    readable than one that names the first few and counts the rest.
+    """
+    kinds = (
+        (children.created, "DarkClusterCreated", "created DarkCluster {}", "created {} more DarkClusters"),
+        (children.updated, "DarkClusterUpdated", "DarkCluster {} follows the darkCapacity policy's min/max",
+         "{} more DarkClusters follow the darkCapacity policy's min/max"),
+        (children.removed, "DarkClusterRemoved", "removed DarkCluster {}: its Deployment left the selector",
+         "removed {} more DarkClusters: their Deployments left the selector"),
+    )
+    for names, reason, one, more in kinds:
+        for name in names[:MAX_EVENTS_PER_RUN]:
+            await rf_status.post(body=body, type_="Normal", reason=reason, message=one.format(name))
+        if len(names) > MAX_EVENTS_PER_RUN:
+            await rf_status.post(body=body, type_="Normal", reason=reason,
+                                 message=more.format(len(names) - MAX_EVENTS_PER_RUN))
 
 
 async def _problem_events(*, body: Mapping[str, Any], domain: Domain, problems: Mapping[str, str]) -> None:
