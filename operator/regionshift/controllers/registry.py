@@ -57,7 +57,9 @@ async def darkclusters_by_label(namespace: str, name: str, **_: Any) -> dict[tup
     return {(namespace, dark_cluster_label_value(name)): name}
 
 
-@kopf.daemon(*DARKCLUSTER_RESOURCE, cancellation_timeout=30.0)
+# cancellation_backoff: on deletion kopf first only signals the daemon, which ends its loop and
+# releases the target's label; without it kopf cancels at once and the release never runs.
+@kopf.daemon(*DARKCLUSTER_RESOURCE, cancellation_backoff=10.0, cancellation_timeout=30.0)
 async def dark_cluster_daemon(namespace: str, name: str, spec: kopf.Spec, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """The one path that reconciles a DarkCluster: woken by the handlers below, resyncs slowly."""
     await darkcluster.run(namespace=namespace, name=name, spec=spec, stopped=stopped)
