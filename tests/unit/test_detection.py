@@ -46,7 +46,7 @@ def test_unhealthy_after_consecutive_samples_under_the_threshold() -> None:
     assert verdict.drop_started_at == NOW - 2 * STEP
     assert verdict.unhealthy_since == NOW
     assert verdict.ratio == pytest.approx(0.6)
-    assert "for 3 samples" in verdict.message
+    assert "over the last 3 samples" in verdict.message
 
 
 def test_two_samples_under_are_not_enough() -> None:
