@@ -18,7 +18,9 @@ With ``z = noiseSigmas``:
   significantly above the threshold (for a busy region, simply under it);
 * the run is a *drop* when, for some trailing part of it of ``k`` samples with
   ``consecutiveSamples ≤ k ≤ evidenceWindowSamples``, the pooled ratio ``Σactual/Σexpected``
-  lies under ``θ − z·sqrt(overdispersion·θ/Σn)``: significantly under the threshold.
+  lies under ``θ − z·sqrt(overdispersion·θ/Σn)``: significantly under the threshold. In
+  this sum each sample counts at no less than ``θ/2`` of its expected value, so a single
+  glitch (a failed scrape reading 0) among noisy healthy samples is never a drop.
 
 A busy region (thousands of events a sample) is judged exactly as "under the threshold for
 ``consecutiveSamples`` samples in a row"; a quiet one (a few dozen events a sample, at
@@ -367,7 +369,7 @@ def _observe(
     lengths: list[int] = []
     actual = expected = 0.0
     for k, point in enumerate(reversed(run), start=1):
-        actual += point.actual
+        actual += max(point.actual, _FLOOR * theta * point.expected)
         expected += point.expected
         if k >= policy.consecutive_samples and actual < (theta - z * _sd(policy, theta, expected * scale)) * expected:
             lengths.append(k)
@@ -419,6 +421,11 @@ def _share(
     rest_sd = _sd(policy, 1.0, rest_a * scale)
     spread = math.sqrt((own_sd / theta) ** 2 + rest_sd**2)
     return _Share(ratio=ratio, regional=ratio < theta * math.exp(-policy.noise_sigmas * spread))
+
+
+_FLOOR = 0.5
+"""In a pooled test each sample counts at no less than this share of the threshold, so one
+glitch (a sample of 0 from a failed scrape) cannot make a drop of noisy healthy samples."""
 
 
 def _percent(value: float) -> str:
