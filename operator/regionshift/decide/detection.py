@@ -195,7 +195,7 @@ class RegionVerdict:
 
 
 def refit_excludes_since(
-    *, verdict: Verdict, held_back_by: Guard | str | None, drop_started_at: datetime | None
+    *, verdict: Verdict | str, held_back_by: Guard | str | None, drop_started_at: datetime | None
 ) -> datetime | None:
     """From when a region's samples must be kept out of the forecast's refit; None: accept all.
 
