@@ -233,6 +233,7 @@ def run_backtest(
     synthetic: SyntheticConfig = SyntheticConfig(),
     start: float = DEFAULT_START,
     history_step_seconds: int = 60,
+    screened: bool = True,
 ) -> BacktestReport:
     """Replay ``days`` of synthetic history after ``history_days`` of warm-up.
 
@@ -242,7 +243,7 @@ def run_backtest(
     vectorised screen finds something to judge (a window with a missing or unforecast sample,
     or with a trailing stretch pooled under the threshold, or a region not Healthy at the
     last round); everywhere else every verdict is Healthy, exactly as :func:`evaluate` would
-    say, at a fraction of the cost.
+    say, at a fraction of the cost (``screened=False`` judges every round, to check that).
 
     ``faults`` defaults to :func:`default_faults` over the replayed days; ``holidays`` (day
     indexes of the whole generated history, warm-up included) defaults to one holiday a
@@ -322,7 +323,7 @@ def run_backtest(
             screen[i:screened_until] = _screen(
                 values=history.values, expected=expected, lo=i, hi=screened_until, window=window, policy=policy
             )
-        if not screen[i] and all(v.verdict is Verdict.HEALTHY for v in previous.values()):
+        if screened and not screen[i] and all(v.verdict is Verdict.HEALTHY for v in previous.values()):
             continue  # nothing to judge: every verdict is Healthy (see _screen)
         last_rollouts = {}
         at = moment(i)
