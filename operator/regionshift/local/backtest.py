@@ -5,9 +5,13 @@ history with realistic noise (:mod:`regionshift.local.synthetic`), injects fault
 it sample by sample exactly as the operator runs: at each step the forecast is refitted
 when the cache says it is due, on the past only (never the sample being judged), and the
 detection policy judges every region from its recent samples. Like the operator, the
-replay feeds the forecast only samples taken while a region was judged healthy: once a
-drop is confirmed its samples (from the first one under the threshold) are masked out of
-later fits, so an outage is never learnt as the new normal.
+replay feeds the forecast only the samples detection lets the refit accept
+(:func:`regionshift.decide.detection.refit_excludes_since`): once a drop is confirmed its
+samples (from the first one under the threshold) are masked out of later fits, so an
+outage is never learnt as the new normal; a drop the forecast no longer fits (Unknown,
+``ForecastNoLongerFits``) is learnt again. Samples every 5 s (the drill's step) are
+judged at that step while the forecast is fitted at ``historyStepSeconds`` (one minute),
+as the operator does.
 
 It reports, per fault, what detection concluded and how fast (samples and seconds from
 the fault's start to the first matching verdict), every false evacuation (an Unhealthy
@@ -15,7 +19,9 @@ verdict that no regional drop explains), and every missed fault (a regional drop
 than the policy's sensitivity, ``1 - ratioThreshold``, never called Unhealthy).
 
 The target for the defaults: no false evacuation in 28 simulated days, and every regional
-drop of 40 % or more detected within 3 samples. ``python -m regionshift.local.backtest`` (the
+drop of 40 % or more detected within 3 samples in a region busy enough at that moment to
+show it beyond the counting noise (:func:`regionshift.decide.detection.samples_needed`);
+the samples a quieter region needs are reported beside. ``python -m regionshift.local.backtest`` (the
 command, :func:`main`) and ``tests/benchmarks/bench_backtest.py`` print the figures;
 docs/benchmarks.md records them.
 """
