@@ -64,7 +64,7 @@ def test_shallow_drops_are_reported_not_counted_as_missed(report: BacktestReport
 def test_report_text(report: BacktestReport) -> None:
     text = format_report(report)
     assert "10 days x 4 regions" in text
-    assert "regional drops >= 40%: 15/15 detected within 3 samples" in text
+    assert "regional drops >= 40% in regions busy enough: 15/15 detected within 3 samples" in text
     assert "false evacuations: 0" in text
     assert text.rstrip().endswith("MET")
     assert report.evaluations == 10 * 1440
