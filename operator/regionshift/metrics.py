@@ -20,6 +20,9 @@ __all__ = [
     "SIZING_SECONDS",
     "EVENT_LOOP_LAG_SECONDS",
     "VERDICTS",
+    "VERDICT_REASONS",
+    "REGION_SHARE_RATIO",
+    "REGION_EVIDENCE_SAMPLES",
     "GATE_WRITES",
     "BUDGET_RECOUNTS",
     "RECONCILIATIONS",
@@ -115,6 +118,26 @@ VERDICTS = Enum(
     "The current verdict on each region of a failover domain.",
     ["namespace", "regionfailover", "region"],
     states=["Healthy", "Unhealthy", "HeldBack", "Unknown"],
+)
+VERDICT_REASONS = Counter(
+    "regionshift_detection_verdicts_total",
+    "Verdicts on regions, one per region and detection run, by verdict and deciding reason: the guard"
+    " (GlobalDrop, DomainWide, RecentRollout, SaviorsNotWarm, ForecastNoLongerFits, NoData, StaleData,"
+    " LowExpected), Regional or Uncompared for an Unhealthy verdict (drop shown against the domain, or no"
+    " other region to compare with), None for Healthy.",
+    ["verdict", "reason"],
+)
+REGION_SHARE_RATIO = Gauge(
+    "regionshift_region_share_ratio",
+    "A dropping region's share of the domain's total over its expected share (odds against the rest): 1 when"
+    " it keeps its share, under shareRatioThreshold for a regional drop; NaN when not dropping or not compared.",
+    ["namespace", "regionfailover", "region"],
+)
+REGION_EVIDENCE_SAMPLES = Gauge(
+    "regionshift_region_evidence_samples",
+    "Samples a 40 % drop needs to be judged at the region's current expected value (more when it is quiet and"
+    " its counting noise large); NaN when it cannot be shown within evidenceWindowSamples.",
+    ["namespace", "regionfailover", "region"],
 )
 SIZINGS = Counter(
     "regionshift_sizings_total",

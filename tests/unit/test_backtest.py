@@ -64,7 +64,7 @@ def test_shallow_drops_are_reported_not_counted_as_missed(report: BacktestReport
 def test_report_text(report: BacktestReport) -> None:
     text = format_report(report)
     assert "10 days x 4 regions" in text
-    assert "regional drops >= 40%: 15/15 detected within 3 samples" in text
+    assert "regional drops >= 40% in regions busy enough: 15/15 detected within 3 samples" in text
     assert "false evacuations: 0" in text
     assert text.rstrip().endswith("MET")
     assert report.evaluations == 10 * 1440
@@ -102,3 +102,55 @@ def test_default_faults_are_spread_aligned_and_disjoint() -> None:
 def test_command_exit_code_follows_the_target(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--days", "4.5", "--seed", "7"]) in (0, 1)
     assert "target" in capsys.readouterr().out
+
+
+# --- Five-second samples: the drill's step ------------------------------------------------
+
+REPLAY_START = DEFAULT_START + 14.5 * DAY_SECONDS  # Monday 2026-01-19 12:00 UTC
+
+
+@pytest.fixture(scope="module")
+def five_seconds() -> BacktestReport:
+    faults = (
+        # us-east in its evening (21:00 local): busy, a 60 % drop must show within 3 samples.
+        Fault(kind=FaultKind.REGIONAL_DROP, start=REPLAY_START + 14 * 3600, duration_seconds=600,
+              regions=("us-east",), depth=0.6),
+        # ap-south before dawn (04:00 local): quiet, a 40 % drop needs more samples.
+        Fault(kind=FaultKind.REGIONAL_DROP, start=REPLAY_START + 34.5 * 3600, duration_seconds=1200,
+              regions=("ap-south",), depth=0.4),
+    )
+    return run_backtest(days=2, seed=7, step_seconds=5, faults=faults, holidays=())
+
+
+def test_five_second_samples_no_false_evacuation_and_the_quiet_region_reported(five_seconds: BacktestReport) -> None:
+    report = five_seconds
+    assert report.false_evacuations == ()
+    busy, quiet = report.outcomes
+    assert busy.in_target and busy.outcome is Outcome.DETECTED
+    assert busy.delay_samples is not None and busy.delay_samples <= 3
+    assert busy.delay_seconds == pytest.approx(busy.delay_samples * 5)
+    assert quiet.quiet and not quiet.in_target
+    assert quiet.samples_needed is not None and quiet.samples_needed > 3
+    assert quiet.outcome is Outcome.DETECTED
+    # At its quietest a 40 % drop in ap-south needs many 5-s samples; at its busiest, few.
+    quietest, busiest = report.evidence_samples["ap-south"]
+    assert busiest is not None and busiest <= 5
+    assert quietest is None or quietest > 10
+    text = format_report(report)
+    assert "samples a 40% drop needs" in text
+    assert "too quiet to show them in 3 samples: 1" in text
+
+
+def test_the_screen_skips_only_rounds_that_evaluate_would_call_healthy() -> None:
+    faults = (
+        Fault(kind=FaultKind.REGIONAL_DROP, start=REPLAY_START + 3 * 3600, duration_seconds=900,
+              regions=("eu-west",), depth=0.5),
+        Fault(kind=FaultKind.GLOBAL_DROP, start=REPLAY_START + 6 * 3600, duration_seconds=600, depth=0.5),
+        Fault(kind=FaultKind.GAP, start=REPLAY_START + 8 * 3600, duration_seconds=900, regions=("us-west",)),
+    )
+    kwargs = dict(days=0.5, seed=3, step_seconds=10, faults=faults, holidays=(), history_days=8.0)
+    fast = run_backtest(**kwargs)  # type: ignore[arg-type]
+    full = run_backtest(screened=False, **kwargs)  # type: ignore[arg-type]
+    assert fast.outcomes == full.outcomes
+    assert fast.false_evacuations == full.false_evacuations
+    assert fast.lowest_quiet_ratio == full.lowest_quiet_ratio

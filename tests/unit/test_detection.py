@@ -7,7 +7,15 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from regionshift.decide.detection import Guard, RegionVerdict, Sample, WarmCapacity, evaluate
+from regionshift.decide.detection import (
+    Guard,
+    RegionVerdict,
+    Sample,
+    WarmCapacity,
+    evaluate,
+    refit_excludes_since,
+    samples_needed,
+)
 from regionshift.api.models import DetectionPolicy, RegionSignalStatus, Verdict
 
 NOW = datetime(2026, 1, 5, 20, 0, tzinfo=timezone.utc)
@@ -46,7 +54,7 @@ def test_unhealthy_after_consecutive_samples_under_the_threshold() -> None:
     assert verdict.drop_started_at == NOW - 2 * STEP
     assert verdict.unhealthy_since == NOW
     assert verdict.ratio == pytest.approx(0.6)
-    assert "for 3 samples" in verdict.message
+    assert "over the last 3 samples" in verdict.message
 
 
 def test_two_samples_under_are_not_enough() -> None:
@@ -301,3 +309,261 @@ def test_zero_expected_with_no_floor_has_no_ratio() -> None:
     assert verdict.verdict is Verdict.HEALTHY
     assert verdict.ratio is None
     assert verdict.to_status().wire()["verdict"] == "Healthy"
+
+
+# --- Noise-aware evidence: a quiet region needs more samples than a busy one -------------
+
+FIVE = timedelta(seconds=5)
+
+
+def every_5s(actuals: Sequence[float], expected: float, end: datetime = NOW) -> list[Sample]:
+    """Samples five seconds apart (the drill's step), the last one at ``end``."""
+    return [
+        Sample(at=end - (len(actuals) - 1 - n) * FIVE, actual=value, expected=expected)
+        for n, value in enumerate(actuals)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("expected", "step", "depth", "policy", "needed"),
+    [
+        # counts per sample = expected × step; k ≥ z²·φ·θ / (counts·(θ − (1 − depth))²)
+        (200.0, 5.0, 0.4, POLICY, 3),  # 1000 events a sample: 1.26 → consecutiveSamples
+        (10.0, 5.0, 0.4, POLICY, 26),  # 50 events: 25.2 → 26 (a quiet region at night)
+        (10.0, 5.0, 0.6, POLICY, 3),  # a deeper drop shows sooner: 2.8 → 3
+        (10.0, 5.0, 0.5, POLICY, 7),  # 6.3 → 7
+        (10.0, 60.0, 0.4, POLICY, 3),  # the same region at one-minute samples: 2.1 → 3
+        (2.0, 5.0, 0.4, POLICY, None),  # 126 samples: beyond evidenceWindowSamples (36)
+        (200.0, 5.0, 0.3, POLICY, None),  # not deeper than 1 − ratioThreshold: never shown
+        (0.5, 5.0, 0.9, POLICY, None),  # expected under minimumExpected: not judged
+        (10.0, 5.0, 0.4, DetectionPolicy(counts_per_unit=0), 3),  # no noise allowance
+        (10.0, 5.0, 0.4, DetectionPolicy(overdispersion=1.0), 13),  # Poisson: 12.6 → 13
+        (10.0, 5.0, 0.4, DetectionPolicy(counts_per_unit=1 / 60), None),  # per-minute counts: 1512
+    ],
+)
+def test_samples_needed(
+    expected: float, step: float, depth: float, policy: DetectionPolicy, needed: int | None
+) -> None:
+    assert samples_needed(expected=expected, step_seconds=step, policy=policy, depth=depth) == needed
+
+
+@pytest.mark.parametrize(
+    ("expected", "ratios", "verdict"),
+    [
+        # ap-south at night, 5-s samples, 50 events each: 0.69 for 3 samples is noise.
+        (10.0, [1.0, 1.0, 0.69, 0.69, 0.69], Verdict.HEALTHY),
+        # The same figures from a busy region (1000 events a sample) are no drop either:
+        # 0.69 is not beyond the noise under 0.7.
+        (200.0, [1.0, 1.0, 0.69, 0.69, 0.69], Verdict.HEALTHY),
+        # A busy region at half its expected value: 3 samples are enough.
+        (200.0, [1.0, 1.0, 0.5, 0.5, 0.5], Verdict.UNHEALTHY),
+        # The quiet one needs 7 samples of it (samples_needed above), not 3 ...
+        (10.0, [1.0] * 3 + [0.5] * 6, Verdict.HEALTHY),
+        # ... and is Unhealthy from the seventh.
+        (10.0, [1.0] * 3 + [0.5] * 7, Verdict.UNHEALTHY),
+        # Noise inside a quiet drop (one sample at 0.8) does not break it.
+        (10.0, [1.0] * 3 + [0.5, 0.4, 0.8, 0.5, 0.4, 0.5, 0.4], Verdict.UNHEALTHY),
+        # One glitch (a failed scrape reading 0) among noisy healthy samples is no drop.
+        (10.0, [1.0, 0.9, 0.0, 0.9, 0.85], Verdict.HEALTHY),
+    ],
+)
+def test_a_quiet_region_needs_stronger_evidence(expected: float, ratios: list[float], verdict: Verdict) -> None:
+    busy = every_5s([100.0] * len(ratios), expected=100.0)
+    region = every_5s([r * expected for r in ratios], expected=expected)
+    assert evaluate(samples={"a": region, "b": busy, "c": busy}, policy=POLICY, now=NOW)["a"].verdict is verdict
+
+
+def test_a_quiet_region_reports_the_samples_it_needs() -> None:
+    busy = every_5s([100.0] * 5, expected=100.0)
+    verdict = evaluate(samples={"a": every_5s([10.0] * 5, expected=10.0), "b": busy}, policy=POLICY, now=NOW)["a"]
+    assert verdict.evidence_samples == 26
+    assert "a 40% drop needs 26 samples" in verdict.message
+    assert verdict.to_status().wire()["evidenceSamples"] == 26
+    sparse = evaluate(samples={"a": every_5s([2.0] * 5, expected=2.0), "b": busy}, policy=POLICY, now=NOW)["a"]
+    assert sparse.evidence_samples is None
+    assert "cannot be shown within 36 samples" in sparse.message
+
+
+def test_without_the_noise_allowance_the_plain_ratio_test_applies() -> None:
+    plain = DetectionPolicy(counts_per_unit=0)
+    busy = every_5s([100.0] * 5, expected=100.0)
+    quiet = every_5s([10.0, 10.0, 6.9, 6.9, 6.9], expected=10.0)
+    verdict = evaluate(samples={"a": quiet, "b": busy, "c": busy}, policy=plain, now=NOW)["a"]
+    assert verdict.verdict is Verdict.UNHEALTHY
+
+
+def test_the_step_is_taken_from_the_samples_or_given() -> None:
+    busy = every_5s([100.0] * 10, expected=100.0)
+    quiet = every_5s([10.0] * 3 + [5.0] * 7, expected=10.0)
+    assert evaluate(samples={"a": quiet, "b": busy}, policy=POLICY, now=NOW)["a"].verdict is Verdict.UNHEALTHY
+    # Told that each sample stands for one second only, 7 samples are not enough.
+    told = evaluate(samples={"a": quiet, "b": busy}, policy=POLICY, now=NOW, step_seconds=1)["a"]
+    assert told.verdict is Verdict.HEALTHY
+
+
+# --- Evidence against the domain and how it combines with GlobalDrop ----------------------
+
+
+@pytest.mark.parametrize(
+    ("case", "ratios", "expected", "verdict", "guard", "regional"),
+    [
+        # Only a drops: its share of the domain falls with it. Regional: Unhealthy.
+        ("regional", {"a": 0.5, "b": 1.0, "c": 1.0, "d": 1.0}, None, Verdict.UNHEALTHY, None, True),
+        # Every region drops alike: GlobalDrop decides (and the share agrees).
+        ("global", {"a": 0.5, "b": 0.5, "c": 0.5, "d": 0.5}, None, Verdict.HELD_BACK, Guard.GLOBAL_DROP, False),
+        # A shock shared by the domain where only a crosses the threshold (the others stay
+        # just above it): too few regions for GlobalDrop, but a keeps its share: DomainWide.
+        ("shared shock", {"a": 0.65, "b": 0.75, "c": 0.78, "d": 0.76}, None, Verdict.HELD_BACK,
+         Guard.DOMAIN_WIDE, False),
+        # The domain is down 20 % (a forecast wrong for everyone) and a far more: its share
+        # falls to 0.5 / 0.8 = 63 % of expected, under 80 %: regional.
+        ("outage in a shock", {"a": 0.5, "b": 0.8, "c": 0.8, "d": 0.8}, None, Verdict.UNHEALTHY, None, True),
+        # Half the domain is down together: GlobalDrop, although a's share says regional.
+        ("two of four", {"a": 0.4, "b": 0.65, "c": 1.0, "d": 1.0}, None, Verdict.HELD_BACK, Guard.GLOBAL_DROP, True),
+        # A region carrying most of the domain: as odds against the rest its drop shows
+        # (a plain share would read 0.5·10 / (0.5·10 + 3) / (10/13) = 81 %).
+        ("dominant", {"a": 0.5, "b": 1.0, "c": 1.0, "d": 1.0}, {"a": 1000.0}, Verdict.UNHEALTHY, None, True),
+        # Nothing to compare with (the others have no data): the own ratio decides.
+        ("alone", {"a": 0.5, "b": None, "c": None, "d": None}, None, Verdict.UNHEALTHY, None, None),
+    ],
+)
+def test_evidence_against_the_domain(
+    case: str,
+    ratios: dict[str, float | None],
+    expected: dict[str, float] | None,
+    verdict: Verdict,
+    guard: Guard | None,
+    regional: bool | None,
+) -> None:
+    samples = {}
+    for region, ratio in ratios.items():
+        forecast = (expected or {}).get(region, 100.0)
+        if ratio is None:
+            samples[region] = series([None] * 4, expected=forecast)
+        else:
+            samples[region] = series([forecast] + [ratio * forecast] * 3, expected=forecast)
+    result = evaluate(samples=samples, policy=POLICY, now=NOW)["a"]
+    assert result.verdict is verdict, (case, result.message)
+    assert result.held_back_by is guard, case
+    assert result.regional is regional, case
+    if regional is None:
+        assert result.share_ratio is None and "no other region to compare with" in result.message
+    else:
+        others = [r for k, r in ratios.items() if k != "a" and r is not None]
+        weights = [(expected or {}).get(k, 100.0) for k, r in ratios.items() if k != "a" and r is not None]
+        rest = sum(r * w for r, w in zip(others, weights)) / sum(weights)
+        assert result.share_ratio == pytest.approx(ratios["a"] / rest, abs=1e-3), case
+
+
+def test_a_regional_drop_and_a_shared_shock_together() -> None:
+    # a is out (regional), b shaken with the rest: b is held back as DomainWide, a evacuates.
+    verdicts = evaluate(
+        samples={
+            "a": series([100, 30, 30, 30]),
+            "b": series([100, 66, 66, 66]),
+            "c": series([100, 75, 75, 75]),
+            "d": series([100, 75, 75, 75]),
+            "e": series([100, 75, 75, 75]),
+        },
+        policy=POLICY,
+        now=NOW,
+    )
+    assert verdicts["a"].verdict is Verdict.UNHEALTHY
+    assert verdicts["b"].held_back_by is Guard.DOMAIN_WIDE
+
+
+# --- The forecast no longer fits: a bound on drops without evidence of an outage -------------
+
+BOUND = timedelta(seconds=POLICY.no_longer_fits_after_seconds)
+
+
+def _before(verdict: Verdict, guard: Guard | None, started: datetime) -> dict[str, RegionVerdict]:
+    return {"a": RegionVerdict(region="a", verdict=verdict, message="", held_back_by=guard, drop_started_at=started)}
+
+
+@pytest.mark.parametrize(
+    ("case", "others", "before", "lasted", "verdict", "guard"),
+    [
+        # A shared shock past the bound: the forecast no longer fits.
+        ("shared shock", 0.75, (Verdict.HELD_BACK, Guard.DOMAIN_WIDE), BOUND + STEP, Verdict.UNKNOWN,
+         Guard.FORECAST_NO_LONGER_FITS),
+        # ... but not before it.
+        ("shared shock, early", 0.75, (Verdict.HELD_BACK, Guard.DOMAIN_WIDE), BOUND - 5 * STEP, Verdict.HELD_BACK,
+         Guard.DOMAIN_WIDE),
+        # A global drop past the bound: Unknown too.
+        ("global", 0.5, (Verdict.HELD_BACK, Guard.GLOBAL_DROP), BOUND + STEP, Verdict.UNKNOWN,
+         Guard.FORECAST_NO_LONGER_FITS),
+        # Nothing to compare with, past the bound: no evidence of an outage, Unknown.
+        ("alone", None, (Verdict.UNHEALTHY, None), BOUND + STEP, Verdict.UNKNOWN, Guard.FORECAST_NO_LONGER_FITS),
+        # A regional drop is evidence of an outage: Unhealthy however long it lasts.
+        ("regional", 1.0, (Verdict.UNHEALTHY, None), 10 * BOUND, Verdict.UNHEALTHY, None),
+        # Once Unknown, it stays so while the deviation lasts.
+        ("still off", 0.75, (Verdict.UNKNOWN, Guard.FORECAST_NO_LONGER_FITS), 2 * BOUND, Verdict.UNKNOWN,
+         Guard.FORECAST_NO_LONGER_FITS),
+        # An outage shown against the domain on top of a shifted level: Unhealthy again.
+        ("outage after", 1.0, (Verdict.UNKNOWN, Guard.FORECAST_NO_LONGER_FITS), 2 * BOUND, Verdict.UNHEALTHY, None),
+    ],
+)
+def test_a_drop_without_evidence_of_an_outage_is_bounded(
+    case: str,
+    others: float | None,
+    before: tuple[Verdict, Guard | None],
+    lasted: timedelta,
+    verdict: Verdict,
+    guard: Guard | None,
+) -> None:
+    started = NOW - lasted
+    ratio_a = 0.65 if others != 1.0 else 0.5
+    samples = {"a": series([ratio_a * 100] * 4)}
+    for name in ("b", "c", "d"):
+        samples[name] = series([None] * 4) if others is None else series([others * 100] * 4)
+    result = evaluate(samples=samples, policy=POLICY, now=NOW, previous=_before(*before, started))["a"]
+    assert result.verdict is verdict, (case, result.message)
+    assert result.held_back_by is guard, case
+    assert result.drop_started_at == started, case
+    if guard is Guard.FORECAST_NO_LONGER_FITS:
+        assert "the forecast no longer fits" in result.message
+        assert result.refit_excludes_since is None  # the refit learns the new level
+        assert result.to_status().wire()["heldBackBy"] == "ForecastNoLongerFits"
+    else:
+        assert result.refit_excludes_since == started  # a possible outage is never learnt
+
+
+def test_a_drop_that_ends_after_the_forecast_no_longer_fit_is_healthy() -> None:
+    before = _before(Verdict.UNKNOWN, Guard.FORECAST_NO_LONGER_FITS, NOW - 2 * BOUND)
+    result = evaluate(samples={"a": HEALTHY, "b": HEALTHY}, policy=POLICY, now=NOW, previous=before)["a"]
+    assert result.verdict is Verdict.HEALTHY
+    assert result.drop_started_at is None
+
+
+def test_an_evacuated_region_is_left_to_the_failback_probe() -> None:
+    # Serving half its share during a failback, a region far under plan is not turned
+    # Unknown by the bound: the failback probe of decide/evacuation.py judges it.
+    before = _before(Verdict.UNHEALTHY, None, NOW - 2 * BOUND)
+    result = evaluate(
+        samples={"a": series([10] * 4), "b": series([None] * 4)},
+        policy=POLICY,
+        now=NOW,
+        shares={"a": 0.5},
+        previous=before,
+    )["a"]
+    assert result.verdict is Verdict.UNHEALTHY
+    assert result.held_back_by is None
+
+
+@pytest.mark.parametrize(
+    ("verdict", "guard", "started", "excluded"),
+    [
+        (Verdict.HEALTHY, None, None, None),
+        (Verdict.UNHEALTHY, None, NOW, NOW),
+        (Verdict.HELD_BACK, "GlobalDrop", NOW, NOW),
+        (Verdict.HELD_BACK, Guard.DOMAIN_WIDE, NOW, NOW),
+        (Verdict.UNKNOWN, "ForecastNoLongerFits", NOW, None),
+        (Verdict.UNKNOWN, Guard.NO_DATA, None, None),
+        ("HeldBack", "RecentRollout", NOW, NOW),
+    ],
+)
+def test_which_samples_the_refit_accepts(
+    verdict: Verdict | str, guard: Guard | str | None, started: datetime | None, excluded: datetime | None
+) -> None:
+    assert refit_excludes_since(verdict=verdict, held_back_by=guard, drop_started_at=started) == excluded

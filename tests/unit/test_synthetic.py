@@ -18,7 +18,9 @@ from regionshift.local.synthetic import (
 )
 
 START = 1_767_571_200.0  # Monday 2026-01-05 00:00 UTC
-CLEAN = SyntheticConfig(level_change_sd=0.0, jitter_sd=0.0, counting_noise=False, growth_per_year=0.0)
+CLEAN = SyntheticConfig(
+    level_change_sd=0.0, jitter_sd=0.0, counting_noise=False, growth_per_year=0.0, bursts_per_day=0.0
+)
 UTC_REGION = (RegionProfile(name="zero", utc_offset_hours=0.0, peak=100.0),)
 
 
@@ -73,15 +75,37 @@ def test_day_to_day_level_changes_are_about_fifteen_percent() -> None:
     assert 0.10 < float(np.std(changes)) < 0.20
 
 
-def test_counting_noise_is_poisson() -> None:
-    config = SyntheticConfig(level_change_sd=0.0, jitter_sd=0.0, growth_per_year=0.0)
+@pytest.mark.parametrize("overdispersion", [1.0, 1.5, 3.0])
+def test_counting_noise_has_the_overdispersion_asked_for(overdispersion: float) -> None:
+    # 1 is Poisson; more is negative-binomial with variance overdispersion × mean.
+    config = SyntheticConfig(
+        level_change_sd=0.0, jitter_sd=0.0, growth_per_year=0.0, bursts_per_day=0.0, overdispersion=overdispersion
+    )
     history = generate_history(start=START, days=3, seed=2, regions=UTC_REGION, config=config)
     counts = history.values["zero"] * 60
     expected = history.rates["zero"] * 60
     z = (counts - expected) / np.sqrt(expected)
     assert float(np.mean(z)) == pytest.approx(0.0, abs=0.05)
-    assert float(np.var(z)) == pytest.approx(1.0, abs=0.1)
+    assert float(np.var(z)) == pytest.approx(overdispersion, rel=0.1)
     assert np.allclose(counts, np.round(counts))
+
+
+def test_bursts_come_now_and_then_mostly_upward_and_dips_stay_shallow() -> None:
+    config = SyntheticConfig(level_change_sd=0.0, jitter_sd=0.0, growth_per_year=0.0, counting_noise=False)
+    history = generate_history(start=START, days=20, seed=4, step_seconds=5, regions=UTC_REGION, config=config)
+    factor = history.values["zero"] / history.rates["zero"]
+    touched = np.abs(np.log(factor)) > 1e-9
+    # About 8 bursts a day of about 30 s: roughly 0.3 % of the time, each 5-s sample.
+    assert 0.001 < float(touched.mean()) < 0.01
+    assert float(factor.max()) > 1.5
+    assert float((factor > 1.0).sum()) > float((factor < 1.0).sum())
+    assert float(factor.min()) > 0.6  # a sag, never an outage
+
+
+def test_no_bursts_when_turned_off() -> None:
+    config = SyntheticConfig(jitter_sd=0.0, counting_noise=False, bursts_per_day=0.0)
+    history = generate_history(start=START, days=2, seed=4, regions=UTC_REGION, config=config)
+    np.testing.assert_allclose(history.values["zero"], history.rates["zero"])
 
 
 def test_holiday_is_shaped_like_a_weekend_and_busier() -> None:

@@ -519,6 +519,40 @@ class DetectionPolicy(Model):
         description="No verdict starts an evacuation of a region within this long of that region's last"
         " transition (no flapping); spec.evacuate is not held back by it.",
     )
+    counts_per_unit: float = Field(
+        default=1.0, ge=0, le=1e6,
+        description="Counted events one unit of the signal stands for each second (1 for a per-second rate of"
+        " events such as stream starts/s, 1/60 for a per-minute count): expected × stepSeconds × this is the"
+        " count behind a sample, whose counting noise widens the threshold, so a quiet region needs more"
+        " samples of evidence than a busy one. 0 turns the noise allowance off (the plain ratio test).",
+    )
+    overdispersion: float = Field(
+        default=2.0, ge=1, le=100,
+        description="Variance of the counts behind a sample over their mean: 1 for Poisson counting, more for"
+        " bursty traffic (negative-binomial); it scales the noise allowance.",
+    )
+    noise_sigmas: float = Field(
+        default=3.0, ge=0, le=10,
+        description="How many standard deviations of counting noise the pooled actual/expected of a run must lie"
+        " under ratioThreshold (and each sample of the run at most above it) to count as a drop.",
+    )
+    evidence_window_samples: int = Field(
+        default=36, ge=1, le=1000,
+        description="The most recent samples a run may pool: a region too quiet to show a drop within this many"
+        " samples is never judged Unhealthy (status reports the samples each region needs).",
+    )
+    share_ratio_threshold: float = Field(
+        default=0.8, gt=0, le=1,
+        description="Evidence against the domain: a region's share of the domain's total over its expected share"
+        " (as odds: the region against the rest) must also lie under this, beyond the counting noise, for a drop"
+        " to be regional; a drop every region shares is held back (DomainWide).",
+    )
+    no_longer_fits_after_seconds: int = Field(
+        default=10800, ge=60, le=2592000,
+        description="A drop without evidence of a regional outage (the domain moved alike, or no other region to"
+        " compare with) that lasts longer than this turns Unknown (ForecastNoLongerFits) and its samples are"
+        " learnt by the forecast's refit; a drop shown against the domain stays Unhealthy.",
+    )
 
 
 class DarkCapacityPolicy(Model):
@@ -693,6 +727,17 @@ class RegionSignalStatus(Model):
     )
     held_back_by: str | None = Field(default=None, description="The guard holding an evacuation back.")
     sampled_at: str | None = Field(default=None, description="Time of the latest sample.")
+    share_ratio: float | None = Field(
+        default=None,
+        description="The region's share of the domain's total over its expected share (as odds against the"
+        " rest), over the samples judged; 1 when it keeps its share.",
+    )
+    evidence_samples: int | None = Field(
+        default=None,
+        description="Samples a 40 % drop needs to be judged at this region's current expected value (more for a"
+        " quiet region, whose counting noise is larger); absent when it could not be shown within"
+        " evidenceWindowSamples.",
+    )
 
 
 class Phase(str, enum.Enum):

@@ -5,9 +5,13 @@ history with realistic noise (:mod:`regionshift.local.synthetic`), injects fault
 it sample by sample exactly as the operator runs: at each step the forecast is refitted
 when the cache says it is due, on the past only (never the sample being judged), and the
 detection policy judges every region from its recent samples. Like the operator, the
-replay feeds the forecast only samples taken while a region was judged healthy: once a
-drop is confirmed its samples (from the first one under the threshold) are masked out of
-later fits, so an outage is never learnt as the new normal.
+replay feeds the forecast only the samples detection lets the refit accept
+(:func:`regionshift.decide.detection.refit_excludes_since`): once a drop is confirmed its
+samples (from the first one under the threshold) are masked out of later fits, so an
+outage is never learnt as the new normal; a drop the forecast no longer fits (Unknown,
+``ForecastNoLongerFits``) is learnt again. Samples every 5 s (the drill's step) are
+judged at that step while the forecast is fitted at ``historyStepSeconds`` (one minute),
+as the operator does.
 
 It reports, per fault, what detection concluded and how fast (samples and seconds from
 the fault's start to the first matching verdict), every false evacuation (an Unhealthy
@@ -15,7 +19,9 @@ verdict that no regional drop explains), and every missed fault (a regional drop
 than the policy's sensitivity, ``1 - ratioThreshold``, never called Unhealthy).
 
 The target for the defaults: no false evacuation in 28 simulated days, and every regional
-drop of 40 % or more detected within 3 samples. ``python -m regionshift.local.backtest`` (the
+drop of 40 % or more detected within 3 samples in a region busy enough at that moment to
+show it beyond the counting noise (:func:`regionshift.decide.detection.samples_needed`);
+the samples a quieter region needs are reported beside. ``python -m regionshift.local.backtest`` (the
 command, :func:`main`) and ``tests/benchmarks/bench_backtest.py`` print the figures;
 docs/benchmarks.md records them.
 
@@ -46,7 +52,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from regionshift.decide.calendar import UTC_CALENDAR, Calendar, region_calendar
-from regionshift.decide.detection import Guard, RegionVerdict, Sample, evaluate
+from regionshift.decide.detection import Guard, RegionVerdict, Sample, evaluate, samples_needed
 from regionshift.errors import NoData
 from regionshift.decide.forecast import ForecastCache, ForecastConfig, SeasonalForecast
 from regionshift.api.models import DetectionPolicy, Verdict
@@ -119,11 +125,32 @@ class FaultOutcome:
     first_ratios: tuple[float, ...] = ()
     """For a regional drop: actual/expected of its first ``consecutiveSamples`` samples,
     how far under the threshold detection found it."""
+    samples_needed: int | None = None
+    """For a regional drop: the samples a drop this deep needs to be shown beyond the counting
+    noise at the expected value where it starts (:func:`regionshift.decide.detection.samples_needed`);
+    None when it cannot be shown within the policy's evidence window."""
+    busy: bool = True
+    """Whether the region was busy enough where the drop starts to show a 40 % drop within
+    TARGET_SAMPLES samples (the target covers those)."""
 
     @property
     def in_target(self) -> bool:
-        """Whether this is a regional drop the target covers (depth ≥ 40 %)."""
-        return self.fault.kind is FaultKind.REGIONAL_DROP and self.fault.depth >= TARGET_DEPTH - 1e-9
+        """Whether this is a regional drop the target covers: depth ≥ 40 %, in a region busy
+        enough at that moment to show it within TARGET_SAMPLES samples."""
+        return (
+            self.fault.kind is FaultKind.REGIONAL_DROP
+            and self.fault.depth >= TARGET_DEPTH - 1e-9
+            and self.busy
+        )
+
+    @property
+    def quiet(self) -> bool:
+        """A drop of 40 % or more in a region too quiet at that moment to show it in TARGET_SAMPLES."""
+        return (
+            self.fault.kind is FaultKind.REGIONAL_DROP
+            and self.fault.depth >= TARGET_DEPTH - 1e-9
+            and not self.in_target
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -156,6 +183,9 @@ class BacktestReport:
     """Lowest actual/expected held for ``consecutiveSamples`` samples outside every fault
     (and an hour either side): the margin a false alarm would have to cross."""
     holidays: tuple[int, ...] = field(default=())
+    evidence_samples: Mapping[str, tuple[int | None, int | None]] = field(default_factory=dict)
+    """Per region: samples a 40 % drop needs at its quietest and at its busiest expected value
+    in the replay (None: not within the evidence window)."""
 
     @property
     def missed(self) -> tuple[FaultOutcome, ...]:
@@ -230,8 +260,18 @@ def run_backtest(
     holidays: Sequence[int] | None = None,
     synthetic: SyntheticConfig = SyntheticConfig(),
     start: float = DEFAULT_START,
+    history_step_seconds: int = 60,
+    screened: bool = True,
 ) -> BacktestReport:
     """Replay ``days`` of synthetic history after ``history_days`` of warm-up.
+
+    The forecast is fitted, as in the operator, on history at ``history_step_seconds``
+    (``signal.historyStepSeconds``, the mean of the samples of each such step when it is a
+    multiple of ``step_seconds``) and judged at ``step_seconds``. Detection runs only where a
+    vectorised screen finds something to judge (a window with a missing or unforecast sample,
+    or with a trailing stretch pooled under the threshold, or a region not Healthy at the
+    last round); everywhere else every verdict is Healthy, exactly as :func:`evaluate` would
+    say, at a fraction of the cost (``screened=False`` judges every round, to check that).
 
     ``faults`` defaults to :func:`default_faults` over the replayed days; ``holidays`` (day
     indexes of the whole generated history, warm-up included) defaults to one holiday a
@@ -258,60 +298,74 @@ def run_backtest(
     first = int(np.searchsorted(ts, replay_start, side="right"))
     history_samples = int(round(history_days * DAY_SECONDS / step_seconds))
     refit_samples = max(1, int(math.ceil(refit_interval_seconds / step_seconds)))
-    window = max(policy.consecutive_samples, int(math.ceil(policy.stale_after_seconds / step_seconds)) + 1)
-    moments = [datetime.fromtimestamp(float(t), tz=timezone.utc) for t in ts]
+    window = max(
+        policy.consecutive_samples,
+        policy.evidence_window_samples,
+        int(math.ceil(policy.stale_after_seconds / step_seconds)) + 1,
+    )
+    merge = history_step_seconds // step_seconds if history_step_seconds % step_seconds == 0 else 1
+    merge = max(1, merge)
+
+    def moment(index: int) -> datetime:
+        return datetime.fromtimestamp(float(ts[index]), tz=timezone.utc)
 
     fitted = {name: history.values[name].copy() for name in names}  # healthy samples only
     expected = {name: np.full(count, np.nan) for name in names}
     verdict_code = {name: np.zeros(count, dtype=np.int8) for name in names}
     guard_code = {name: np.zeros(count, dtype=np.int8) for name in names}
     turned_unhealthy: dict[str, list[tuple[int, str]]] = {name: [] for name in names}
-    recent: dict[str, deque[Sample]] = {name: deque(maxlen=window) for name in names}
     rollouts = {
         name: [datetime.fromtimestamp(t, tz=timezone.utc) for t in history.rollouts[name]] for name in names
     }
     cache = ForecastCache(refit_interval_seconds=refit_interval_seconds)
     previous: dict[str, RegionVerdict] = {}
+    screen = np.zeros(count, dtype=bool)
+    screened_until = first
     fits = 0
 
-    for i in range(first - window, count):
+    for i in range(first, count):
         now = float(ts[i])
+        refitted = False
         for name in names:
-            if i >= first and cache.due(key=name, now=now):
+            if cache.due(key=name, now=now):
                 lo = max(0, i - history_samples)
+                lo = i - (i - lo) // merge * merge
+                fit_ts = ts[lo:i].reshape(-1, merge)[:, -1]
+                fit_values = fitted[name][lo:i].reshape(-1, merge).mean(axis=1)
                 try:
                     forecast = SeasonalForecast.fit(
-                        timestamps=ts[lo:i],
-                        values=fitted[name][lo:i],
-                        step_seconds=step_seconds,
+                        timestamps=fit_ts,
+                        values=fit_values,
+                        step_seconds=step_seconds * merge,
                         config=forecast_config,
                     )
                 except NoData:
                     continue
                 fits += 1
+                refitted = True
                 cache.put(key=name, forecast=forecast, now=now)
                 hi = min(count, i + refit_samples)
                 expected[name][i:hi] = forecast.predict_at(timestamps=ts[i:hi]).mean
-            value = float(history.values[name][i])
-            recent[name].append(
-                Sample(
-                    at=moments[i],
-                    actual=value if math.isfinite(value) else None,
-                    expected=float(expected[name][i]) if math.isfinite(expected[name][i]) else None,
-                )
+        if refitted or i >= screened_until:
+            screened_until = min(count, i + refit_samples)
+            screen[i:screened_until] = _screen(
+                values=history.values, expected=expected, lo=i, hi=screened_until, window=window, policy=policy
             )
-        if i < first:
-            continue
+        if screened and not screen[i] and all(v.verdict is Verdict.HEALTHY for v in previous.values()):
+            continue  # nothing to judge: every verdict is Healthy (see _screen)
         last_rollouts = {}
+        at = moment(i)
         for name in names:
-            k = bisect.bisect_right(rollouts[name], moments[i])
+            k = bisect.bisect_right(rollouts[name], at)
             last_rollouts[name] = rollouts[name][k - 1] if k else None
         verdicts = evaluate(
-            samples={name: tuple(recent[name]) for name in names},
+            samples={name: _window(ts=ts, values=history.values[name], expected=expected[name], i=i, window=window)
+                     for name in names},
             policy=policy,
-            now=moments[i],
+            now=at,
             last_rollouts=last_rollouts,
             previous=previous,
+            step_seconds=step_seconds,
         )
         for name, verdict in verdicts.items():
             verdict_code[name][i] = _VERDICT_CODES[verdict.verdict]
@@ -320,11 +374,26 @@ def run_backtest(
                 name not in previous or previous[name].verdict is not Verdict.UNHEALTHY
             ):
                 turned_unhealthy[name].append((i, verdict.message))
-            if verdict.verdict in (Verdict.UNHEALTHY, Verdict.HELD_BACK) and verdict.drop_started_at is not None:
-                began = int(np.searchsorted(ts, verdict.drop_started_at.timestamp()))
+            # What the refit may learn (regionshift.decide.detection.refit_excludes_since): a drop
+            # under way is kept out; once the forecast no longer fits, its samples are learnt.
+            excluded = verdict.refit_excludes_since
+            if excluded is not None:
+                began = int(np.searchsorted(ts, excluded.timestamp()))
                 fitted[name][began : i + 1] = np.nan
+            elif verdict.held_back_by is Guard.FORECAST_NO_LONGER_FITS and verdict.drop_started_at is not None:
+                began = int(np.searchsorted(ts, verdict.drop_started_at.timestamp()))
+                fitted[name][began : i + 1] = history.values[name][began : i + 1]
         previous = verdicts
 
+    evidence: dict[str, tuple[int | None, int | None]] = {}
+    for name in names:
+        forecast_values = expected[name][first:]
+        forecast_values = forecast_values[np.isfinite(forecast_values)]
+        if forecast_values.size:
+            evidence[name] = tuple(  # type: ignore[assignment]
+                samples_needed(expected=float(v), step_seconds=step_seconds, policy=policy)
+                for v in (forecast_values.min(), forecast_values.max())
+            )
     return _report(
         days=days,
         names=names,
@@ -342,7 +411,60 @@ def run_backtest(
         faults=tuple(faults),
         fits=fits,
         holidays=tuple(holidays),
+        evidence=evidence,
     )
+
+
+def _window(*, ts: np.ndarray, values: np.ndarray, expected: np.ndarray, i: int, window: int) -> tuple[Sample, ...]:
+    """The samples the detection task reads at index ``i``: the last ``window`` of them."""
+    out = []
+    for j in range(max(0, i - window + 1), i + 1):
+        value, forecast = float(values[j]), float(expected[j])
+        out.append(
+            Sample(
+                at=datetime.fromtimestamp(float(ts[j]), tz=timezone.utc),
+                actual=value if math.isfinite(value) else None,
+                expected=forecast if math.isfinite(forecast) else None,
+            )
+        )
+    return tuple(out)
+
+
+def _screen(
+    *,
+    values: Mapping[str, np.ndarray],
+    expected: Mapping[str, np.ndarray],
+    lo: int,
+    hi: int,
+    window: int,
+    policy: DetectionPolicy,
+) -> np.ndarray:
+    """For the rounds ``lo..hi-1``: whether any region's window might yield a verdict other than Healthy.
+
+    False only when, for every region, the last ``window`` samples all have a value and a
+    forecast of at least ``minimumExpected`` and no trailing stretch of them pooled lies under
+    ``ratioThreshold``: then no run is a drop and no region counts towards a global drop
+    (both need a trailing stretch pooled under the threshold), so :func:`evaluate` says
+    Healthy everywhere, whatever the noise allowance.
+    """
+    start = max(0, lo - window + 1)
+    flags = np.zeros(hi - lo, dtype=bool)
+    theta = policy.ratio_threshold
+    for name, series in values.items():
+        a = series[start:hi]
+        e = expected[name][start:hi]
+        bad = ~np.isfinite(a) | ~np.isfinite(e) | ~(e >= policy.minimum_expected)
+        deficit = np.where(bad, 0.0, a - theta * np.where(bad, 0.0, e))
+        cumulative = np.concatenate(([0.0], np.cumsum(deficit)))
+        bad_count = np.concatenate(([0], np.cumsum(bad)))
+        ends = np.arange(lo, hi) - start + 1  # position in `cumulative` after each round's sample
+        begins = np.maximum(ends - window, 0)
+        flags |= (bad_count[ends] - bad_count[begins]) > 0
+        padded = np.concatenate((np.full(window - 1, -np.inf), cumulative))
+        # max of cumulative[end-window .. end-1] for each end: a trailing stretch sums to < 0
+        prior = np.lib.stride_tricks.sliding_window_view(padded, window)[ends - 1].max(axis=1)
+        flags |= cumulative[ends] < prior
+    return flags
 
 
 def _quiet_day(*, start: float, replay_start: float, days: float, faults: Sequence[Fault]) -> int:
@@ -377,6 +499,7 @@ def _report(
     faults: tuple[Fault, ...],
     fits: int,
     holidays: tuple[int, ...],
+    evidence: Mapping[str, tuple[int | None, int | None]],
 ) -> BacktestReport:
     """Score the recorded verdicts against the injected faults."""
     unhealthy = _VERDICT_CODES[Verdict.UNHEALTHY]
@@ -394,8 +517,15 @@ def _report(
             # Around every fault the signal is not quiet: a settling margin either side.
             quiet[name][max(0, lo - 60) : min(ts.size, hi + 60)] = False
         first_ratios: tuple[float, ...] = ()
+        needed: int | None = None
+        busy = True
         if fault.kind is FaultKind.REGIONAL_DROP:
             name = hit[0]
+            if lo < ts.size and math.isfinite(expected[name][lo]):
+                forecast = float(expected[name][lo])
+                needed = samples_needed(expected=forecast, step_seconds=step_seconds, policy=policy, depth=fault.depth)
+                at_target = samples_needed(expected=forecast, step_seconds=step_seconds, policy=policy)
+                busy = at_target is not None and at_target <= TARGET_SAMPLES
             explained[name].append((lo, hi + policy.consecutive_samples))
             head = slice(lo, min(hi, lo + policy.consecutive_samples))
             first_ratios = tuple(float(v) for v in values[name][head] / expected[name][head])
@@ -441,6 +571,8 @@ def _report(
                 delay_samples=delay,
                 delay_seconds=float(ts[lo + delay - 1] - fault.start) if delay is not None else None,
                 first_ratios=first_ratios,
+                samples_needed=needed,
+                busy=busy,
             )
         )
 
@@ -476,6 +608,7 @@ def _report(
         false_evacuations=tuple(sorted(false_evacuations, key=lambda f: f.at)),
         lowest_quiet_ratio=lowest,
         holidays=holidays,
+        evidence_samples=dict(evidence),
     )
 
 
@@ -488,11 +621,15 @@ def format_report(report: BacktestReport) -> str:
         f"policy: ratio < {policy.ratio_threshold:g} for {policy.consecutive_samples} samples,"
         f" minimum expected {policy.minimum_expected:g}, stale after {policy.stale_after_seconds} s,"
         f" rollout guard {policy.rollout_guard_seconds} s, global drop >= {policy.global_drop_fraction:g}",
+        f"noise allowance: {policy.noise_sigmas:g} sigma of counts x {policy.counts_per_unit:g} per unit-second,"
+        f" overdispersion {policy.overdispersion:g}, window {policy.evidence_window_samples} samples;"
+        f" share ratio < {policy.share_ratio_threshold:g}; no longer fits after {policy.no_longer_fits_after_seconds} s",
         f"forecast refit every {report.refit_interval_seconds:g} s: {report.fits} fits,"
         f" {report.evaluations} detection rounds;"
         f" holiday on day(s) {', '.join(map(str, report.holidays)) or 'none'}",
         "",
-        f"{'fault':<13} {'region':<10} {'depth':>5} {'length':>7}  {'expected':<24} {'outcome':<17} {'delay':>13}",
+        f"{'fault':<13} {'region':<10} {'depth':>5} {'length':>7}  {'expected':<24} {'outcome':<17} {'delay':>13}"
+        f" {'needs':>5}",
     ]
     for o in report.outcomes:
         f = o.fault
@@ -502,14 +639,32 @@ def format_report(report: BacktestReport) -> str:
         lines.append(
             f"{f.kind.value:<13} {region:<10} {depth:>5} {f.duration_seconds / 60:>5.0f} m  {o.expected:<24}"
             f" {o.outcome.value:<17} {delay:>13}"
+            + (f" {o.samples_needed if o.samples_needed is not None else '>win':>5}" if f.kind is FaultKind.REGIONAL_DROP else "")
         )
     in_target = [o for o in report.outcomes if o.in_target]
     caught = [o for o in in_target if o.delay_samples is not None and o.delay_samples <= TARGET_SAMPLES]
     delays = [o.delay_samples for o in in_target if o.delay_samples is not None]
     highest = max((max(o.first_ratios) for o in in_target if o.first_ratios), default=math.nan)
+    quiet = [o for o in report.outcomes if o.quiet]
+    quiet_caught = [
+        o for o in quiet
+        if o.delay_samples is not None and o.samples_needed is not None and o.delay_samples <= o.samples_needed
+    ]
     lines += [
         "",
-        f"regional drops >= {TARGET_DEPTH:.0%}: {len(caught)}/{len(in_target)} detected within"
+        "samples a 40% drop needs (quietest / busiest expected value of the replay): "
+        + ", ".join(
+            f"{name} {' / '.join('>' + str(policy.evidence_window_samples) if n is None else str(n) for n in pair)}"
+            for name, pair in report.evidence_samples.items()
+        ),
+        f"regional drops >= {TARGET_DEPTH:.0%} where the region was too quiet to show them in {TARGET_SAMPLES}"
+        f" samples: {len(quiet)}; {len(quiet_caught)} detected within the samples they need"
+        + "".join(
+            f"\n  {o.fault.regions[0]} {o.fault.depth:.0%}: needs {o.samples_needed if o.samples_needed is not None else 'more than the window'},"
+            f" detected after {o.delay_samples if o.delay_samples is not None else '-'}"
+            for o in quiet
+        ),
+        f"regional drops >= {TARGET_DEPTH:.0%} in regions busy enough: {len(caught)}/{len(in_target)} detected within"
         f" {TARGET_SAMPLES} samples (max delay {max(delays) if delays else '-'} samples);"
         f" highest actual/expected in their first {policy.consecutive_samples} samples: {highest:.3f}",
         f"missed faults: {len(report.missed)}",
@@ -540,12 +695,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--refit-interval-seconds", type=float, default=1800.0, help="forecast refit interval (default 1800)"
     )
+    parser.add_argument(
+        "--history-step-seconds", type=int, default=60, help="resolution the forecast is fitted at (default 60)"
+    )
     args = parser.parse_args(argv)
     report = run_backtest(
         days=args.days,
         seed=args.seed,
         step_seconds=args.step_seconds,
         refit_interval_seconds=args.refit_interval_seconds,
+        history_step_seconds=args.history_step_seconds,
     )
     print(format_report(report))
     return 0 if report.target_met else 1
@@ -654,16 +813,15 @@ class _ReplayState:
 def held_out_from(verdict: RegionVerdict | None) -> float | None:
     """Where the refit stops taking samples, by the last verdict (see :meth:`SeasonalForecast.fit`).
 
-    A drop under way that detection still treats as a possible outage (Unhealthy, HeldBack)
-    is held out from its first sample; any other verdict (Healthy, or Unknown once the
-    deviation has outlasted detection's bound and the forecast no longer fits) holds
-    nothing out, so the refit learns the new level.
+    Detection's own rule (:func:`regionshift.decide.detection.refit_excludes_since`, as the
+    operator's detection task applies it): a drop detection still treats as a possible
+    outage is held out from its first sample; anything else (Healthy, or Unknown once the
+    forecast no longer fits) holds nothing out, so the refit learns the new level.
     """
-    if verdict is None or verdict.drop_started_at is None:
+    if verdict is None:
         return None
-    if verdict.verdict in (Verdict.UNHEALTHY, Verdict.HELD_BACK):
-        return verdict.drop_started_at.timestamp()
-    return None
+    since = verdict.refit_excludes_since
+    return since.timestamp() if since is not None else None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -808,6 +966,7 @@ def _replay_steps(
             policy=policy,
             now=datetime.fromtimestamp(now, tz=timezone.utc),
             previous=state.previous,
+            step_seconds=float(step),
         )
         if record is not None:
             record(i, verdicts[region])
@@ -853,7 +1012,9 @@ def run_replay(
     step = series.step_seconds
     history_samples = int(round((history_days + 0.5) * DAY_SECONDS / step))
     first = history_samples
-    window = policy.consecutive_samples + 2
+    # The series counts passengers per sample: the counting noise of one sample is its own count.
+    policy = policy.model_copy(update={"counts_per_unit": 1.0 / step})
+    window = max(policy.consecutive_samples + 2, policy.evidence_window_samples + 1)  # as the operator reads
 
     def fresh() -> _ReplayState:
         return _ReplayState(

@@ -6,7 +6,10 @@ has a daily shape in each region's local time (a trough before dawn, a lunch bum
 evening peak), a weekly shape (weekends busier and later), days that run 15 % above or
 below the day before for no reason anyone can name (the new level takes over overnight,
 around the trough), holidays shaped like weekends, slow growth, minute-to-minute jitter,
-and Poisson counting noise that is relatively larger when traffic is low. This module
+counting noise that is relatively larger when traffic is low and over-dispersed beyond
+Poisson (negative-binomial: a gamma-Poisson mixture, variance ``overdispersion`` times the
+mean), and bursts: now and then, for half a minute or so, a region's rate jumps (a retry
+storm, a popular release) or sags a little, on its own. This module
 generates such history, deterministically from a seed, and injects the faults the
 operator must tell apart: a regional drop (evacuate), a global drop and a drop right
 after a rollout (hold back), and a gap in the data (never act).
@@ -139,7 +142,22 @@ class SyntheticConfig:
     holiday_level: float = 1.25
     """A holiday is shaped like a weekend day and runs this much above a weekday."""
     counting_noise: bool = True
-    """Draw each sample as Poisson counts over the step (turn off for noise-free tests)."""
+    """Draw each sample as counts over the step (turn off for noise-free tests)."""
+    overdispersion: float = 1.5
+    """Variance of the counts over their mean: 1 is Poisson; more draws negative-binomial
+    (gamma-Poisson) counts, as real traffic's are."""
+    bursts_per_day: float = 8.0
+    """Bursts per region and day, at random instants (a Poisson process)."""
+    burst_seconds: float = 30.0
+    """Mean length of a burst (exponentially distributed)."""
+    burst_size: float = 0.3
+    """Scale of an upward burst: its rate is multiplied by ``exp(burst_size·|N(0,1)|)``
+    (median +22 %, one in twenty above +80 %)."""
+    dip_share: float = 0.25
+    """Share of the bursts that are dips instead."""
+    dip_size: float = 0.1
+    """Scale of a dip: its rate is multiplied by ``exp(-dip_size·|N(0,1)|)`` (median -7 %,
+    one in twenty below -18 %): a sag, not an outage."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +248,32 @@ def _faulted(
     return factor, gap
 
 
+def _bursts(
+    *, rng: np.random.Generator, timestamps: np.ndarray, step_seconds: int, config: SyntheticConfig
+) -> np.ndarray:
+    """The log-multiplier of the rate from bursts, per sample (0 outside every burst).
+
+    Each burst covers ``(begin, begin + length]``; a sample takes the share of its step the
+    burst overlaps, so a burst shorter than a step is diluted, as a rate over the step would be.
+    """
+    out = np.zeros(timestamps.shape)
+    if config.bursts_per_day <= 0 or timestamps.size == 0:
+        return out
+    first, last = float(timestamps[0]) - step_seconds, float(timestamps[-1])
+    count = int(rng.poisson(config.bursts_per_day * (last - first) / DAY_SECONDS))
+    begins = rng.uniform(first, last, count)
+    lengths = rng.exponential(config.burst_seconds, count)
+    dips = rng.uniform(size=count) < config.dip_share
+    sizes = np.abs(rng.normal(size=count)) * np.where(dips, -config.dip_size, config.burst_size)
+    for begin, length, size in zip(begins, lengths, sizes):
+        lo = int(np.searchsorted(timestamps, begin, side="right"))
+        hi = int(np.searchsorted(timestamps, begin + length + step_seconds, side="right"))
+        ends = timestamps[lo:hi]
+        overlap = np.minimum(ends, begin + length) - np.maximum(ends - step_seconds, begin)
+        out[lo:hi] += size * np.clip(overlap / step_seconds, 0.0, 1.0)
+    return out
+
+
 def _region_rng(*, seed: int, region: str) -> np.random.Generator:
     """A generator per region, independent of which other regions are generated."""
     return np.random.default_rng([seed, zlib.crc32(region.encode())])
@@ -309,9 +353,17 @@ def generate_history(
         jitter = lfilter([1.0], [1.0, -rho], shocks)
 
         factor, gap = _faulted(region=region.name, timestamps=timestamps, faults=faults)
-        observed_rate = rate * np.exp(jitter) * factor
+        bursts = _bursts(rng=rng, timestamps=timestamps, step_seconds=step_seconds, config=config)
+        observed_rate = rate * np.exp(jitter + bursts) * factor
         if config.counting_noise:
-            observed = rng.poisson(observed_rate * step_seconds) / float(step_seconds)
+            mean = observed_rate * step_seconds
+            if config.overdispersion > 1.0:
+                # Negative-binomial with mean `mean` and variance overdispersion × mean.
+                shape = np.maximum(mean, 1e-9) / (config.overdispersion - 1.0)
+                counts = rng.negative_binomial(shape, 1.0 / config.overdispersion)
+            else:
+                counts = rng.poisson(mean)
+            observed = counts / float(step_seconds)
         else:
             observed = observed_rate
         observed = observed.astype(np.float64)

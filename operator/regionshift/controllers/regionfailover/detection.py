@@ -42,9 +42,15 @@ from regionshift.controllers.regionfailover.domain import (
     utc,
 )
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
-from regionshift.decide.detection import RegionVerdict, Sample, WarmCapacity, evaluate
+from regionshift.decide.detection import RegionVerdict, Sample, WarmCapacity, evaluate, refit_excludes_since
 from regionshift.errors import NoData, PrometheusUnavailable, QueryRejected, SignalError
-from regionshift.metrics import DETECTIONS, VERDICTS
+from regionshift.metrics import (
+    DETECTIONS,
+    REGION_EVIDENCE_SAMPLES,
+    REGION_SHARE_RATIO,
+    VERDICT_REASONS,
+    VERDICTS,
+)
 
 __all__ = ["detect", "drops_under_way", "last_rollout", "owned_by", "participants"]
 
@@ -59,16 +65,20 @@ def owned_by(obj: Mapping[str, Any], uid: str) -> bool:
 
 
 def drops_under_way(status: Mapping[str, Any]) -> dict[str, float]:
-    """Start of each region's drop that may be an outage, from status: the refit holds its samples out.
+    """Start of each region's current drop, from status: samples since then are not learnt.
 
-    Only an Unhealthy or HeldBack verdict holds samples out. Once detection gives up on a
-    deviation (Unknown: the forecast no longer fits) the refit takes them, so the forecast
-    learns the new level instead of staying frozen at the old one.
+    Which drops count is detection's word (:func:`regionshift.decide.detection.refit_excludes_since`):
+    Unhealthy and HeldBack ones; not one that turned Unknown because the forecast no longer fits,
+    whose samples the refit must learn.
     """
     out = {}
     for item in status.get("regions") or []:
-        if item.get("dropStartedAt") and item.get("verdict") in (Verdict.UNHEALTHY.value, Verdict.HELD_BACK.value):
-            out[item["name"]] = dt.datetime.fromisoformat(item["dropStartedAt"].replace("Z", "+00:00")).timestamp()
+        started = item.get("dropStartedAt")
+        excluded = refit_excludes_since(
+            verdict=item.get("verdict", Verdict.UNKNOWN.value), held_back_by=item.get("heldBackBy"),
+            drop_started_at=dt.datetime.fromisoformat(started.replace("Z", "+00:00")) if started else None)
+        if excluded is not None:
+            out[item["name"]] = excluded.timestamp()
     return out
 
 
@@ -139,7 +149,7 @@ async def _read_signal(
     meta = body["metadata"]
     recent: dict[str, list[tuple[float, float]]] = {}
     step = float(spec.signal.step_seconds)
-    window = spec.detection.consecutive_samples + 2
+    window = max(spec.detection.consecutive_samples + 2, spec.detection.evidence_window_samples + 1)
     names = regions(spec)
     try:
         async with await prometheus_client(spec=spec, namespace=meta["namespace"]) as prom:
@@ -206,6 +216,7 @@ def _judge(
     verdicts = evaluate(
         samples=samples, policy=spec.detection, now=utc(now), last_rollouts={spec.region: rollout},
         capacity={spec.region: capacity} if capacity is not None else {}, previous=previous,
+        step_seconds=float(spec.signal.step_seconds),
     )
     intervals = {}
     for region, verdict in verdicts.items():
@@ -262,12 +273,26 @@ async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
     DETECTIONS.labels(signal[1]).inc()
     for region, verdict in verdicts.items():
         VERDICTS.labels(meta["namespace"], meta["name"], region).state(verdict.verdict.value)
+        VERDICT_REASONS.labels(verdict.verdict.value, _reason(verdict)).inc()
+        REGION_SHARE_RATIO.labels(meta["namespace"], meta["name"], region).set(
+            verdict.share_ratio if verdict.share_ratio is not None else math.nan)
+        REGION_EVIDENCE_SAMPLES.labels(meta["namespace"], meta["name"], region).set(
+            verdict.evidence_samples if verdict.evidence_samples is not None else math.nan)
     await _finish(body=body, status=status, old=old_status)
     before = {item["name"]: item.get("verdict") for item in old_status.get("regions") or []}
     for region, verdict in verdicts.items():
         if before.get(region) != verdict.verdict.value:
             await rf_status.post(body=body, type_="Warning" if verdict.verdict == Verdict.UNHEALTHY else "Normal",
                                  reason=f"Region{verdict.verdict.value}", message=f"{region}: {verdict.message}")
+
+
+def _reason(verdict: RegionVerdict) -> str:
+    """The deciding reason of a verdict, for the verdicts counter."""
+    if verdict.held_back_by is not None:
+        return verdict.held_back_by.value
+    if verdict.verdict is Verdict.UNHEALTHY:
+        return "Regional" if verdict.regional else "Uncompared"
+    return "None"
 
 
 async def _finish(*, body: Mapping[str, Any], status: RegionFailoverStatus, old: Mapping[str, Any]) -> None:

@@ -29,7 +29,7 @@ from typing import Any
 from regionshift.adapters import events, kube
 from regionshift.api.conditions import find_condition
 from regionshift.api.models import Condition, RegionFailoverStatus, RegionSignalStatus, Verdict
-from regionshift.decide.detection import RegionVerdict
+from regionshift.decide.detection import Guard, RegionVerdict
 
 __all__ = [
     "DETECTION_MANAGER",
@@ -86,10 +86,12 @@ def _moment(text: str | None) -> dt.datetime | None:
 def previous_verdicts(status: Mapping[str, Any]) -> dict[str, RegionVerdict]:
     """The verdicts of the last run, from status, so a drop keeps its start across runs."""
     out = {}
+    guards = {g.value: g for g in Guard}
     for item in status.get("regions") or []:
         out[item["name"]] = RegionVerdict(
             region=item["name"], verdict=Verdict(item.get("verdict", "Unknown")), message="",
             unhealthy_since=_moment(item.get("unhealthySince")), drop_started_at=_moment(item.get("dropStartedAt")),
+            held_back_by=guards.get(item.get("heldBackBy") or ""),
         )
     return out
 
@@ -130,6 +132,8 @@ def detection_status(
             drop_started_at=drop.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ") if drop else None,
             held_back_by=base.held_back_by,
             sampled_at=base.sampled_at,
+            share_ratio=base.share_ratio,
+            evidence_samples=base.evidence_samples,
         ))
     return RegionFailoverStatus(
         observed_generation=generation,
