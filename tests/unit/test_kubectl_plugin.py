@@ -13,55 +13,9 @@ from regionshift.api.models import RegionFailoverStatus
 from regionshift.kubectl.button import ButtonError, evacuate_edit, gitops_snippet
 from regionshift.kubectl.main import _parser
 from regionshift.kubectl.render import render_plan, render_status
+from tests.support.status_fixtures import MID_EVACUATION, SPEC
 
 NOW = dt.datetime(2026, 11, 29, 3, 0, 0, tzinfo=dt.timezone.utc)
-
-SPEC: dict[str, Any] = {
-    "region": "us-east",
-    "peers": [{"name": "us-west"}, {"name": "eu-west"}],
-    "mode": "Automatic",
-    "evacuate": [],
-}
-
-MID_EVACUATION: dict[str, Any] = {
-    "observedGeneration": 3,
-    "lastEvaluatedAt": "2026-11-29T02:59:57Z",
-    "phase": "Evacuating",
-    "evacuatedRegions": "us-west (Evacuating)",
-    "regions": [
-        {"name": "us-east", "actual": 1234.5, "expected": 1180.2, "ratio": 1.046, "verdict": "Healthy",
-         "sampledAt": "2026-11-29T02:59:57Z"},
-        {"name": "us-west", "actual": 12.0, "expected": 1150.0, "ratio": 0.0104, "verdict": "Unhealthy",
-         "unhealthySince": "2026-11-29T02:59:40Z", "message": "3 samples under 0.7 of the forecast"},
-        {"name": "eu-west", "actual": 51234.0, "expected": 90000.0, "ratio": 0.569, "verdict": "HeldBack",
-         "heldBackBy": "RecentRollout", "message": "a Deployment rolled out 40 s ago"},
-    ],
-    "unhealthy": ["us-west"],
-    "heldBack": ["eu-west"],
-    "evacuations": [{
-        "region": "us-west", "phase": "Evacuating", "actor": "Verdict", "reason": "us-west is Unhealthy",
-        "share": 0.0, "lastTransitionAt": "2026-11-29T02:59:45Z", "waitingFor": "DNS weights to hold",
-        "timeline": {"region": "us-west", "actor": "Verdict", "reason": "us-west is Unhealthy",
-                     "decidedAt": "2026-11-29T02:59:45Z", "ungatedAt": "2026-11-29T02:59:46Z",
-                     "ungatedAfterSeconds": 1.21, "shiftedAt": "2026-11-29T02:59:48Z", "shiftedAfterSeconds": 3.4},
-    }],
-    "roles": {"us-east": "Savior", "us-west": "Evacuated", "eu-west": "Savior"},
-    "weights": [
-        {"provider": "GatewayAPI", "route": "web", "current": {"us-east": 50, "eu-west": 50, "us-west": 0},
-         "desired": {"us-east": 50, "eu-west": 50, "us-west": 0}, "holds": True},
-        {"provider": "ExternalDNS", "route": "web-dns", "current": {"us-east": 33, "us-west": 34, "eu-west": 33},
-         "desired": {"us-east": 50, "us-west": 0, "eu-west": 50}, "holds": False, "conflict": True},
-    ],
-    "evacuationGate": "Open",
-    "history": [{"region": "us-west", "fromPhase": "Steady", "toPhase": "Evacuating", "actor": "Verdict",
-                 "reason": "us-west is Unhealthy", "at": "2026-11-29T02:59:45Z"}],
-    "conditions": [
-        {"type": "Detecting", "status": "True", "reason": "Running", "lastTransitionTime": "2026-11-29T00:00:00Z"},
-        {"type": "RoutesReady", "status": "False", "reason": "Conflict",
-         "message": "web-dns: another writer set the weights", "lastTransitionTime": "2026-11-29T02:59:50Z"},
-    ],
-}
-
 
 def rf(*, status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
     return {"apiVersion": "regionshift.io/v1alpha1", "kind": "RegionFailover",
