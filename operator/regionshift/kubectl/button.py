@@ -67,10 +67,13 @@ def evacuate_edit(*, obj: Mapping[str, Any], region: str, evacuate: bool) -> Eva
 
 def gitops_snippet(*, name: str, namespace: str, evacuate: list[str]) -> str:
     """The YAML a GitOps user commits to the RegionFailover instead of running the command."""
-    doc = {
-        "apiVersion": "regionshift.io/v1alpha1",
-        "kind": "RegionFailover",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {"evacuate": list(evacuate)},
-    }
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None).rstrip("\n")
+    names = yaml.safe_dump(list(evacuate), default_flow_style=True).strip()  # [us-west, eu-west]
+    return "\n".join([
+        "apiVersion: regionshift.io/v1alpha1",
+        "kind: RegionFailover",
+        "metadata:",
+        f"  name: {name}",
+        f"  namespace: {namespace}",
+        "spec:",
+        f"  evacuate: {names}",
+    ])

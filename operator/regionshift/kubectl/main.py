@@ -116,7 +116,7 @@ def _cmd_button(api: client.ApiClient, args: argparse.Namespace, namespace: str)
     name = obj["metadata"]["name"]
     verb = "added to" if evacuate else "taken out of"
     if changed:
-        print(f"{args.region} {verb} spec.evacuate of RegionFailover {namespace}/{name}: evacuate: {after}")
+        print(f"{args.region} {verb} spec.evacuate of RegionFailover {namespace}/{name}: evacuate: [{', '.join(after)}]")
     else:
         print(f"{args.region} already {'in' if evacuate else 'not in'} spec.evacuate of RegionFailover"
               f" {namespace}/{name}: nothing to change")
