@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import copy
+import importlib
+import tomllib
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -11,7 +14,7 @@ import yaml
 
 from regionshift.api.models import RegionFailoverStatus
 from regionshift.kubectl.button import ButtonError, evacuate_edit, gitops_snippet
-from regionshift.kubectl.main import _parser
+from regionshift.kubectl.main import _parser, main
 from regionshift.kubectl.render import render_plan, render_status
 from tests.support.status_fixtures import MID_EVACUATION, SPEC
 
@@ -165,3 +168,9 @@ def test_arguments_like_kubectl() -> None:
     assert (args.namespace, args.context, args.command, args.region, args.name) == (
         "shop", "us-east", "evacuate", "us-west", "streaming")
     assert _parser().parse_args(["status"]).name is None
+
+
+def test_the_package_installs_the_plugin_as_kubectl_regionshift() -> None:
+    scripts = tomllib.loads((Path(__file__).resolve().parents[2] / "pyproject.toml").read_text())["project"]["scripts"]
+    module, _, function = scripts["kubectl-regionshift"].partition(":")
+    assert getattr(importlib.import_module(module), function) is main
