@@ -56,6 +56,13 @@ def test_status_shows_every_region_with_signal_verdict_guard_phase_and_role() ->
     assert "evacuation gate: Open" in lines
 
 
+def test_status_shows_the_share_a_region_failing_back_serves_again() -> None:
+    status = copy.deepcopy(MID_EVACUATION)
+    status["evacuations"][0].update(phase="FailingBack", share=0.3)
+    rows = {cells[0]: cells for cells in section(render_status(rf=rf(status=status), now=NOW).splitlines(), "REGION")}
+    assert rows["us-west"][-2:] == ["FailingBack", "30%"]
+
+
 def test_status_shows_weights_and_a_conflict() -> None:
     lines = render_status(rf=rf(status=MID_EVACUATION), now=NOW).splitlines()
     assert section(lines, "ROUTE") == [

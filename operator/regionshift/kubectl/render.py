@@ -18,9 +18,10 @@ from typing import Any
 from regionshift.api.models import (
     EvacuationTimeline,
     Mode,
+    Phase,
     RegionEvacuation,
-    RegionFailoverSpec,
     RegionFailoverStatus,
+    Verdict,
 )
 
 __all__ = ["WIDTH", "render_plan", "render_status", "table"]
@@ -96,10 +97,8 @@ def _after(seconds: float | None) -> str:
     return "-" if seconds is None else f"+{seconds:.1f}s"
 
 
-def _region_phase(evacuation: RegionEvacuation | None) -> str:
-    if evacuation is None:
-        return "-"
-    if evacuation.phase == "FailingBack":
+def _region_phase(evacuation: RegionEvacuation) -> str:
+    if evacuation.phase == Phase.FAILING_BACK:
         return f"FailingBack {round(evacuation.share * 100)}%"
     return str(evacuation.phase)
 
@@ -152,11 +151,11 @@ def render_status(*, rf: Mapping[str, Any], now: dt.datetime) -> str:
             f"{signal.ratio:.2f}" if signal and signal.ratio is not None else "-",
             str(signal.verdict) if signal else "-",
             (signal.held_back_by or "-") if signal else "-",
-            _region_phase(evacuations.get(name)) if name in evacuations else str(roles.get(name, "-")),
+            _region_phase(evacuations[name]) if name in evacuations else str(roles.get(name, "-")),
         ])
     lines += table(rows, widths=[16, 6, 8, 5, 9, 14, 15])
 
-    messages = [(s.name, s.message) for s in status.regions if s.message and s.verdict != "Healthy"]
+    messages = [(s.name, s.message) for s in status.regions if s.message and s.verdict != Verdict.HEALTHY]
     if messages:
         lines.append("")
     for name, message in messages:
