@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import sys
+
 import pytest
 import yaml
 from kubernetes.client.exceptions import ApiException
@@ -98,3 +100,57 @@ def test_status_shows_a_domain_mid_evacuation(kube: Kube, capsys: pytest.Capture
 
     code, out, _ = plugin(kube, capsys, "plan", "us-west")
     assert code == 0 and "is Manual" in out
+
+
+# The operator at work: the session's operator (in-process, watching t-*) on region east, its
+# peer west played by the exporter, as in test_evacuation_modes.py, whose helpers this reuses.
+from tests.integration.test_evacuation_modes import (  # noqa: E402
+    live,
+    play_west,
+    prometheus,  # noqa: F401 - fixture  # pyflakes: ignore
+    serving_dark_pods,
+    shop,  # noqa: F401 - fixture
+    warm,
+)
+from tests.integration.test_evacuation_modes import region_failover as manual_region_failover  # noqa: E402
+from tests.integration.test_evacuation_modes import status as rf_status  # noqa: E402
+from tests.integration.test_evacuation_modes import verdict  # noqa: E402
+from tests.support.cluster import eventually  # noqa: E402
+from tests.support.prometheus_server import PrometheusServer  # noqa: E402
+from tests.support.traffic import traffic_crds  # noqa: E402, F401 - fixture
+
+
+@pytest.mark.usefixtures("running_operator")
+def test_the_plugin_evacuates_a_peer_and_status_shows_it_mid_evacuation(
+    shop: Kube, prometheus: PrometheusServer, capsys: pytest.CaptureFixture[str],  # noqa: F811
+) -> None:
+    play_west(prometheus, "shop", warm=4, ready=0, served_share=1)
+    live(prometheus, "manual")
+    shop.create_custom(manual_region_failover(prometheus, "manual", mode="Manual"))
+    eventually(lambda: warm(shop), timeout_seconds=90, what="warm dark clusters")
+    eventually(lambda: verdict(shop, "west") == "Healthy", timeout_seconds=60, what="west Healthy")
+
+    play_west(prometheus, "shop", warm=4, ready=0, served_share=0)
+    assert plugin(shop, capsys, "evacuate", "west")[0] == 0
+    eventually(lambda: rf_status(shop).get("phase") == "Evacuated", timeout_seconds=90, what="phase Evacuated")
+    code, out, _ = plugin(shop, capsys, "status")
+    assert code == 0
+    lines = out.splitlines()
+    assert "mode Manual  phase Evacuated" in lines[0] and "spec.evacuate: west" in lines
+    print(out, file=sys.stderr)
+    start = lines.index(next(line for line in lines if line.startswith("REGION")))
+    rows = {line.split()[0]: line.split() for line in lines[start + 1:start + 3]}
+    assert rows["west"][-1] == "Evacuated" and rows["east"][-1] == "Savior"
+    assert any(line.startswith("evacuation Evacuated: west (by SpecEvacuate") for line in lines)
+    ungated = next(line.split() for line in lines if line.startswith("  ungated"))
+    assert ungated[1].startswith("+"), ungated
+    assert any(line.startswith("ROUTE") for line in lines)
+
+    live(prometheus, "manual")
+    play_west(prometheus, "shop", warm=4, ready=0, served_share=1)
+    assert plugin(shop, capsys, "failback", "west")[0] == 0
+    eventually(lambda: rf_status(shop).get("phase") == "Steady" and rf_status(shop).get("lastEvacuation"),
+               timeout_seconds=120, what="failback done")
+    eventually(lambda: serving_dark_pods(shop) == [], timeout_seconds=90, what="east's dark pods gated again")
+    code, out, _ = plugin(shop, capsys, "status")
+    assert any(line.startswith("last evacuation: west") for line in out.splitlines())
