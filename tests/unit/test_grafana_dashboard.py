@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from regionshift.local.prometheus import PrometheusServer
 
@@ -130,3 +131,22 @@ def test_prometheus_accepts_every_query_and_finds_data() -> None:
     finally:
         feeder.kill()
         feeder.wait(timeout=10)
+
+
+def test_the_chart_installs_the_dashboard_for_grafanas_sidecar_on_request() -> None:
+    from regionshift.local.cluster import build_control_plane
+
+    helm = build_control_plane().path("helm")
+    chart = ROOT / "charts" / "regionshift"
+
+    def configmaps(*values: str) -> list[dict[str, Any]]:
+        args = [str(helm), "template", "rs", str(chart), "-n", "ops", "--skip-crds", "--set", "region=west"]
+        for value in values:
+            args += ["--set", value]
+        done = subprocess.run(args, capture_output=True, text=True, check=True, timeout=60)
+        return [doc for doc in yaml.safe_load_all(done.stdout) if doc and doc["kind"] == "ConfigMap"]
+
+    assert configmaps() == []
+    (configmap,) = configmaps("grafanaDashboard.enabled=true")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["regionshift.json"]) == dashboard()
