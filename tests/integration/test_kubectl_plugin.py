@@ -1,13 +1,16 @@
 """``kubectl regionshift`` against a real API server: the button edits spec.evacuate, status reads a status.
 
-No operator runs: the test writes a mid-evacuation status through the status subresource
-(what the operator would write) and checks what the plugin shows and what its edits leave
-in the stored object, including the API server's 409 on a stale resourceVersion, which is
-what keeps two concurrent edits of the list from losing one.
+The first tests run in a namespace no operator watches: they write a mid-evacuation status
+through the status subresource (what the operator would write) and check what the plugin
+shows and what its edits leave in the stored object, including the API server's 409 on a
+stale resourceVersion, which is what keeps two concurrent edits of the list from losing one.
+The last one has the session operator at work: the plugin pushes the button, the operator
+evacuates, and ``status`` shows it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import sys
@@ -18,7 +21,8 @@ from kubernetes.client.exceptions import ApiException
 
 from regionshift.kubectl.button import evacuate_edit
 from regionshift.kubectl.main import main
-from tests.support.cluster import Kube
+from regionshift.local.cluster import LocalCluster
+from tests.support.cluster import Kube, namespace_in
 from tests.support.status_fixtures import MID_EVACUATION, SPEC
 
 pytestmark = [pytest.mark.integration]
@@ -41,64 +45,71 @@ def region_failover(name: str) -> dict[str, Any]:
     }
 
 
+@pytest.fixture
+def quiet(kube_cluster: LocalCluster) -> Iterator[Kube]:
+    """A namespace no operator watches (the session operator watches ``t-*``): the status stays as written."""
+    with namespace_in(kube_cluster, prefix="plugin") as namespaced:
+        yield namespaced
+
+
 def plugin(kube: Kube, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     code = main(["--kubeconfig", str(kube.kubeconfig), "-n", kube.namespace, *args])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_evacuate_then_failback_edit_spec_evacuate(kube: Kube, capsys: pytest.CaptureFixture[str]) -> None:
-    kube.create_custom(region_failover("streaming"))
+def test_evacuate_then_failback_edit_spec_evacuate(quiet: Kube, capsys: pytest.CaptureFixture[str]) -> None:
+    quiet.create_custom(region_failover("streaming"))
 
-    code, out, _ = plugin(kube, capsys, "evacuate", "us-west")
+    code, out, _ = plugin(quiet, capsys, "evacuate", "us-west")
     assert code == 0
-    assert kube.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["us-west"]
+    assert quiet.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["us-west"]
     snippet = yaml.safe_load(out[out.index("apiVersion:"):])
-    assert snippet["spec"] == {"evacuate": ["us-west"]} and snippet["metadata"]["namespace"] == kube.namespace
+    assert snippet["spec"] == {"evacuate": ["us-west"]} and snippet["metadata"]["namespace"] == quiet.namespace
     assert "GitOps users: commit this change instead" in out
 
-    assert plugin(kube, capsys, "evacuate", "eu-west")[0] == 0
-    assert kube.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["us-west", "eu-west"]
-    code, _, err = plugin(kube, capsys, "evacuate", "us-east")
+    assert plugin(quiet, capsys, "evacuate", "eu-west")[0] == 0
+    assert quiet.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["us-west", "eu-west"]
+    code, _, err = plugin(quiet, capsys, "evacuate", "us-east")
     assert code == 1 and "no region serving" in err
 
-    generation = kube.get_custom(PLURAL, "streaming")["metadata"]["generation"]
-    code, out, _ = plugin(kube, capsys, "evacuate", "us-west")
+    generation = quiet.get_custom(PLURAL, "streaming")["metadata"]["generation"]
+    code, out, _ = plugin(quiet, capsys, "evacuate", "us-west")
     assert code == 0 and "nothing to change" in out
-    assert kube.get_custom(PLURAL, "streaming")["metadata"]["generation"] == generation, "no write when nothing changes"
+    assert quiet.get_custom(PLURAL, "streaming")["metadata"]["generation"] == generation, "no write when nothing changes"
 
-    assert plugin(kube, capsys, "failback", "us-west")[0] == 0
-    assert kube.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["eu-west"]
-    assert plugin(kube, capsys, "failback", "eu-west")[0] == 0
-    assert kube.get_custom(PLURAL, "streaming")["spec"].get("evacuate", []) == []
+    assert plugin(quiet, capsys, "failback", "us-west")[0] == 0
+    assert quiet.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["eu-west"]
+    assert plugin(quiet, capsys, "failback", "eu-west")[0] == 0
+    assert quiet.get_custom(PLURAL, "streaming")["spec"].get("evacuate", []) == []
 
 
-def test_a_stale_edit_is_refused_not_lost(kube: Kube) -> None:
-    kube.create_custom(region_failover("streaming"))
-    read = kube.get_custom(PLURAL, "streaming")
-    kube.patch_custom(PLURAL, "streaming", {"spec": {"evacuate": ["eu-west"]}})  # someone else, in between
+def test_a_stale_edit_is_refused_not_lost(quiet: Kube) -> None:
+    quiet.create_custom(region_failover("streaming"))
+    read = quiet.get_custom(PLURAL, "streaming")
+    quiet.patch_custom(PLURAL, "streaming", {"spec": {"evacuate": ["eu-west"]}})  # someone else, in between
     stale = evacuate_edit(obj=read, region="us-west", evacuate=True)
     with pytest.raises(ApiException) as refused:
-        kube.custom.patch_namespaced_custom_object(GROUP, VERSION, kube.namespace, PLURAL, "streaming", stale.patch,
+        quiet.custom.patch_namespaced_custom_object(GROUP, VERSION, quiet.namespace, PLURAL, "streaming", stale.patch,
                                                    _content_type="application/merge-patch+json")
     assert refused.value.status == 409
-    assert kube.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["eu-west"]
+    assert quiet.get_custom(PLURAL, "streaming")["spec"]["evacuate"] == ["eu-west"]
 
 
-def test_status_shows_a_domain_mid_evacuation(kube: Kube, capsys: pytest.CaptureFixture[str]) -> None:
-    kube.create_custom(region_failover("streaming"))
-    kube.custom.patch_namespaced_custom_object_status(GROUP, VERSION, kube.namespace, PLURAL, "streaming",
+def test_status_shows_a_domain_mid_evacuation(quiet: Kube, capsys: pytest.CaptureFixture[str]) -> None:
+    quiet.create_custom(region_failover("streaming"))
+    quiet.custom.patch_namespaced_custom_object_status(GROUP, VERSION, quiet.namespace, PLURAL, "streaming",
                                                       {"status": MID_EVACUATION})
-    code, out, _ = plugin(kube, capsys, "status")
+    code, out, _ = plugin(quiet, capsys, "status")
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith(f"RegionFailover {kube.namespace}/streaming  region us-east  mode Manual"
+    assert lines[0].startswith(f"RegionFailover {quiet.namespace}/streaming  region us-east  mode Manual"
                                "  phase Evacuating")
     assert any(line.split()[:5] == ["us-west", "12", "1150", "0.01", "Unhealthy"] for line in lines)
     assert any(line.endswith("CONFLICT") for line in lines)
     assert any(line.startswith("evacuation Evacuating: us-west") for line in lines)
 
-    code, out, _ = plugin(kube, capsys, "plan", "us-west")
+    code, out, _ = plugin(quiet, capsys, "plan", "us-west")
     assert code == 0 and "is Manual" in out
 
 
