@@ -4,7 +4,7 @@ The chart's CRDs are a copy of crds/ (generated from the models), and manifests/
 rendered by ``regionshift manifests``: both are checked byte for byte here, so a change of the
 models or of the chart that is not carried over fails the suite. ``helm`` is the local control
 plane's own (its cached build). What the rendered objects do in a cluster is in
-tests/integration/test_chart.py and test_rbac.py.
+tests/integration/test_chart_on_a_region.py and test_rbac.py.
 """
 
 from __future__ import annotations
