@@ -49,6 +49,10 @@ def _cmd_crds(args: argparse.Namespace) -> int:
         return 1 if stale else 0
     for path in write_crds(directory=args.output_dir):
         print(f"wrote {path}")
+    if args.chart_dir is not None and args.chart_dir.is_dir():  # the chart carries the same CRDs
+        for path in write_crds(directory=args.chart_dir):
+            print(f"wrote {path}")
+        print("if the CRDs changed, run `regionshift manifests` to render manifests/ from the chart again")
     return 0
 
 
@@ -243,6 +247,8 @@ def _parser() -> argparse.ArgumentParser:
     crds = sub.add_parser("crds", help="write the CRDs generated from the models")
     crds.add_argument("--output-dir", type=Path, default=Path("crds"))
     crds.add_argument("--check", action="store_true", help="fail if the files differ from the models")
+    crds.add_argument("--chart-dir", type=Path, default=Path("charts/regionshift/crds"),
+                      help="also write the Helm chart's copy here (when the directory exists)")
     crds.set_defaults(func=_cmd_crds)
 
     manifests = sub.add_parser("manifests", help="render manifests/ (kustomize base, an overlay per example region) from the chart")

@@ -21,7 +21,9 @@ __all__ = [
     "EVENT_LOOP_LAG_SECONDS",
     "VERDICTS",
     "VERDICT_REASONS",
+    "REGION_EXPECTED",
     "REGION_SHARE_RATIO",
+    "REGION_SIGNAL",
     "REGION_EVIDENCE_SAMPLES",
     "GATE_WRITES",
     "BUDGET_RECOUNTS",
@@ -126,6 +128,16 @@ VERDICT_REASONS = Counter(
     " LowExpected), Regional or Uncompared for an Unhealthy verdict (drop shown against the domain, or no"
     " other region to compare with), None for Healthy.",
     ["verdict", "reason"],
+)
+REGION_SIGNAL = Gauge(
+    "regionshift_region_signal",
+    "The region's business signal at its last sample, as detection read it; NaN without a sample.",
+    ["namespace", "regionfailover", "region"],
+)
+REGION_EXPECTED = Gauge(
+    "regionshift_region_expected",
+    "What the forecast expected of the region's signal at its last sample; NaN without a forecast.",
+    ["namespace", "regionfailover", "region"],
 )
 REGION_SHARE_RATIO = Gauge(
     "regionshift_region_share_ratio",

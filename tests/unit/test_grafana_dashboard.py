@@ -39,6 +39,8 @@ from regionshift import metrics as m
 ns, rf = "shop", "streaming"
 for region, verdict in (("us-east", "Healthy"), ("us-west", "Unhealthy")):
     m.VERDICTS.labels(ns, rf, region).state(verdict)
+    m.REGION_SIGNAL.labels(ns, rf, region).set(100.0 if region == "us-east" else 0.0)
+    m.REGION_EXPECTED.labels(ns, rf, region).set(110.0)
     m.EVACUATION_PHASE.labels(ns, rf, region).state("Evacuated" if region == "us-west" else "Steady")
     m.EVACUATION_SHARE.labels(ns, rf, region).set(0.0 if region == "us-west" else 1.0)
     m.ROUTE_WEIGHT.labels(ns, rf, "GatewayAPI", "web", region).set(0 if region == "us-west" else 100)

@@ -47,7 +47,9 @@ from regionshift.errors import NoData, PrometheusUnavailable, QueryRejected, Sig
 from regionshift.metrics import (
     DETECTIONS,
     REGION_EVIDENCE_SAMPLES,
+    REGION_EXPECTED,
     REGION_SHARE_RATIO,
+    REGION_SIGNAL,
     VERDICT_REASONS,
     VERDICTS,
 )
@@ -274,6 +276,10 @@ async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
     for region, verdict in verdicts.items():
         VERDICTS.labels(meta["namespace"], meta["name"], region).state(verdict.verdict.value)
         VERDICT_REASONS.labels(verdict.verdict.value, _reason(verdict)).inc()
+        REGION_SIGNAL.labels(meta["namespace"], meta["name"], region).set(
+            verdict.actual if verdict.actual is not None else math.nan)
+        REGION_EXPECTED.labels(meta["namespace"], meta["name"], region).set(
+            verdict.expected if verdict.expected is not None else math.nan)
         REGION_SHARE_RATIO.labels(meta["namespace"], meta["name"], region).set(
             verdict.share_ratio if verdict.share_ratio is not None else math.nan)
         REGION_EVIDENCE_SAMPLES.labels(meta["namespace"], meta["name"], region).set(
