@@ -90,7 +90,7 @@ ClusterRole when the operator watches every namespace.
 {{- if .Values.providers.gatewayAPI }}
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
-  verbs: [get, patch]
+  verbs: [get, list, patch]
 {{- end }}
 {{- if .Values.providers.ingressNginx }}
 - apiGroups: [networking.k8s.io]
@@ -100,6 +100,6 @@ ClusterRole when the operator watches every namespace.
 {{- if .Values.providers.externalDNS }}
 - apiGroups: [externaldns.k8s.io]
   resources: [dnsendpoints]
-  verbs: [get, patch]
+  verbs: [get, list, patch]
 {{- end }}
 {{- end -}}
