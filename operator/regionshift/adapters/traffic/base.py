@@ -43,9 +43,10 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from regionshift.api.models import TrafficProviderKind
-from regionshift.errors import InvalidWeights, TrafficError, WriteConflict
+from regionshift.errors import InvalidWeights, RouteNotFound, TrafficError, WriteConflict
 
 __all__ = [
+    "CustomObjectRoutes",
     "FIELD_MANAGER",
     "MANAGED_BY_LABEL",
     "Backends",
@@ -270,6 +271,41 @@ def last_foreign_writer(obj: Mapping[str, Any], *, path: tuple[str, ...] = ("f:s
     latest = max(entries, key=lambda e: e.get("time") or "")
     applied = latest.get("operation") == "Apply" or latest.get("manager") in REAPPLYING_MANAGERS
     return latest.get("manager"), applied
+
+
+class CustomObjectRoutes:
+    """Reading a provider's routes when they are custom objects (HTTPRoute, DNSEndpoint).
+
+    One GET per route, or every route of the namespace in one LIST (:meth:`snapshot`) that a
+    run then reads from (:meth:`_object`). A provider sets ``group``, ``version``,
+    ``plural`` and ``object_kind`` and gives itself ``_custom`` (a CustomObjectsApi).
+    """
+
+    group: ClassVar[str]
+    version: ClassVar[str]
+    plural: ClassVar[str]
+    object_kind: ClassVar[str]
+    namespace: str
+    _custom: client.CustomObjectsApi
+
+    def _get(self, route: str) -> dict[str, Any]:
+        try:
+            return self._custom.get_namespaced_custom_object(  # type: ignore[no-any-return]
+                self.group, self.version, self.namespace, self.plural, route)
+        except ApiException as exc:
+            raise_for(exc, RouteNotFound, kind=self.object_kind, name=route, namespace=self.namespace)
+            raise
+
+    def _object(self, route: str, listed: Listed | None) -> dict[str, Any]:
+        """The route from a snapshot when given (RouteNotFound when it lacks it), else one GET."""
+        if listed is None:
+            return self._get(route)
+        return listed_object(listed, route=route, kind=self.object_kind, namespace=self.namespace, error=RouteNotFound)
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every route of this kind in the namespace by name, in one LIST."""
+        answer = self._custom.list_namespaced_custom_object(self.group, self.version, self.namespace, self.plural)
+        return {obj["metadata"]["name"]: obj for obj in answer.get("items") or []}
 
 
 class TrafficProvider(abc.ABC):

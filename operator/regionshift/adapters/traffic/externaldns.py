@@ -25,12 +25,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from regionshift.api.models import TrafficProviderKind
-from regionshift.errors import InvalidWeights, LocalBackendMissing, RouteNotFound, WeightUnparsable
+from regionshift.errors import InvalidWeights, LocalBackendMissing, WeightUnparsable
 from .base import (
     FIELD_MANAGER,
+    CustomObjectRoutes,
     Drift,
     Listed,
     RouteWeights,
@@ -40,8 +40,6 @@ from .base import (
     guarded_write,
     last_applied,
     last_foreign_writer,
-    listed_object,
-    raise_for,
 )
 
 __all__ = ["GROUP", "MAX_WEIGHT", "WEIGHT_PROPERTY", "ExternalDNSProvider", "parse_dns_weight", "region_weight", "weight_patch"]
@@ -119,23 +117,17 @@ def weight_patch(obj: Mapping[str, Any], *, region: str, weight: int) -> list[di
     return [{"op": "replace", "path": "/metadata/resourceVersion", "value": obj["metadata"]["resourceVersion"]}, *ops]
 
 
-class ExternalDNSProvider(TrafficProvider):
+class ExternalDNSProvider(CustomObjectRoutes, TrafficProvider):
     """This region's weighted records in the DNSEndpoints of one namespace."""
 
     kind = TrafficProviderKind.EXTERNAL_DNS
     object_kind = KIND
+    group, version, plural = GROUP, VERSION, PLURAL
     max_weight = MAX_WEIGHT
 
     def __init__(self, *, api: client.ApiClient, namespace: str, region: str) -> None:
         super().__init__(api=api, namespace=namespace, region=region)
         self._custom = client.CustomObjectsApi(api)
-
-    def _get(self, route: str) -> dict[str, Any]:
-        try:
-            return self._custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, route)  # type: ignore[no-any-return]
-        except ApiException as exc:
-            raise_for(exc, RouteNotFound, kind=KIND, name=route, namespace=self.namespace)
-            raise
 
     def _weights(self, obj: Mapping[str, Any], *, written: bool = False) -> RouteWeights:
         return RouteWeights(
@@ -151,17 +143,6 @@ class ExternalDNSProvider(TrafficProvider):
         if self.region not in desired:
             raise InvalidWeights(f"no weight for this region ({self.region}) in {dict(desired)}", kind=KIND)
         return desired[self.region]
-
-    def _object(self, route: str, listed: Listed | None) -> dict[str, Any]:
-        """The record from a snapshot when given (RouteNotFound when it lacks it), else one GET."""
-        if listed is None:
-            return self._get(route)
-        return listed_object(listed, route=route, kind=KIND, namespace=self.namespace, error=RouteNotFound)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Every DNSEndpoint of the namespace by name, in one LIST."""
-        answer = self._custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
-        return {obj["metadata"]["name"]: obj for obj in answer.get("items") or []}
 
     def read(self, *, route: str, listed: Listed | None = None) -> RouteWeights:
         """``{region: weight}`` of this region's record."""

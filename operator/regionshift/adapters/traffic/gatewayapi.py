@@ -40,13 +40,13 @@ from regionshift.errors import (
     InvalidWeights,
     LocalBackendMissing,
     PeerUnreachable,
-    RouteNotFound,
     ServiceNotFound,
     WeightUnparsable,
 )
 from .base import (
     FIELD_MANAGER,
     Backends,
+    CustomObjectRoutes,
     Drift,
     Listed,
     RouteWeights,
@@ -56,7 +56,6 @@ from .base import (
     guarded_write,
     last_applied,
     last_foreign_writer,
-    listed_object,
     raise_for,
     validate_weights,
 )
@@ -252,11 +251,12 @@ class BackendIndex:
     """Services whose EndpointSlices list at least one ready address."""
 
 
-class GatewayAPIProvider(TrafficProvider):
+class GatewayAPIProvider(CustomObjectRoutes, TrafficProvider):
     """HTTPRoutes (gateway.networking.k8s.io/v1) in one namespace."""
 
     kind = TrafficProviderKind.GATEWAY_API
     object_kind = KIND
+    group, version, plural = GROUP, VERSION, PLURAL
     max_weight = MAX_WEIGHT
 
     def __init__(
@@ -268,24 +268,6 @@ class GatewayAPIProvider(TrafficProvider):
         self._core = client.CoreV1Api(api)
 
     # ------------------------------------------------------------------ reads
-
-    def _get(self, route: str) -> dict[str, Any]:
-        try:
-            return self._custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, route)  # type: ignore[no-any-return]
-        except ApiException as exc:
-            raise_for(exc, RouteNotFound, kind=KIND, name=route, namespace=self.namespace)
-            raise
-
-    def _object(self, route: str, listed: Listed | None) -> dict[str, Any]:
-        """The route from a snapshot when given (RouteNotFound when it lacks it), else one GET."""
-        if listed is None:
-            return self._get(route)
-        return listed_object(listed, route=route, kind=KIND, namespace=self.namespace, error=RouteNotFound)
-
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        """Every HTTPRoute of the namespace by name, in one LIST."""
-        answer = self._custom.list_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL)
-        return {obj["metadata"]["name"]: obj for obj in answer.get("items") or []}
 
     def backend_index(self) -> BackendIndex:
         """Every Service of the namespace and those with a ready address, in two LIST calls.
