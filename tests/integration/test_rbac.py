@@ -119,6 +119,8 @@ class Case:
     extra: dict[str, Any] = field(default_factory=dict)
     role: str | None = None
     """``out`` (this region evacuates) or ``savior`` (it saves the peer); default: :attr:`failover`."""
+    transplant: bool = True
+    """A savior transplants its dark capacity into its main Deployment once the evacuation settled."""
 
     @property
     def saves(self) -> bool:
@@ -213,7 +215,8 @@ def _populate(case: Case, *, prometheus: PrometheusServer) -> None:
         region="east", peers=[WEST], prometheus_url=prometheus.url, scenario=SCENARIO, name=case.failover,
         mode="Manual", evacuate=["west" if savior else "east"],
         signal={"bearerTokenSecret": TOKEN_SECRET, **({"stepSeconds": 3} if case.without else {})},
-        dark_capacity={"minReplicas": 2, "maxReplicas": 2, **({"transplantAfterSeconds": 0} if savior else {})},
+        dark_capacity={"minReplicas": 2, "maxReplicas": 2,
+                       **({"transplantAfterSeconds": 0} if savior and case.transplant else {})},
         failback={"stepPercent": 50, "stepIntervalSeconds": 2, "ratioThreshold": 0.5, "cooldownSeconds": 0}))
 
 
@@ -414,14 +417,38 @@ def _delete_cluster_scoped(cluster: LocalCluster, made: list[tuple[str, str]]) -
                 (rbac.delete_cluster_role if kind == "ClusterRole" else rbac.delete_cluster_role_binding)(name)
 
 
-def _regionshift_objects(cluster: LocalCluster, *, but_in: str | None = None) -> list[str]:
-    """The cluster's RegionFailovers and DarkClusters (except those in ``but_in``): what a cluster-wide operator serves."""
+def _regionshift_objects(cluster: LocalCluster, *, but_in: str | None = None,
+                         release_deleted: bool = False) -> list[str]:
+    """The cluster's RegionFailovers and DarkClusters (except those in ``but_in``): what a cluster-wide operator serves.
+
+    ``release_deleted``: drop the finalizers of those already deleted. An earlier test that
+    killed its operator before deleting its namespace leaves them so (kopf's finalizer of the
+    daemons, which no operator will remove any more); a cluster-wide operator would take them up.
+    """
+    out = []
     with cluster.api_client() as api:
         custom = client.CustomObjectsApi(api)
-        return [f"{plural} {item['metadata']['namespace']}/{item['metadata']['name']}"
-                for plural in ("regionfailovers", "darkclusters")
-                for item in custom.list_cluster_custom_object("regionshift.io", "v1alpha1", plural)["items"]
-                if item["metadata"]["namespace"] != but_in]
+        for plural in ("regionfailovers", "darkclusters"):
+            for item in custom.list_cluster_custom_object("regionshift.io", "v1alpha1", plural)["items"]:
+                meta = item["metadata"]
+                if meta["namespace"] == but_in:
+                    continue
+                out.append(f"{plural} {meta['namespace']}/{meta['name']}")
+                if release_deleted and meta.get("deletionTimestamp") and meta.get("finalizers"):
+                    with contextlib.suppress(client.ApiException):
+                        custom.patch_namespaced_custom_object("regionshift.io", "v1alpha1", meta["namespace"], plural,
+                                                              meta["name"], {"metadata": {"finalizers": None}})
+    return out
+
+
+def _delete_served(region: ClusterRoleRegion) -> None:
+    """Delete the case's RegionFailover while its operator runs (kopf's finalizer goes with it), and wait until gone."""
+    if not region.operator.running():
+        return
+    with contextlib.suppress(client.ApiException):
+        region.case.kube.delete_custom("regionfailovers", CLUSTER_WIDE)
+    eventually(lambda: not _regionshift_objects(region.cluster), timeout_seconds=60,
+               what="the RegionFailover and its DarkClusters gone", state=lambda: str(_regionshift_objects(region.cluster)))
 
 
 @pytest.fixture(scope="module")
@@ -434,12 +461,13 @@ def cluster_role_region(second_region_cluster: LocalCluster, prometheus: Prometh
     with contextlib.ExitStack() as stack:
         operator_ns = stack.enter_context(namespace_in(cluster, prefix="rbac-op")).namespace
         case = Case(name=CLUSTER_WIDE, kube=stack.enter_context(namespace_in(cluster, prefix="rbac-cw")),
-                    failover=CLUSTER_WIDE, role="savior")
+                    failover=CLUSTER_WIDE, role="savior", transplant=False)
         stack.callback(_delete_cluster_scoped, cluster, made)
         kubeconfig, objects = _cluster_rbac(cluster, operator_namespace=operator_ns, release="regionshift",
                                             without=None, kubeconfig=log_dir / "operator.kubeconfig")
         made += objects
-        eventually(lambda: not _regionshift_objects(cluster, but_in=case.kube.namespace), timeout_seconds=120,
+        eventually(lambda: not _regionshift_objects(cluster, but_in=case.kube.namespace, release_deleted=True),
+                   timeout_seconds=120,
                    what="what earlier tests left in the region gone (a cluster-wide operator would serve it)",
                    state=lambda: ", ".join(_regionshift_objects(cluster, but_in=case.kube.namespace)))
         operator = OperatorProcess(kubeconfig=kubeconfig, log_path=log_dir / "operator.log", namespaces=[])
@@ -447,8 +475,10 @@ def cluster_role_region(second_region_cluster: LocalCluster, prometheus: Prometh
             play_west(prometheus, CLUSTER_WIDE, warm=4, ready=0, served_share=0)
             operator.start()
             _populate(case, prometheus=prometheus)
-            yield ClusterRoleRegion(cluster=cluster, operator_namespace=operator_ns, case=case, operator=operator,
-                                    log_dir=log_dir)
+            region = ClusterRoleRegion(cluster=cluster, operator_namespace=operator_ns, case=case, operator=operator,
+                                       log_dir=log_dir)
+            yield region
+            _delete_served(region)
         finally:
             if operator.running():
                 operator.kill()
@@ -472,10 +502,15 @@ def test_cluster_role_a_cluster_wide_operator_detects_keeps_dark_capacity_and_sa
     eventually(lambda: phase(case) == "Evacuated", timeout_seconds=120, what="west Evacuated",
                state=lambda: str(status(case)))
     assert status(case)["roles"] == {"east": "Savior", "west": "Evacuated"}
-    dark = case.kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", case.kube.namespace,
-                                                           "darkclusters")["items"]
-    assert dark and all((dc.get("status") or {}).get("evacuationGate") == "Open" for dc in dark)
-    assert all((dc.get("status") or {}).get("warmReplicas", 0) >= 2 for dc in dark), dark
+
+    def dark_clusters() -> list[dict[str, Any]]:
+        return case.kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", case.kube.namespace,
+                                                              "darkclusters")["items"]  # type: ignore[no-any-return]
+
+    eventually(lambda: dark_clusters() and all((dc.get("status") or {}).get("evacuationGate") == "Open"
+                                               and (dc.get("status") or {}).get("warmReplicas", 0) >= 2
+                                               for dc in dark_clusters()),
+               timeout_seconds=60, what="the gates open on warm dark capacity", state=lambda: str(dark_clusters()))
     eventually(lambda: len(serving_dark_pods(case.kube)) >= 2, timeout_seconds=60, what="east's dark pods ungated")
 
     case.kube.patch_custom("regionfailovers", CLUSTER_WIDE, {"spec": {"evacuate": []}})
@@ -491,17 +526,14 @@ def test_cluster_role_a_cluster_wide_operator_detects_keeps_dark_capacity_and_sa
 def cluster_role_without(cluster_role_region: ClusterRoleRegion) -> Iterator[dict[str, OperatorProcess]]:
     """One cluster-wide operator per watched kind, each under a ClusterRole without that kind's rule.
 
-    The whole-rule operator stops first and its RegionFailover goes (two cluster-wide
+    The whole-rule operator deletes its RegionFailover and stops first (two cluster-wide
     operators would serve the same objects); the four start at once, each with a
     ServiceAccount and ClusterRole of its own (a release of its own).
     """
     region = cluster_role_region
+    _delete_served(region)
     if region.operator.running():
         region.operator.kill()
-    with contextlib.suppress(client.ApiException):
-        region.case.kube.delete_custom("regionfailovers", CLUSTER_WIDE)
-    eventually(lambda: not _regionshift_objects(region.cluster), timeout_seconds=60,
-               what="the RegionFailover and its DarkClusters gone", state=lambda: str(_regionshift_objects(region.cluster)))
     made: list[tuple[str, str]] = []
     operators: dict[str, OperatorProcess] = {}
     try:
