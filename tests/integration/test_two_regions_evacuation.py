@@ -151,9 +151,10 @@ def test_a_region_whose_signal_drops_is_evacuated_onto_the_saviors_dark_capacity
         reasons = {e.reason for e in west.kube.events("domain")}
         assert {"Evacuating", "Evacuated", "WeightsChanged"} <= reasons, reasons
         # The Grafana dashboard: every one of its queries finds data in this Prometheus, which scrapes both operators.
+        began = time.monotonic()
         ran = check_dashboard_finds_data(prometheus, namespaces=[region.namespace for region in two_regions],
                                          regionfailovers=["domain"])
-        print(f"dashboard: all {ran} queries found data mid-evacuation", flush=True)
+        print(f"dashboard: all {ran} queries found data mid-evacuation ({time.monotonic() - began:.1f} s)", flush=True)
 
         # A GitOps tool re-applies the user's manifest: drift, set again; twice within the dwell: Conflict.
         apply_as_gitops(west, http_route())

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from tests.support.dashboard import dashboard, dashboard_queries
+from tests.support.dashboard import dashboard, dashboard_queries, queries_without_data
 
 ROOT = Path(__file__).resolve().parents[2]
 METRICS = ROOT / "operator" / "regionshift" / "metrics.py"
@@ -37,6 +37,18 @@ def test_grafanas_variables_are_expanded_as_grafana_expands_them() -> None:
     assert all("$" not in expr for expr in queries.values())
     signal = next(expr for where, expr in queries.items() if "Signal and expected" in where)
     assert 'namespace=~"(rg-1|rg-2)"' in signal and 'regionfailover=~"domain"' in signal
+
+
+def test_a_query_finds_data_only_with_a_series_holding_a_number() -> None:
+    class Answers:
+        """Stands in for the Prometheus of the integration test: fixed answers by query."""
+
+        def query(self, promql: str) -> list[dict[str, Any]]:
+            return {"a": [{"metric": {}, "value": [0, "NaN"]}, {"metric": {}, "value": [0, "2"]}],
+                    "nan": [{"metric": {}, "value": [0, "NaN"]}], "none": []}[promql]
+
+    empty = queries_without_data(Answers(), [("A", "a"), ("N", "nan"), ("E", "none")])  # type: ignore[arg-type]
+    assert empty == {"N": "nan -> ['NaN']", "E": "none -> no series"}
 
 
 def test_queries_name_only_metrics_the_operator_exports() -> None:
