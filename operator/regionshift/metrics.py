@@ -226,13 +226,13 @@ EVACUATION_SHARE = Gauge(
 EVACUATION_RECOMMENDED = Gauge(
     "regionshift_evacuation_recommended",
     "1 for a region that an evacuation is recommended or planned for but the mode leaves to a human"
-    " (Manual: status.recommendation; DryRun: status.plan).",
+    " (Manual: status.recommendation; DryRun: status.plan); 0 for the other regions of the domain.",
     ["namespace", "regionfailover", "region"],
 )
 EVACUATION_DEFERRED = Gauge(
     "regionshift_evacuation_deferred",
     "1 for a region that spec.evacuate or an Unhealthy verdict would evacuate but that waits (status.deferred:"
-    " the dwell after its last transition, or no other region left serving).",
+    " the dwell after its last transition, or no other region left serving); 0 for the other regions of the domain.",
     ["namespace", "regionfailover", "region"],
 )
 EVACUATION_DARK_REPLICAS = Gauge(
@@ -267,6 +267,8 @@ EVACUATION_STAGE_SECONDS = Histogram(
     ["stage"],
     buckets=(0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600),
 )
+for _stage in EVACUATION_STAGES:  # every stage exported from the start, at 0: increase() then counts the first one
+    EVACUATION_STAGE_SECONDS.labels(_stage)
 ACTION_KINDS = ("OpenGates", "CloseGates", "SetWeights", "PostEvent", "Recommend")
 """The actions of the evacuation state machine (decide/evacuation.py)."""
 ACTION_RESULTS = ("Done", "Failed", "Skipped")

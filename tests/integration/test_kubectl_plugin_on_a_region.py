@@ -4,8 +4,10 @@ The first tests run in a namespace no operator watches: they write a mid-evacuat
 through the status subresource (what the operator would write) and check what the plugin
 shows and what its edits leave in the stored object, including the API server's 409 on a
 stale resourceVersion, which is what keeps two concurrent edits of the list from losing one.
-The last one has the session operator at work: the plugin pushes the button, the operator
-evacuates, and ``status`` shows it.
+The last one has the session operator at work: ``plan`` computes what evacuating the peer,
+and the region itself, would do from what the region observes now (its DarkClusters, its
+routes, the peer's capacity in Prometheus) and writes nothing; then the plugin pushes the
+button, the operator evacuates, and ``status`` shows it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import re
 import sys
 
 import pytest
@@ -109,18 +112,23 @@ def test_status_shows_a_domain_mid_evacuation(quiet: Kube, capsys: pytest.Captur
     assert any(line.endswith("CONFLICT") for line in lines)
     assert any(line.startswith("evacuation Evacuating: us-west") for line in lines)
 
-    code, out, _ = plugin(quiet, capsys, "plan", "us-west")
-    assert code == 0 and "is Manual" in out
+    code, out, _ = plugin(quiet, capsys, "plan", "us-west")  # evacuating already: nothing more to plan
+    assert code == 0 and "us-west is Evacuating here already" in out
+    assert "unreadable from Prometheus at http://127.0.0.1:9" in out  # said, and counted as the operator would
+    code, _, err = plugin(quiet, capsys, "plan", "mars")
+    assert code == 1 and "not a region" in err
 
 
 # The operator at work: the session's operator (in-process, watching t-*) on region east, its
 # peer west played by the exporter, as in test_evacuation_modes.py, whose helpers this reuses.
 from tests.integration.test_evacuation_modes import (  # noqa: E402
+    dark_clusters,
     live,
     play_west,
     prometheus,  # noqa: F401 - fixture  # pyflakes: ignore
     serving_dark_pods,
     shop,  # noqa: F401 - fixture
+    versions,
     warm,
 )
 from tests.integration.test_evacuation_modes import region_failover as manual_region_failover  # noqa: E402
@@ -140,6 +148,30 @@ def test_the_plugin_evacuates_a_peer_and_status_shows_it_mid_evacuation(
     shop.create_custom(manual_region_failover(prometheus, "manual", mode="Manual"))
     eventually(lambda: warm(shop), timeout_seconds=90, what="warm dark clusters")
     eventually(lambda: verdict(shop, "west") == "Healthy", timeout_seconds=60, what="west Healthy")
+
+    # plan: computed now by the operator's DryRun logic over what east observes (its DarkClusters,
+    # its routes, west's capacity from Prometheus), in Manual mode, and nothing written.
+    before = versions(shop), shop.get_custom("regionfailovers", "shop")["metadata"]["generation"]
+    code, out, _ = plugin(shop, capsys, "plan", "west")
+    assert code == 0, out
+    print(out, file=sys.stderr)
+    lines = out.splitlines()
+    assert lines[0].endswith("mode Manual: evacuating west now")
+    names = sorted(dc["metadata"]["name"] for dc in dark_clusters(shop))
+    assert f"  ungate here: {', '.join(names)}" in lines
+    assert "  verdicts: east Healthy, west Healthy" in lines
+    assert any(line.startswith("  warm dark replicas: east ") and "west 4" in line for line in lines), lines
+    code, out, _ = plugin(shop, capsys, "plan", "east")
+    assert code == 0, out
+    print(out, file=sys.stderr)
+    assert "  ungate here: nothing" in out.splitlines()
+    moved = re.search(r"GatewayAPI web: east \d+→0, west \d+→(\d+)", out)
+    assert moved is not None and int(moved.group(1)) > 0, out
+    assert re.search(r"ExternalDNS web: east \d+→0", out), out
+    canary = re.search(r"IngressNginx web: east \d+→0, west \d+→(\d+)", out)
+    assert canary is not None and int(canary.group(1)) > 0, out
+    assert (versions(shop), shop.get_custom("regionfailovers", "shop")["metadata"]["generation"]) == before
+    assert rf_status(shop).get("phase") == "Steady" and serving_dark_pods(shop) == []
 
     play_west(prometheus, "shop", warm=4, ready=0, served_share=0)
     assert plugin(shop, capsys, "evacuate", "west")[0] == 0

@@ -19,6 +19,13 @@ for it, all at once (one cluster, one operator, one Prometheus; the cases run si
   back), so those four cases share a second operator process of their own, whose log shows
   each refusal at its first attempt.
 
+ClusterRole mode (the chart without ``watchNamespaces``) last, in the second region's cluster
+(a cluster-wide operator would serve every case above): an operator with the ClusterRole's
+token and no ``--namespace`` detects, keeps its dark capacity warm, opens its gates and saves
+the peer through a whole evacuation and failback; then, for each watched kind, an operator
+under a ClusterRole without that kind's rule is refused the cluster-wide watch. The
+ClusterRole's rules are the Role's (checked), so the per-rule cases above hold for it too.
+
 The peer region (west) has no cluster here: what its operator would export to the shared
 Prometheus the test's exporter serves, as in test_evacuation_modes.py.
 """
@@ -48,6 +55,7 @@ from tests.support.region_failover import region_failover
 from tests.support.region_traffic import DNS_GROUP, GATEWAY_GROUP, HOST, RegionTraffic, install_traffic
 from tests.support.shared_signal import LiveSignal, SignalScenario, shared_prometheus
 from tests.support.synthetic_day import SyntheticDay
+from tests.support.regions import second_region_cluster  # noqa: F401 - fixture
 from tests.support.traffic import traffic_crds  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.integration
@@ -107,7 +115,16 @@ class Case:
     without: str | None = None
     traffic: RegionTraffic | None = None
     failover: str = "out"
+    """The RegionFailover's name; also what this region does in it (out or savior) unless ``role`` says."""
     extra: dict[str, Any] = field(default_factory=dict)
+    role: str | None = None
+    """``out`` (this region evacuates) or ``savior`` (it saves the peer); default: :attr:`failover`."""
+    transplant: bool = True
+    """A savior transplants its dark capacity into its main Deployment once the evacuation settled."""
+
+    @property
+    def saves(self) -> bool:
+        return (self.role or self.failover) == "savior"
 
 
 @dataclass
@@ -126,22 +143,34 @@ class RbacRegion:
 
     def evidence(self, case: Case) -> str:
         """Everything the operator said about a case: its log, the namespace's Events, every condition."""
-        kube = case.kube
-        texts = [self.operator.log_text()]
-        texts += [f"{e.reason}: {e.message}" for e in kube.core.list_namespaced_event(kube.namespace).items]
-        for plural in ("regionfailovers", "darkclusters"):
-            for item in kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", kube.namespace,
-                                                                  plural)["items"]:
-                texts += [f"{c.get('reason')}: {c.get('message')}" for c in (item.get("status") or {}).get(
-                    "conditions") or []]
-                texts += [str((item.get("status") or {}).get("evacuations") or "")]
-        return "\n".join(texts)
+        return evidence(self.operator, case)
+
+
+def evidence(operator: OperatorProcess, case: Case) -> str:
+    """Everything ``operator`` said about a case: its log, the namespace's Events, every condition."""
+    kube = case.kube
+    texts = [operator.log_text()]
+    texts += [f"{e.reason}: {e.message}" for e in kube.core.list_namespaced_event(kube.namespace).items]
+    for plural in ("regionfailovers", "darkclusters"):
+        for item in kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", kube.namespace,
+                                                              plural)["items"]:
+            texts += [f"{c.get('reason')}: {c.get('message')}" for c in (item.get("status") or {}).get(
+                "conditions") or []]
+            texts += [str((item.get("status") or {}).get("evacuations") or "")]
+    return "\n".join(texts)
 
 
 @pytest.fixture(scope="module")
 def prometheus() -> Iterator[PrometheusServer]:
     with shared_prometheus([SCENARIO]) as server:
         yield server
+
+
+@pytest.fixture(scope="module")
+def live_signal(prometheus: PrometheusServer) -> Iterator[LiveSignal]:
+    """Every region's signal, healthy, for the whole module."""
+    with LiveSignal(prometheus=prometheus, scenario=SCENARIO) as live:
+        yield live
 
 
 def play_west(prometheus: PrometheusServer, name: str, *, warm: int, ready: int, served_share: float) -> None:
@@ -175,7 +204,7 @@ def _populate(case: Case, *, prometheus: PrometheusServer) -> None:
     kube.core.create_namespaced_secret(kube.namespace, {
         "metadata": {"name": TOKEN_SECRET, "labels": {PROMETHEUS_TOKEN_LABEL: "true"}},
         "data": {"token": base64.b64encode(b"t0ken").decode()}})
-    savior = case.failover == "savior"
+    savior = case.saves
     if savior:
         kube.apply({"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web"},
                     "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": "web"}}}})
@@ -186,13 +215,14 @@ def _populate(case: Case, *, prometheus: PrometheusServer) -> None:
         region="east", peers=[WEST], prometheus_url=prometheus.url, scenario=SCENARIO, name=case.failover,
         mode="Manual", evacuate=["west" if savior else "east"],
         signal={"bearerTokenSecret": TOKEN_SECRET, **({"stepSeconds": 3} if case.without else {})},
-        dark_capacity={"minReplicas": 2, "maxReplicas": 2, **({"transplantAfterSeconds": 0} if savior else {})},
+        dark_capacity={"minReplicas": 2, "maxReplicas": 2,
+                       **({"transplantAfterSeconds": 0} if savior and case.transplant else {})},
         failback={"stepPercent": 50, "stepIntervalSeconds": 2, "ratioThreshold": 0.5, "cooldownSeconds": 0}))
 
 
 @pytest.fixture(scope="module")
 def rbac_region(kube_cluster: LocalCluster, traffic_crds: list[str], prometheus: PrometheusServer,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RbacRegion]:
+                live_signal: LiveSignal, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RbacRegion]:
     log_dir = tmp_path_factory.mktemp("rbac")
     with contextlib.ExitStack() as stack:
         operator_ns = stack.enter_context(namespace_in(kube_cluster, prefix="rbac-op")).namespace
@@ -220,7 +250,6 @@ def rbac_region(kube_cluster: LocalCluster, traffic_crds: list[str], prometheus:
                 started = [pool.submit(operator.start), pool.submit(watch_operator.start)]
                 play_west(prometheus, "out", warm=4, ready=4, served_share=1)
                 play_west(prometheus, "savior", warm=4, ready=0, served_share=0)
-                stack.enter_context(LiveSignal(prometheus=prometheus, scenario=SCENARIO))
                 for done in [pool.submit(_populate, case, prometheus=prometheus) for case in cases.values()
                              if case.without not in WATCH_RULES] + started:
                     done.result()
@@ -248,7 +277,7 @@ def serving_dark_pods(kube: Kube) -> list[str]:
             if (p["metadata"].get("labels") or {}).get("app") == "web"]
 
 
-def refused(region: RbacRegion, case: Case) -> str:
+def refused(region: RbacRegion | ClusterRoleRegion, case: Case) -> str:
     """Lines of the evidence in which something was refused in the case's namespace."""
     ns = case.kube.namespace
     return "\n".join(line for line in region.evidence(case).splitlines()
@@ -327,3 +356,215 @@ def test_each_rule_is_needed_without_it_the_operator_reports_the_refusal(
                        what=f"the refusal {expected!r}", state=lambda: refused(rbac_region, case)[-2000:])
     assert found
     assert rbac_region.operator.running(), "a refusal in one namespace must not stop the operator"
+
+
+# ---------------------------------------------------------------------------- ClusterRole mode
+#
+# The chart without watchNamespaces: one ClusterRole (the same rules as each Role above, so the
+# cases above prove each rule) bound cluster-wide, and the operator watching every namespace
+# (`regionshift run` without --namespace, as the chart's Deployment runs it then). A cluster-wide
+# operator would serve every RegionFailover of the session's region, the cases above included,
+# so this runs in the second region's cluster (tests.support.regions: started once a session,
+# shared with the two-region tests), in which no other test has anything while this module runs.
+
+CLUSTER_WIDE = "cluster-wide"
+"""The RegionFailover the cluster-wide operator serves (east saving west, as in ``savior``)."""
+
+
+@dataclass
+class ClusterRoleRegion:
+    """A region whose operator runs under the chart's ClusterRole, serving one case."""
+
+    cluster: LocalCluster
+    operator_namespace: str
+    case: Case
+    operator: OperatorProcess
+    log_dir: Path
+
+    def evidence(self, case: Case) -> str:
+        return evidence(self.operator, case)
+
+
+def _cluster_rbac(cluster: LocalCluster, *, operator_namespace: str, release: str, without: str | None,
+                  kubeconfig: Path) -> tuple[Path, list[tuple[str, str]]]:
+    """The chart's ServiceAccount, ClusterRole (without one rule) and ClusterRoleBinding of ``release``.
+
+    Returns a kubeconfig of the ServiceAccount and the cluster-scoped objects made (kind, name),
+    which a namespace's deletion does not remove.
+    """
+    docs = render_chart(values=VALUES, namespace=operator_namespace, release=release, kubeconfig=cluster.kubeconfig)
+    assert not [d for d in docs if d["kind"] in ("Role", "RoleBinding")], "no watchNamespaces: no namespaced Role"
+    (role,) = [d for d in docs if d["kind"] == "ClusterRole"]
+    assert {rule_id(rule): rule for rule in role["rules"]} == RULES, "the ClusterRole has the Role's rules, no more"
+    made = []
+    with cluster.api_client() as api:
+        for doc in docs:
+            if doc["kind"] == "ClusterRole":
+                doc = {**doc, "rules": [r for r in doc["rules"] if rule_id(r) != without]}
+            if doc["kind"] in ("ServiceAccount", "ClusterRole", "ClusterRoleBinding"):
+                utils.create_from_dict(api, doc)
+                if doc["kind"] != "ServiceAccount":
+                    made.append((doc["kind"], doc["metadata"]["name"]))
+    (account,) = [d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"]
+    return service_account_kubeconfig(cluster, namespace=operator_namespace, name=account, path=kubeconfig), made
+
+
+def _delete_cluster_scoped(cluster: LocalCluster, made: list[tuple[str, str]]) -> None:
+    with cluster.api_client() as api:
+        rbac = client.RbacAuthorizationV1Api(api)
+        for kind, name in made:
+            with contextlib.suppress(client.ApiException):
+                (rbac.delete_cluster_role if kind == "ClusterRole" else rbac.delete_cluster_role_binding)(name)
+
+
+def _regionshift_objects(cluster: LocalCluster, *, but_in: str | None = None,
+                         release_deleted: bool = False) -> list[str]:
+    """The cluster's RegionFailovers and DarkClusters (except those in ``but_in``): what a cluster-wide operator serves.
+
+    ``release_deleted``: drop the finalizers of those already deleted. An earlier test that
+    killed its operator before deleting its namespace leaves them so (kopf's finalizer of the
+    daemons, which no operator will remove any more); a cluster-wide operator would take them up.
+    """
+    out = []
+    with cluster.api_client() as api:
+        custom = client.CustomObjectsApi(api)
+        for plural in ("regionfailovers", "darkclusters"):
+            for item in custom.list_cluster_custom_object("regionshift.io", "v1alpha1", plural)["items"]:
+                meta = item["metadata"]
+                if meta["namespace"] == but_in:
+                    continue
+                out.append(f"{plural} {meta['namespace']}/{meta['name']}")
+                if release_deleted and meta.get("deletionTimestamp") and meta.get("finalizers"):
+                    with contextlib.suppress(client.ApiException):
+                        custom.patch_namespaced_custom_object("regionshift.io", "v1alpha1", meta["namespace"], plural,
+                                                              meta["name"], {"metadata": {"finalizers": None}})
+    return out
+
+
+def _delete_served(region: ClusterRoleRegion) -> None:
+    """Delete the case's RegionFailover while its operator runs (kopf's finalizer goes with it), and wait until gone."""
+    if not region.operator.running():
+        return
+    with contextlib.suppress(client.ApiException):
+        region.case.kube.delete_custom("regionfailovers", CLUSTER_WIDE)
+    eventually(lambda: not _regionshift_objects(region.cluster), timeout_seconds=60,
+               what="the RegionFailover and its DarkClusters gone", state=lambda: str(_regionshift_objects(region.cluster)))
+
+
+@pytest.fixture(scope="module")
+def cluster_role_region(second_region_cluster: LocalCluster, prometheus: PrometheusServer, live_signal: LiveSignal,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterRoleRegion]:
+    """The chart in ClusterRole mode in the second region's cluster, its operator serving one savior case."""
+    cluster = second_region_cluster
+    log_dir = tmp_path_factory.mktemp("rbac-cluster")
+    made: list[tuple[str, str]] = []
+    with contextlib.ExitStack() as stack:
+        operator_ns = stack.enter_context(namespace_in(cluster, prefix="rbac-op")).namespace
+        case = Case(name=CLUSTER_WIDE, kube=stack.enter_context(namespace_in(cluster, prefix="rbac-cw")),
+                    failover=CLUSTER_WIDE, role="savior", transplant=False)
+        stack.callback(_delete_cluster_scoped, cluster, made)
+        kubeconfig, objects = _cluster_rbac(cluster, operator_namespace=operator_ns, release="regionshift",
+                                            without=None, kubeconfig=log_dir / "operator.kubeconfig")
+        made += objects
+        eventually(lambda: not _regionshift_objects(cluster, but_in=case.kube.namespace, release_deleted=True),
+                   timeout_seconds=120,
+                   what="what earlier tests left in the region gone (a cluster-wide operator would serve it)",
+                   state=lambda: ", ".join(_regionshift_objects(cluster, but_in=case.kube.namespace)))
+        operator = OperatorProcess(kubeconfig=kubeconfig, log_path=log_dir / "operator.log", namespaces=[])
+        try:
+            play_west(prometheus, CLUSTER_WIDE, warm=4, ready=0, served_share=0)
+            operator.start()
+            _populate(case, prometheus=prometheus)
+            region = ClusterRoleRegion(cluster=cluster, operator_namespace=operator_ns, case=case, operator=operator,
+                                       log_dir=log_dir)
+            yield region
+            _delete_served(region)
+        finally:
+            if operator.running():
+                operator.kill()
+            print(f"----- log of the operator under the chart's ClusterRole ({operator.log_path}) -----")
+            print(operator.log_tail(300))
+
+
+def refusals_at_cluster_scope(text: str) -> list[str]:
+    """Lines in which the API server refused the ServiceAccount something (RBAC), wherever."""
+    return [line for line in text.splitlines() if "forbidden" in line.lower() and "system:serviceaccount:" in line]
+
+
+def test_cluster_role_a_cluster_wide_operator_detects_keeps_dark_capacity_and_saves_the_peer(
+    cluster_role_region: ClusterRoleRegion, prometheus: PrometheusServer,
+) -> None:
+    region, case = cluster_role_region, cluster_role_region.case
+    assert "--namespace" not in region.operator.log_text().splitlines()[0], "the operator watches every namespace"
+    eventually(lambda: {r["name"]: r.get("verdict") for r in status(case).get("regions") or []}
+               == {"east": "Healthy", "west": "Healthy"}, timeout_seconds=90, what="detection judging both regions",
+               state=lambda: str(status(case).get("regions")))
+    eventually(lambda: phase(case) == "Evacuated", timeout_seconds=120, what="west Evacuated",
+               state=lambda: str(status(case)))
+    assert status(case)["roles"] == {"east": "Savior", "west": "Evacuated"}
+
+    def dark_clusters() -> list[dict[str, Any]]:
+        return case.kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", case.kube.namespace,
+                                                              "darkclusters")["items"]  # type: ignore[no-any-return]
+
+    eventually(lambda: dark_clusters() and all((dc.get("status") or {}).get("evacuationGate") == "Open"
+                                               and (dc.get("status") or {}).get("warmReplicas", 0) >= 2
+                                               for dc in dark_clusters()),
+               timeout_seconds=60, what="the gates open on warm dark capacity", state=lambda: str(dark_clusters()))
+    eventually(lambda: len(serving_dark_pods(case.kube)) >= 2, timeout_seconds=60, what="east's dark pods ungated")
+
+    case.kube.patch_custom("regionfailovers", CLUSTER_WIDE, {"spec": {"evacuate": []}})
+    play_west(prometheus, CLUSTER_WIDE, warm=4, ready=0, served_share=1)  # west serves its share again
+    eventually(lambda: phase(case) == "Steady" and not status(case).get("evacuations"), timeout_seconds=120,
+               what="west failed back", state=lambda: str(status(case)))
+    eventually(lambda: serving_dark_pods(case.kube) == [], timeout_seconds=60, what="east's dark pods gated again")
+    assert refused(region, case) == ""
+    assert refusals_at_cluster_scope(region.operator.log_text()) == []
+
+
+@pytest.fixture(scope="module")
+def cluster_role_without(cluster_role_region: ClusterRoleRegion) -> Iterator[dict[str, OperatorProcess]]:
+    """One cluster-wide operator per watched kind, each under a ClusterRole without that kind's rule.
+
+    The whole-rule operator deletes its RegionFailover and stops first (two cluster-wide
+    operators would serve the same objects); the four start at once, each with a
+    ServiceAccount and ClusterRole of its own (a release of its own).
+    """
+    region = cluster_role_region
+    _delete_served(region)
+    if region.operator.running():
+        region.operator.kill()
+    made: list[tuple[str, str]] = []
+    operators: dict[str, OperatorProcess] = {}
+    try:
+        for number, rule in enumerate(sorted(WATCH_RULES), start=1):
+            kubeconfig, objects = _cluster_rbac(region.cluster, operator_namespace=region.operator_namespace,
+                                                release=f"rs-without-{number}", without=rule,
+                                                kubeconfig=region.log_dir / f"without-{number}.kubeconfig")
+            made += objects
+            operators[rule] = OperatorProcess(kubeconfig=kubeconfig, namespaces=[],
+                                              log_path=region.log_dir / f"operator-without-{number}.log")
+        with ThreadPoolExecutor(max_workers=len(operators)) as pool:
+            for started in [pool.submit(process.start) for process in operators.values()]:
+                started.result()
+        yield operators
+    finally:
+        for rule, process in operators.items():
+            if process.running():
+                process.kill()
+            print(f"----- log of a cluster-wide operator without {rule} ({process.log_path}) -----")
+            print(process.log_tail(40))
+        _delete_cluster_scoped(region.cluster, made)
+
+
+@pytest.mark.parametrize("rule", sorted(WATCH_RULES))
+def test_cluster_role_without_a_watched_kinds_rule_the_cluster_wide_watch_is_refused(
+    cluster_role_without: dict[str, OperatorProcess], rule: str,
+) -> None:
+    operator = cluster_role_without[rule]
+    (group,), (resource,) = RULES[rule]["apiGroups"], RULES[rule]["resources"]
+    expected = f'cannot list resource "{resource}" in API group "{group}" at the cluster scope'
+    eventually(lambda: expected in operator.log_text(), timeout_seconds=60, what=f"the refusal {expected!r}",
+               state=lambda: operator.log_tail(20))
+    others = {line for line in refusals_at_cluster_scope(operator.log_text()) if expected not in line}
+    assert others == set(), "only the rule left out is refused"

@@ -7,9 +7,11 @@ so through its exported ``regionshift_region_dark_replicas``, and ``west`` point
 HTTPRoute and its canary Ingress at ``east``, then lowers its own DNS record to 0. When
 ``west``'s signal heals, ``west`` fails back step by step, restores its recorded weights
 exactly, reports that it serves its whole share again, and only then does ``east`` close its
-gates. The crash test does the same with each operator killed (SIGKILL, at a failpoint) at
-every step where a crash could leave work half done, and reads the audit log of both
-regions: every write made once, none missing, none repeated.
+gates. Mid-evacuation, every query of the Grafana dashboard must find data in the shared
+Prometheus (:mod:`tests.support.dashboard`). The crash test does the same with each
+operator killed (SIGKILL, at a failpoint) at every step where a crash could leave work half
+done, and reads the audit log of both regions: every write made once, none missing, none
+repeated.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from tests.support.audit import Write, writes
 from tests.support.cluster import eventually
+from tests.support.dashboard import check_dashboard_finds_data
 from tests.support.prometheus_server import PrometheusServer
 from tests.support.region_traffic import DNS_WEIGHT, ROUTE_WEIGHT, RegionTraffic, deployment, http_route
 from tests.support.regions import (  # noqa: F401 - fixtures
@@ -147,6 +150,11 @@ def test_a_region_whose_signal_drops_is_evacuated_onto_the_saviors_dark_capacity
         assert traffic["east"].route_weights() == {"web": ROUTE_WEIGHT}  # the savior's own routes are its own
         reasons = {e.reason for e in west.kube.events("domain")}
         assert {"Evacuating", "Evacuated", "WeightsChanged"} <= reasons, reasons
+        # The Grafana dashboard: every one of its queries finds data in this Prometheus, which scrapes both operators.
+        began = time.monotonic()
+        ran = check_dashboard_finds_data(prometheus, namespaces=[region.namespace for region in two_regions],
+                                         regionfailovers=["domain"])
+        print(f"dashboard: all {ran} queries found data mid-evacuation ({time.monotonic() - began:.1f} s)", flush=True)
 
         # A GitOps tool re-applies the user's manifest: drift, set again; twice within the dwell: Conflict.
         apply_as_gitops(west, http_route())

@@ -1,4 +1,4 @@
-"""``kubectl regionshift``: the status and plan text, and the edit of ``spec.evacuate``, as pure functions."""
+"""``kubectl regionshift``: the status text and the edit of ``spec.evacuate``, as pure functions (plan: test_kubectl_plan.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import yaml
 from regionshift.api.models import RegionFailoverStatus
 from regionshift.kubectl.button import ButtonError, evacuate_edit, gitops_snippet
 from regionshift.kubectl.main import _parser, main
-from regionshift.kubectl.render import render_plan, render_status
+from regionshift.kubectl.render import render_status
 from tests.support.status_fixtures import MID_EVACUATION, SPEC
 
 NOW = dt.datetime(2026, 11, 29, 3, 0, 0, tzinfo=dt.timezone.utc)
@@ -121,24 +121,6 @@ def test_status_tables_fit_a_terminal_even_with_long_names() -> None:
             assert all(len(line) <= limit for line in lines[start:end]), lines[start:end]
 
 
-def test_plan_reads_status_plan() -> None:
-    status = {"plan": {"regions": ["us-west"], "ungate": ["web-dark"], "message": "ungate 1 DarkCluster, shift 1 route",
-                       "weights": [{"provider": "GatewayAPI", "route": "web", "fromWeights": {"us-east": 50, "us-west": 50},
-                                    "toWeights": {"us-east": 100, "us-west": 0}}]}}
-    text = render_plan(rf=rf(status=status, mode="DryRun", evacuate=["us-west"]), region="us-west")
-    assert "for evacuating us-west" in text
-    assert "ungate here: web-dark" in text
-    assert "us-east=50 us-west=50" in text and "us-east=100 us-west=0" in text
-
-
-def test_plan_says_how_to_get_one_and_never_invents_it() -> None:
-    dry = render_plan(rf=rf(mode="DryRun"), region="us-west")
-    assert "kubectl regionshift evacuate us-west" in dry and "ungate" not in dry
-    automatic = render_plan(rf=rf(mode="Automatic"), region="us-west")
-    assert "mode: DryRun" in automatic and "evacuate: [us-west]" in automatic
-    assert "not a region" in render_plan(rf=rf(), region="mars")
-
-
 def test_evacuate_adds_the_region_with_a_resource_version_precondition() -> None:
     edit = evacuate_edit(obj=rf(evacuate=["eu-west"]), region="us-west", evacuate=True)
     assert edit.before == ["eu-west"] and edit.after == ["eu-west", "us-west"]
@@ -175,6 +157,8 @@ def test_arguments_like_kubectl() -> None:
     assert (args.namespace, args.context, args.command, args.region, args.name) == (
         "shop", "us-east", "evacuate", "us-west", "streaming")
     assert _parser().parse_args(["status"]).name is None
+    plan = _parser().parse_args(["plan", "us-west", "--prometheus-url", "http://127.0.0.1:9090"])
+    assert (plan.command, plan.region, plan.prometheus_url) == ("plan", "us-west", "http://127.0.0.1:9090")
 
 
 def test_the_package_installs_the_plugin_as_kubectl_regionshift() -> None:

@@ -98,7 +98,7 @@ def test_status_sets_the_phase_roles_shares_and_route_weights(name: str) -> None
     assert value("regionshift_route_holds", **web) == 1 and value("regionshift_route_holds", **dns) == 0
     assert value("regionshift_route_conflict", **web) == 0 and value("regionshift_route_conflict", **dns) == 1
     assert value("regionshift_evacuation_deferred", **rf, region="east") == 1
-    assert value("regionshift_evacuation_recommended", **rf, region="east") is None
+    assert value("regionshift_evacuation_recommended", **rf, region="east") == 0  # a series, saying no
 
 
 def test_status_removes_the_series_of_routes_and_regions_that_left_it(name: str) -> None:
@@ -122,7 +122,8 @@ def test_status_removes_the_series_of_routes_and_regions_that_left_it(name: str)
     assert state("regionshift_evacuation_phase", "FailingBack", **rf, region="central") is None
     assert state("regionshift_region_role", "Evacuated", **rf, region="central") is None
     assert value("regionshift_evacuation_share", **rf, region="central") is None
-    assert value("regionshift_evacuation_deferred", **rf, region="east") is None
+    assert value("regionshift_evacuation_deferred", **rf, region="east") == 0, "no longer deferred"
+    assert value("regionshift_evacuation_deferred", **rf, region="central") is None, "a region that left"
     assert state("regionshift_regionfailover_phase", "Evacuated", **rf) == 1
 
 
@@ -195,6 +196,8 @@ def test_stage_seconds_fall_into_buckets_from_a_tenth_of_a_second_to_an_hour() -
     def bucket(le: str) -> float:
         return value("regionshift_evacuation_stage_seconds_bucket", stage="shifted", le=le) or 0.0
 
+    for stage in ("ungated", "shifted", "settled", "failback_started", "failback_done"):  # exported from the start
+        assert value("regionshift_evacuation_stage_seconds_count", stage=stage) is not None, stage
     fast, slow, inf = bucket("0.1"), bucket("3600.0"), bucket("+Inf")
     record_stage(stage="shifted", seconds=0.05)
     record_stage(stage="shifted", seconds=3000)

@@ -1,7 +1,8 @@
 """``kubectl-regionshift``: the plugin's arguments, kubeconfig and API calls.
 
     kubectl regionshift status [NAME]            each region's signal, verdict, guard, phase, weights, timeline
-    kubectl regionshift plan REGION [--name N]   what evacuating REGION would do (status.plan of a DryRun domain)
+    kubectl regionshift plan REGION [--name N] [--prometheus-url U]
+                                                 what evacuating REGION would do here now (the DryRun logic)
     kubectl regionshift evacuate REGION [--name N]   add REGION to spec.evacuate
     kubectl regionshift failback REGION [--name N]   take REGION out of spec.evacuate
 
@@ -23,7 +24,10 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from regionshift.api.models import API_GROUP, API_VERSION
+from regionshift.api.models import RegionFailoverSpec, RegionFailoverStatus
 from regionshift.kubectl.button import ButtonError, evacuate_edit, gitops_snippet
+from regionshift.kubectl.live import observe
+from regionshift.kubectl.plan import PlanError, plan_now
 from regionshift.kubectl.render import render_plan, render_status
 
 __all__ = ["main", "set_evacuate"]
@@ -104,8 +108,18 @@ def _cmd_status(api: client.ApiClient, args: argparse.Namespace, namespace: str)
 
 
 def _cmd_plan(api: client.ApiClient, args: argparse.Namespace, namespace: str) -> int:
+    """Observe now, run the operator's DryRun step with ``evacuate: [REGION]``, print the plan; write nothing."""
     rf = _choose(api, namespace=namespace, name=args.name)
-    print(render_plan(rf=rf, region=args.region), end="")
+    spec = RegionFailoverSpec.model_validate(rf["spec"])
+    status = RegionFailoverStatus.model_validate(rf.get("status") or {})
+    domain = [spec.region, *(peer.name for peer in spec.peers)]
+    if args.region not in domain:  # before reading anything else
+        raise PlanError(f"{args.region!r} is not a region of RegionFailover {rf['metadata']['name']}"
+                        f" (regions: {', '.join(domain)})")
+    now = dt.datetime.now(dt.timezone.utc)
+    live = observe(api, rf=rf, now=now, prometheus_url=args.prometheus_url)
+    computed = plan_now(spec=spec, status=status, region=args.region, observations=live.observations, now=now)
+    print(render_plan(rf=rf, computed=computed, problems=live.problems, prometheus_url=live.prometheus_url), end="")
     return 0
 
 
@@ -134,12 +148,15 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     status = sub.add_parser("status", help="each region's signal, verdict, guard, phase, weights and timeline")
     status.add_argument("name", nargs="?", help="one RegionFailover (default: every one in the namespace)")
-    for command, text in (("plan", "what evacuating REGION would do now (status.plan of a DryRun RegionFailover)"),
+    for command, text in (("plan", "what evacuating REGION would do here now (the operator's DryRun logic, nothing written)"),
                           ("evacuate", "add REGION to spec.evacuate (push the button)"),
                           ("failback", "take REGION out of spec.evacuate (start its failback)")):
         cmd = sub.add_parser(command, help=text)
         cmd.add_argument("region", metavar="REGION")
         cmd.add_argument("--name", help="the RegionFailover (default: the only one in the namespace)")
+        if command == "plan":
+            cmd.add_argument("--prometheus-url", help="read the peers' dark capacity here instead of at"
+                             " spec.signal.prometheusUrl (e.g. http://127.0.0.1:9090 through kubectl port-forward)")
     return parser
 
 
@@ -156,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with api:
             return commands[args.command](api, args, namespace)
-    except ButtonError as exc:
+    except (ButtonError, PlanError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except ApiException as exc:

@@ -1,8 +1,9 @@
-"""What ``kubectl regionshift status`` and ``plan`` print: pure functions over a RegionFailover.
+"""What ``kubectl regionshift status`` and ``plan`` print: pure functions, nothing decided here.
 
-Everything shown comes from the RegionFailover as the API server returns it (its spec for
-the names and the mode, its status for the rest), parsed with the status models of
-:mod:`regionshift.api.models`; nothing is decided here. The text fits an 80-column terminal:
+``status`` shows the RegionFailover as the API server returns it (its spec for the names and
+the mode, its status for the rest), parsed with the status models of
+:mod:`regionshift.api.models`. ``plan`` shows a plan computed by the operator's DryRun logic
+(:mod:`regionshift.kubectl.plan`) and what it was computed from. The text fits an 80-column terminal:
 the tables are 80 columns wide for names of up to 10 characters and 100 at most (longer
 cells are cut with ``…``); PHASE/ROLE is a region's evacuation phase while it has one, else its
 role (Savior, Serving), weights are
@@ -23,6 +24,7 @@ from regionshift.api.models import (
     RegionFailoverStatus,
     Verdict,
 )
+from regionshift.kubectl.plan import PlanNow
 
 __all__ = ["WIDTH", "render_plan", "render_status", "table"]
 
@@ -201,38 +203,48 @@ def render_status(*, rf: Mapping[str, Any], now: dt.datetime) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_plan(*, rf: Mapping[str, Any], region: str) -> str:
-    """The ``plan`` text: ``status.plan`` of a DryRun RegionFailover if it covers ``region``, else how to get one.
+def render_plan(*, rf: Mapping[str, Any], computed: PlanNow, problems: Sequence[str] = (),
+                prometheus_url: str = "") -> str:
+    """The ``plan`` text: what evacuating a region would do here now (:func:`regionshift.kubectl.plan.plan_now`).
 
-    The plugin never computes a plan itself: the operator's DryRun mode is the one place that
-    does (``status.plan``, written on an Unhealthy verdict or ``spec.evacuate``).
+    ``problems``: what could not be observed (:mod:`regionshift.kubectl.live`), each counted
+    as the operator would count it; ``prometheus_url``: where the peers' capacity was read.
     """
     metadata = rf.get("metadata") or {}
-    spec = rf.get("spec") or {}
-    name = metadata.get("name", "")
-    status = RegionFailoverStatus.model_validate(rf.get("status") or {})
-    mode = spec.get("mode") or Mode.DRY_RUN.value
-    plan = status.plan
-    if plan is not None and region in plan.regions:
-        lines = [f"plan of RegionFailover {name} ({mode}) for evacuating {', '.join(plan.regions)}:"]
-        if plan.message:
-            lines.append(f"  {plan.message}")
+    where = f"{metadata.get('namespace', '')}/{metadata.get('name', '')}"
+    region, here = computed.region, computed.here
+    lines = [_clip(f"RegionFailover {where}  region {here}  mode {computed.mode.value}: evacuating {region} now", WIDTH * 3 // 2)]
+    if computed.plan is None:
+        evacuation = computed.evacuation
+        if evacuation is not None:
+            lines.append(f"  {region} is {evacuation.phase} here already (by {evacuation.actor}): nothing more to plan;"
+                         " kubectl regionshift status shows its progress")
+        else:
+            lines.append(f"  nothing would be planned for {region} here")
+    else:
+        plan = computed.plan
+        if computed.together:
+            lines.append(f"  planned together with {', '.join(computed.together)}: verdict Unhealthy")
         lines.append(f"  ungate here: {', '.join(plan.ungate) or 'nothing'}")
         if plan.weights:
             rows = [["ROUTE", "PROVIDER", "FROM", "TO"]]
             rows += [[w.route, str(w.provider), _weights(w.from_weights), _weights(w.to_weights)] for w in plan.weights]
             lines += table(rows, widths=[16, 12, 30, 30], indent="  ")
-        return "\n".join(lines) + "\n"
-    known = [spec.get("region"), *(p.get("name") for p in spec.get("peers") or [])]
-    if region not in known:
-        return f"{region!r} is not a region of RegionFailover {name} (regions: {', '.join(n for n in known if n)})\n"
-    if mode == Mode.DRY_RUN.value:
-        how = (f"RegionFailover {name} is DryRun but has no plan for {region}: it plans only what an Unhealthy"
-               f" verdict or spec.evacuate asks for. To see the plan, list {region} in spec.evacuate of this"
-               f" DryRun RegionFailover (kubectl regionshift evacuate {region}); DryRun writes nothing but"
-               " status.plan.")
-    else:
-        how = (f"RegionFailover {name} is {mode}: evacuating {region} here would act, not plan. To see a plan,"
-               f" apply a copy of it under another name with mode: DryRun and evacuate: [{region}], read its"
-               " status.plan, and delete the copy (while it exists, the copy keeps DarkClusters of its own warm).")
-    return how + "\n"
+        else:
+            lines.append("  weights: no route would change here")
+        if plan.message:
+            lines.append(_clip(f"  {plan.message}", WIDTH * 3))
+    lines.append("")
+    lines.append("computed now with the operator's DryRun logic over what this region observes:")
+    verdicts = ", ".join(f"{name} {verdict.value}" for name, verdict in computed.verdicts.items())
+    lines.append(f"  verdicts: {verdicts}")
+    warm = ", ".join(f"{name} {count}" + (" (here)" if name == here else "") for name, count in computed.warm.items())
+    lines.append(f"  warm dark replicas: {warm}" + (f" (peers from {prometheus_url})" if prometheus_url else ""))
+    lines += [_clip(f"  ! {problem}", WIDTH * 3) for problem in problems]
+    if computed.matches_stored is not None:
+        lines.append("  status.plan, as the operator last wrote it, says the same" if computed.matches_stored else
+                     "  status.plan, as the operator last wrote it, differs: the observations moved since its last run")
+    lines.append("")
+    lines.append("Nothing was written. Each region plans its own part: run this in every region (--context).")
+    lines.append(f"To evacuate {region}: kubectl regionshift evacuate {region} in every region, or commit spec.evacuate.")
+    return "\n".join(lines) + "\n"

@@ -141,8 +141,12 @@ def record_status(*, namespace: str, name: str, status: RegionFailoverStatus) ->
         (*owner, r): evacs[r].share if r in evacs else 1.0 for r in regions})
     recommended = set(status.recommendation.regions if status.recommendation else ())
     recommended |= set(status.plan.regions if status.plan else ())
-    _sync(EVACUATION_RECOMMENDED, owner=owner, values={(*owner, r): 1.0 for r in sorted(recommended)})
-    _sync(EVACUATION_DEFERRED, owner=owner, values={(*owner, r): 1.0 for r in sorted(status.deferred or {})})
+    deferred = set(status.deferred or {})
+    # 0 for every other region: a dashboard or an alert then sees "no" rather than no series.
+    _sync(EVACUATION_RECOMMENDED, owner=owner, values={
+        (*owner, r): 1.0 if r in recommended else 0.0 for r in sorted(set(regions) | recommended)})
+    _sync(EVACUATION_DEFERRED, owner=owner, values={
+        (*owner, r): 1.0 if r in deferred else 0.0 for r in sorted(set(regions) | deferred)})
     weights: dict[Labels, float] = {}
     holds: dict[Labels, float] = {}
     conflict: dict[Labels, float] = {}
