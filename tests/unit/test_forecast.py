@@ -228,3 +228,24 @@ def test_predict_validates_its_range(clean) -> None:  # type: ignore[no-untyped-
     assert forecast.history_end == clean.timestamps[20 * 1440 - 1]
     assert forecast.samples == HISTORY
     assert DAY_SECONDS == 86_400
+
+
+def test_a_busy_night_in_an_odd_week_strays_from_the_working_days_not_the_ordinary_one() -> None:
+    # Working days are quiet at night (10), weekend nights are busy (300). One Wednesday
+    # night of the two in the history runs 60 % busier (a holiday-season week). Against the
+    # mean of all nights, which the weekend lifts, the ordinary Wednesday looks the odd one;
+    # against the working days' nights the busy one strays, and the next Wednesday night
+    # is forecast like an ordinary one.
+    step = 1800.0
+    ts = START + step * np.arange(1, 16 * 48 + 1)  # Monday 2026-01-05 to Tuesday the 20th, UTC
+    start_of = ts - step
+    hour = (start_of % DAY_SECONDS) / 3600.0
+    weekday = ((start_of // DAY_SECONDS).astype(np.int64) + 3) % 7  # Monday 0
+    weekend = weekday >= 5
+    night = hour < 5.0
+    values = np.where(night, np.where(weekend, 300.0, 10.0), np.where(weekend, 80.0, 100.0))
+    busy_wednesday = (start_of >= START + 9 * DAY_SECONDS) & (start_of < START + 10 * DAY_SECONDS) & night
+    values = np.where(busy_wednesday, 16.0, values)
+    forecast = SeasonalForecast.fit(timestamps=ts, values=values, step_seconds=step)
+    wednesday_night = START + 16 * DAY_SECONDS + step * np.arange(3, 9)  # 01:00-04:00
+    assert np.all(np.abs(forecast.predict_at(timestamps=wednesday_night).mean / 10.0 - 1.0) < 0.15)

@@ -34,8 +34,12 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Robust**: Tukey-biweight re-weighting (:mod:`regionshift.decide.robust`) down-weights outages
   and odd days in the history; NaN samples (gaps) simply carry no weight. Two weeks give
   each time-of-week slot only two observations, too few for a median, so when they
-  disagree by more than ~28 % the one further from the time-of-day mean is dropped (last
-  week's holiday does not make this week's Thursday afternoon expect a Sunday crowd).
+  disagree by more than ~28 % the one further from the time-of-day mean *of the same kind
+  of day* (the working days, or the weekend) is dropped: last week's holiday does not make
+  this week's Thursday afternoon expect a Sunday crowd, and a Wednesday night of the
+  holiday season, busy like a Friday night, is the one that strays from the working days'
+  nights, not the ordinary Wednesday night beside it (against the mean of all days, which
+  the weekend's nights lift, it was the ordinary one that looked odd and was dropped).
   Growth is a weighted least-squares slope of the daily level
   within each slot of the week, so a weekly pattern cannot pass for a trend.
 * **Day-of-week level**: half of it is forecast (``weekday_level_weight``), the rest left
@@ -246,11 +250,15 @@ def _seasonal_profile(
 
     Two weeks of history give each slot two observations, too few for a median. When one
     of them strays from the others by more than ``SLOT_DISAGREEMENT`` and lies further from
-    the time-of-day mean than they do, it is left out: a holiday Thursday, shaped like a
-    Sunday, does not teach next Thursday's afternoon to expect a Sunday crowd. A lone
-    observation that far from the time-of-day mean, in a slot whose other weeks are
-    missing (``spanned``: buckets whose one-day window lies within the history), counts
-    only half its deviation.
+    the time-of-day mean of its kind of day (the ``weekend`` days, or the working days)
+    than they do, it is left out: a holiday Thursday, shaped like a Sunday, does not teach
+    next Thursday's afternoon to expect a Sunday crowd. The reference is the mean of the
+    same kind of day because the kinds differ most where a stray week does harm: at night
+    the weekend's nights out lift the mean of all days so far that a busy (holiday-season)
+    Wednesday night lies closer to it than an ordinary one, which would be dropped instead.
+    A lone observation that far from that mean, in a slot whose other weeks are missing
+    (``spanned``: buckets whose one-day window lies within the history), counts only half
+    its deviation.
     """
     per_week = 7 * per_day
 
@@ -261,6 +269,18 @@ def _seasonal_profile(
     day_den = smoothed(tod, weights, per_day)
     known = day_den > 1e-12
     daily = np.tile(_fill_circular(np.where(known, day_num / np.where(known, day_den, 1.0), 0.0), known), 7)
+    if weekend:
+        # The time-of-day mean of the days of the same kind: working days for a working day,
+        # the weekend for a weekend day (all days where that kind has none).
+        rest_bucket = np.isin(tow // per_day, weekend)
+        rest_slot = np.isin(np.arange(per_week) // per_day, weekend)
+        for bucket_kind, slot_kind in ((rest_bucket, rest_slot), (~rest_bucket, ~rest_slot)):
+            num = smoothed(tod, weights * residual * bucket_kind, per_day)
+            den = smoothed(tod, weights * bucket_kind, per_day)
+            has = den > 1e-12
+            if has.any():
+                fill = np.tile(_fill_circular(np.where(has, num / np.where(has, den, 1.0), 0.0), has), 7)
+                daily = np.where(slot_kind, fill, daily)
 
     deviation = residual - daily[tow]
     slot_sum = np.bincount(tow, weights=weights * deviation, minlength=per_week)[tow]
@@ -279,17 +299,6 @@ def _seasonal_profile(
     week_num = smoothed(tow, kept * value, per_week)
     week_den = smoothed(tow, kept, per_week)
     seen = week_den > 1e-12
-    if not seen.all() and weekend:
-        # Stand-ins by kind of day: working days for a working day, weekend for a weekend day.
-        rest_bucket = np.isin(tow // per_day, weekend)
-        rest_slot = np.isin(np.arange(per_week) // per_day, weekend)
-        for bucket_kind, slot_kind in ((rest_bucket, rest_slot), (~rest_bucket, ~rest_slot)):
-            num = smoothed(tod, weights * residual * bucket_kind, per_day)
-            den = smoothed(tod, weights * bucket_kind, per_day)
-            has = den > 1e-12
-            if has.any():
-                fill = np.tile(_fill_circular(np.where(has, num / np.where(has, den, 1.0), 0.0), has), 7)
-                daily = np.where(slot_kind, fill, daily)
     return np.where(seen, week_num / np.where(seen, week_den, 1.0), daily)
 
 
