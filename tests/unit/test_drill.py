@@ -96,10 +96,12 @@ def test_the_report_shows_both_runs_side_by_side_the_ratio_and_each_operators_us
     report = DrillReport(
         regionshift=RunResult("regionshift", timeline={"fault": 0.0, "detected": 16.2, "settled": 21.0,
                                                        "restored": 130.0},
-                              lost_stream_starts=1_000.0, demanded_stream_starts=100_000.0, samples=samples(590.0)),
+                              lost_stream_starts=1_000.0, demanded_stream_starts=100_000.0, lost_after_detection=200.0,
+                              samples=samples(590.0)),
         baseline=RunResult("baseline", timeline={"fault": 0.0, "detected": 17.0, "capacity ready": 78.5,
                                                  "restored": 90.0},
-                           lost_stream_starts=12_500.0, demanded_stream_starts=70_000.0, samples=samples(300.0)),
+                           lost_stream_starts=12_500.0, demanded_stream_starts=70_000.0, lost_after_detection=11_700.0,
+                           samples=samples(300.0)),
         operators=[OperatorUsage(region="us-east", cpu_seconds=42.5, peak_rss_bytes=150 * 2**20, api_requests=1_234,
                                  api_writes=321, outage_api_requests=200)],
     )
@@ -110,6 +112,8 @@ def test_the_report_shows_both_runs_side_by_side_the_ratio_and_each_operators_us
     assert "| settled | 21.0 |  |" in text and "| capacity ready |  | 78.5 |" in text
     assert "| stream starts lost (demanded minus served) | 1,000 | 12,500 |" in text
     assert "The baseline lost **12.5×** the stream starts regionshift lost" in text
+    assert "| of which after the detection | 200 | 11,700 |" in text
+    assert "from the detection on, the baseline lost **58.5×** what regionshift lost" in text
     assert "| us-east | 42.5 | 150 MiB | 1,234 | 321 | 200 |" in text
     assert (tmp_path / "report.png").stat().st_size > 0
 
