@@ -1,4 +1,4 @@
-"""A small whole drill, end to end: three local regions, two services, both runs, the report.
+"""A small whole drill, end to end: three regions, two services, a cluster fault, both runs, the report.
 
 Short phases (an outage held 5 s, new pods Ready 5 s after they are created) so the drill
 ends in a few minutes; the figures are checked against the simulator's own series (the
@@ -30,8 +30,8 @@ def test_a_small_drill_runs_to_the_end_with_its_baseline_and_writes_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REGIONSHIFT_STATE", str(tmp_path / "state"))
-    config = DrillConfig(services=2, outage_seconds=5.0, start_up_delay_seconds=5.0, report_dir=tmp_path / "report",
-                         timeout_seconds=400.0)
+    config = DrillConfig(services=2, fault="cluster", outage_seconds=5.0, start_up_delay_seconds=5.0,
+                         report_dir=tmp_path / "report", timeout_seconds=400.0)
     lines: list[str] = []
     report: DrillReport = run_drill(config, print_=lines.append)
 
