@@ -137,7 +137,7 @@ class DrillConfig:
     sample_seconds: int = 5
     outage_seconds: float = 60.0
     pod_capacity_sps: float = 0.0
-    """Stream starts per second one pod serves; 0 picks one giving 3 pods per service at peak."""
+    """Stream starts per second one pod serves; 0 picks one giving 5 pods per service at the largest peak."""
     baseline: bool = True
     """Run the baseline too: the same fault with dark capacity off, scaling the saviors at failover."""
     start_up_delay_seconds: float = 60.0
@@ -150,7 +150,7 @@ class DrillConfig:
     def capacity(self) -> float:
         if self.pod_capacity_sps > 0:
             return self.pod_capacity_sps
-        return max(r.peak_sps for r in self.regions) / self.services / 3.0
+        return max(r.peak_sps for r in self.regions) / self.services / 5.0
 
     def pod_annotations(self) -> dict[str, str]:
         """The sample services' pod template annotations: the start-up delay, if any."""
@@ -544,7 +544,9 @@ def run_drill(config: DrillConfig, *, print_: Callable[[str], None] = print) -> 
         apis: dict[str, Any] = {}
         replicas: dict[str, int] = {}
         for region in config.regions:
-            replicas[region.name] = _replicas_for(region.peak_sps / config.services, capacity=capacity)
+            # What the service's autoscaler runs for the demand now, as the replica history says.
+            replicas[region.name] = _replicas_for(curves[region.name].expected(start) / config.services,
+                                                  capacity=capacity)
             apis[region.name] = _install_services(clusters[region.name], region=region.name, services=services,
                                                   replicas=replicas[region.name],
                                                   pod_annotations=config.pod_annotations())
@@ -850,9 +852,11 @@ def write_report(report: DrillReport, *, config: DrillConfig) -> list[Path]:
     """``report.md`` (and ``report.png`` when matplotlib is there) in ``config.report_dir``."""
     config.report_dir.mkdir(parents=True, exist_ok=True)
     runs = [report.regionshift, *([report.baseline] if report.baseline is not None else [])]
-    milestones: list[str] = []
+    first: dict[str, float] = {}
     for run in runs:
-        milestones += [m for m in run.timeline if m not in milestones]
+        for m, seconds in run.timeline.items():
+            first[m] = min(first.get(m, seconds), seconds)
+    milestones = sorted(first, key=lambda m: (m != "fault", first[m]))
     lines = [
         "# regionshift drill",
         "",
