@@ -550,6 +550,13 @@ def run_drill(config: DrillConfig, *, print_: Callable[[str], None] = print) -> 
             apis[region.name] = _install_services(clusters[region.name], region=region.name, services=services,
                                                   replicas=replicas[region.name],
                                                   pod_annotations=config.pod_annotations())
+        # Every pod Ready before the operators watch: pods coming up region by region would look
+        # like a regional drop to them (the start-up delay holds each region's pods back a while).
+        progress.start("waiting for the sample services' pods to be Ready")
+        wanted = {name: dict.fromkeys(services, replicas[name]) for name in names}
+        _until(lambda: all(_ready_at_least(apis[n], wanted[n]) for n in names), progress=progress,
+               regions=lambda: {n: "starting pods" for n in names}, timeout_seconds=config.timeout_seconds,
+               what="the sample services' pods")
         readers = {name: RegionReader(api=apis[name], namespace=NAMESPACE, region=name,
                                       peers=[p for p in names if p != name], services=services).read
                    for name in names}
