@@ -106,6 +106,9 @@ ROUTES_PER_PROVIDER = 64
 MAX_PROVIDERS = 8
 MAX_SERVICES = ROUTES_PER_PROVIDER * MAX_PROVIDERS // 2
 """Each service has a route of each of two kinds (Gateway API, external-dns)."""
+MILESTONES = ("fault", "detected", "ungated", "shifted", "scaled", "settled", "capacity ready", "failback started",
+              "healed", "restored")
+"""The report's rows: regionshift's milestones and the baseline's, in the order they usually come."""
 WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
 
 
@@ -859,11 +862,9 @@ def write_report(report: DrillReport, *, config: DrillConfig) -> list[Path]:
     """``report.md`` (and ``report.png`` when matplotlib is there) in ``config.report_dir``."""
     config.report_dir.mkdir(parents=True, exist_ok=True)
     runs = [report.regionshift, *([report.baseline] if report.baseline is not None else [])]
-    first: dict[str, float] = {}
+    milestones = [m for m in MILESTONES if any(m in r.timeline for r in runs)]
     for run in runs:
-        for m, seconds in run.timeline.items():
-            first[m] = min(first.get(m, seconds), seconds)
-    milestones = sorted(first, key=lambda m: (m != "fault", first[m]))
+        milestones += [m for m in run.timeline if m not in milestones]
     lines = [
         "# regionshift drill",
         "",
