@@ -1,19 +1,25 @@
 """A small whole drill, end to end: three regions, two services, a cluster fault, both runs, the report.
 
-Short phases (an outage held 5 s, new pods Ready 5 s after they are created) so the drill
-ends in a few minutes; the figures are checked against the simulator's own series (the
+Short phases (3-s samples, an outage held 5 s, new pods Ready 5 s after they are created) so
+the drill ends in a few minutes (3.3 to 3.6 on the 2-core machine, too long for every
+``make test``: it runs when ``REGIONSHIFT_DRILL_TEST=1`` is set); the figures are checked against the simulator's own series (the
 samples the report plots), not against any duration.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 from regionshift.local.drill import DrillConfig, DrillReport, RunResult, run_drill
 
-pytestmark = pytest.mark.integration
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.skipif(not os.environ.get("REGIONSHIFT_DRILL_TEST"),
+                       reason="a whole drill takes 3-4 minutes of wall time; REGIONSHIFT_DRILL_TEST=1 runs it"),
+]
 
 
 def integral(run: RunResult, *, lost: bool) -> float:
@@ -30,8 +36,8 @@ def test_a_small_drill_runs_to_the_end_with_its_baseline_and_writes_the_report(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("REGIONSHIFT_STATE", str(tmp_path / "state"))
-    config = DrillConfig(services=2, fault="cluster", outage_seconds=5.0, start_up_delay_seconds=5.0,
-                         report_dir=tmp_path / "report", timeout_seconds=400.0)
+    config = DrillConfig(services=2, fault="cluster", sample_seconds=3, outage_seconds=5.0,
+                         start_up_delay_seconds=5.0, report_dir=tmp_path / "report", timeout_seconds=400.0)
     lines: list[str] = []
     report: DrillReport = run_drill(config, print_=lines.append)
 
