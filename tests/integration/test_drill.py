@@ -1,9 +1,9 @@
 """A small whole drill, end to end: three regions, two services, a cluster fault, both runs, the report.
 
-Short phases (3-s samples, an outage held 5 s, new pods Ready 5 s after they are created) so
-the drill ends in a few minutes (3.3 to 3.6 on the 2-core machine, too long for every
-``make test``: it runs when ``REGIONSHIFT_DRILL_TEST=1`` is set); the figures are checked against the simulator's own series (the
-samples the report plots), not against any duration.
+Short phases (3-s samples, an outage held 5 s, new pods Ready 5 s after they are created),
+yet the drill takes 3.3 to 3.6 minutes on the 2-core machine, too long for every ``make
+test``: it runs when ``REGIONSHIFT_DRILL_TEST=1`` is set. The figures are checked against the
+simulator's own series (the samples the report plots), not against any duration.
 """
 
 from __future__ import annotations
