@@ -204,6 +204,7 @@ def _cmd_drill(args: argparse.Namespace) -> int:
 
     config = DrillConfig(services=args.services, fault_region=args.fault_region, fault=args.fault,
                          sample_seconds=args.sample_seconds, outage_seconds=args.outage_seconds,
+                         baseline=args.baseline, start_up_delay_seconds=args.start_up_delay,
                          report_dir=args.report_dir)
     try:
         run_drill(config)
@@ -291,9 +292,14 @@ def _parser() -> argparse.ArgumentParser:
     drill.add_argument("--services", type=int, default=20, help="sample services per region")
     drill.add_argument("--fault-region", default="us-west")
     drill.add_argument("--fault", choices=["simulator", "cluster"], default="simulator",
-                       help="simulator: the region's pods serve nothing; cluster: its Deployments scale to 0")
+                       help="simulator: the region's pods serve nothing; cluster: its pods turn not Ready through kwok")
     drill.add_argument("--sample-seconds", type=int, default=5, help="how often the signal is sampled")
     drill.add_argument("--outage-seconds", type=float, default=60.0, help="how long the region stays down once evacuated")
+    drill.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                       help="also run the same fault the old way: dark capacity off, DNS failover and the saviors"
+                            " scaled up at the verdict (default: on)")
+    drill.add_argument("--start-up-delay", type=float, default=60.0, metavar="SECONDS",
+                       help="how long a new pod of a sample service takes to become Ready (kwok's stage delay)")
     drill.add_argument("--report-dir", type=Path, default=Path("drill-report"))
     drill.set_defaults(func=_cmd_drill)
 

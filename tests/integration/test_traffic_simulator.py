@@ -14,11 +14,12 @@ import urllib.request
 
 import pytest
 
+from regionshift.local.drill import SIMULATED_FAULT, set_cluster_fault
 from regionshift.local.simulator import DemandCurve, RegionReader, TrafficSimulator
-from tests.support.cluster import eventually
+from tests.support.cluster import Kube, eventually
 from tests.support.region_traffic import APP, DNS_GROUP, GATEWAY_GROUP, PORT, install_traffic
 from tests.support.regions import TwoRegions, region_clusters, second_region_cluster, two_regions  # noqa: F401
-from tests.support.traffic import traffic_crds  # noqa: F401 - fixture
+from tests.support.traffic import traffic_crds, traffic_kube  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.integration
 
@@ -86,3 +87,44 @@ def test_served_traffic_follows_ready_pods_route_weights_and_dns(two_regions: Tw
                    timeout_seconds=30, what="west's users resolving to east", state=state)
         assert served() == {"east": 350.0, "west": 0.0}
         assert not sim.read_errors
+
+
+def test_a_cluster_fault_turns_the_regions_pods_not_ready_through_kwok_and_what_it_serves_falls(
+    traffic_kube: Kube,
+) -> None:
+    """The drill's ``--fault cluster``: pods stay Running but turn not Ready, then heal, through kwok's stages."""
+    kube = traffic_kube
+    install_traffic(kube, region="west", replicas=3)
+    reader = RegionReader(api=kube.api, namespace=kube.namespace, region="west", peers=[], services=[APP]).read
+    with TrafficSimulator(curves={"west": quiet_curve(200.0)}, readers={"west": reader}, services=[APP],
+                          pod_capacity_sps=POD_CAPACITY, tick_seconds=0.5) as sim:
+        def served() -> float:
+            assert sim.last is not None
+            return round(sim.last.served["west"], 6)
+
+        def pods() -> list[tuple[str, str, str]]:
+            found = kube.core.list_namespaced_pod(kube.namespace).items
+            return [(p.status.phase, next((c.status for c in p.status.conditions or [] if c.type == "Ready"), "-"),
+                     next((c.reason or "" for c in p.status.conditions or [] if c.type == "ContainersReady"), "-"))
+                    for p in found]
+
+        def state() -> str:
+            return f"served {sim.last and sim.last.served}, pods {pods()}, views {sim.views}"
+
+        eventually(lambda: served() == 200.0, timeout_seconds=60, what="west serving its users", state=state)
+
+        assert set_cluster_fault(kube.api, namespace=kube.namespace, fail=True) == 3
+        eventually(lambda: pods() == [("Running", "False", "SimulatedFault")] * 3, timeout_seconds=60,
+                   what="every pod Running but not Ready", state=state)
+        eventually(lambda: served() == 0.0, timeout_seconds=60,
+                   what="west serving nothing once its endpoints are not ready", state=state)
+        assert sim.views["west"].ready_endpoints == {APP: 0}
+        found = kube.core.list_namespaced_pod(kube.namespace).items
+        assert all(SIMULATED_FAULT in (p.metadata.annotations or {}) for p in found)
+
+        assert set_cluster_fault(kube.api, namespace=kube.namespace, fail=False) == 3
+        eventually(lambda: pods() == [("Running", "True", "")] * 3, timeout_seconds=60,
+                   what="every pod Ready again", state=state)
+        eventually(lambda: served() == 200.0, timeout_seconds=60, what="west serving again", state=state)
+        # Healing twice patches nothing: no pod carries the annotation any more.
+        assert set_cluster_fault(kube.api, namespace=kube.namespace, fail=False) == 0

@@ -52,8 +52,16 @@ GATEWAY_GROUP = "gateway.networking.k8s.io"
 DNS_GROUP = "externaldns.k8s.io"
 
 
-def deployment(name: str = APP, *, replicas: int, labels: Mapping[str, str] = PARTICIPANT_LABELS) -> dict[str, Any]:
-    """A participating Deployment: its pods carry ``app: <name>``, the Deployment the participant label."""
+def deployment(name: str = APP, *, replicas: int, labels: Mapping[str, str] = PARTICIPANT_LABELS,
+               pod_annotations: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """A participating Deployment: its pods carry ``app: <name>``, the Deployment the participant label.
+
+    ``pod_annotations`` go on the pod template, e.g. the local cluster's
+    ``regionshift.io/simulated-start`` for pods that take a while to start.
+    """
+    template_metadata: dict[str, Any] = {"labels": {"app": name}}
+    if pod_annotations:
+        template_metadata["annotations"] = dict(pod_annotations)
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -62,7 +70,7 @@ def deployment(name: str = APP, *, replicas: int, labels: Mapping[str, str] = PA
             "replicas": replicas,
             "selector": {"matchLabels": {"app": name}},
             "template": {
-                "metadata": {"labels": {"app": name}},
+                "metadata": template_metadata,
                 "spec": {"containers": [{"name": name, "image": f"registry.example/{name}:1",
                                          "ports": [{"name": "http", "containerPort": 8080}]}]},
             },
