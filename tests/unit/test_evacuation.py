@@ -413,6 +413,41 @@ def test_the_evacuated_region_healing_mid_evacuation_finishes_then_waits_for_the
     assert run.status.phase == Phase.FAILING_BACK
 
 
+def test_an_evacuation_with_no_warm_savior_ends_when_the_region_is_healthy_again() -> None:
+    # Dark capacity off everywhere (the drill's baseline): the evacuation can move nothing.
+    run = Run()
+    run.world.capacity = {"west": RegionCapacity(warm=0, ready=0), "central": RegionCapacity(warm=0, ready=0)}
+    run.world.verdicts["east"] = U
+    run.tick()
+    run.tick(5)
+    assert run.status.phase == Phase.EVACUATING
+    assert run.status.evacuations[0].waiting_for == "a savior with Ready dark capacity"
+    run.world.verdicts["east"] = UNK
+    run.tick(5)
+    assert run.status.phase == Phase.EVACUATING, "only a Healthy verdict ends it"
+    run.world.verdicts["east"] = H
+    d = run.tick(5)
+    assert run.status.phase == Phase.STEADY and run.status.evacuations == []
+    assert "EvacuationCancelled" in events(d)
+    assert run.status.history[-1].to_phase == Phase.STEADY and run.status.history[-1].actor == Actor.VERDICT
+    assert run.status.last_evacuation is not None and run.status.last_evacuation.ungated_at is None
+    assert run.weights() == dict(WEB_RECORDED), "no route moved"
+
+
+def test_a_stuck_evacuation_by_the_button_or_with_a_warm_savior_goes_on_though_healthy() -> None:
+    run = Run(spec=make_spec(evacuate=["east"]))
+    run.world.capacity = {"west": RegionCapacity(warm=0, ready=0), "central": RegionCapacity(warm=0, ready=0)}
+    run.tick()
+    run.tick(5)
+    assert run.status.phase == Phase.EVACUATING, "the button's evacuation waits for capacity"
+    run = Run()
+    run.world.verdicts["east"] = U
+    run.tick()
+    run.world.verdicts["east"] = H
+    run.tick(5)
+    assert run.status.phase == Phase.EVACUATING, "a savior has warm capacity: it ungates and the evacuation goes on"
+
+
 def test_a_verdict_flipping_back_within_the_dwell_does_not_flap() -> None:
     run = Run()
     evacuate_east(run)

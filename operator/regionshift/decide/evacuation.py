@@ -17,6 +17,8 @@ urgent of them: Evacuating, then FailingBack, then Evacuated; Steady when there 
 * **Evacuating**: decided, by an Unhealthy verdict (Automatic mode) or by ``spec.evacuate``.
   First the saviors' dark capacity is ungated (``ungatedAt``), then the proxy routes
   (Gateway API, ingress-nginx) shift (``shiftedAt``), then DNS once every proxy route holds.
+  One started by a verdict that has ungated nothing, while no savior has warm dark capacity,
+  ends back in Steady once the region is Healthy again (``EvacuationCancelled``).
 * **Evacuated**: every route holds the evacuation's weights (``settledAt``).
 * **FailingBack**: after ``cooldown_seconds`` (at once when the region leaves
   ``spec.evacuate``), and once the region's own Deployments are Ready, the region gets back
@@ -611,6 +613,29 @@ def _refresh_capacity(work: _Work) -> None:
         status.savior_capacity = dict(sorted(fresh.items())) or None
 
 
+def _healed_with_nothing_to_move(work: _Work, evac: RegionEvacuation) -> bool:
+    """End an evacuation that moved nothing and can move nothing, once its region is Healthy again.
+
+    An evacuation a verdict started waits for a savior's Ready dark capacity before any route
+    moves; when no savior has warm dark capacity at all (dark capacity switched off, or every
+    other region's gone), it would wait forever, still Evacuating after the region recovered
+    (the drill's baseline run found it). Such an evacuation ends, back to Steady, as soon as
+    the region's verdict is Healthy; the dwell then keeps a new verdict from starting another
+    at once. The button's evacuations, and any that has ungated, go on as before.
+    """
+    ctx = work.ctx
+    if Actor(evac.timeline.actor) is not Actor.VERDICT or evac.region in ctx.spec.evacuate:
+        return False
+    if ctx.verdict(evac.region) is not Verdict.HEALTHY or any(ctx.warm(r) > 0 for r in _eligible(work)):
+        return False
+    work.transition(evac, to=Phase.STEADY, actor=Actor.VERDICT,
+                    reason="Healthy again before any traffic moved; no savior has warm dark capacity",
+                    event="EvacuationCancelled")
+    work.status.last_evacuation = evac.timeline
+    work.status.evacuations = [e for e in work.status.evacuations if e.region != evac.region]
+    return True
+
+
 def _dns_carries(work: _Work, region: str) -> bool:
     """Whether one of this region's DNS routes carries a weight for ``region``."""
     for route in work.status.weights:
@@ -704,6 +729,8 @@ def _evacuating(work: _Work, evac: RegionEvacuation, *, proxy_hold: bool, all_ho
     """Ungate (a savior's own dark pods Ready, some savior's capacity known), then proxy, then DNS."""
     ctx = work.ctx
     if evac.timeline.ungated_at is None:
+        if _healed_with_nothing_to_move(work, evac):
+            return True
         own = ctx.obs.dark_clusters if ctx.here not in work.evacs else ()
         closed = [dc.name for dc in own if dc.evacuation_gate != Gate.OPEN or dc.ready < dc.warm]
         if closed:

@@ -1,25 +1,20 @@
 """A small whole drill, end to end: three regions, two services, a cluster fault, both runs, the report.
 
 Short phases (3-s samples, an outage held 5 s, new pods Ready 5 s after they are created),
-yet the drill takes 3.3 to 3.6 minutes on the 2-core machine, too long for every ``make
-test``: it runs when ``REGIONSHIFT_DRILL_TEST=1`` is set. The figures are checked against the
-simulator's own series (the samples the report plots), not against any duration.
+the drill takes 3.3 to 3.6 minutes on the 2-core machine; it is the only test that runs the
+README's main job as a user does, so it runs in every ``make test``. The figures are checked
+against the simulator's own series (the samples the report plots), not against any duration.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
 from regionshift.local.drill import DrillConfig, DrillReport, RunResult, run_drill
 
-pytestmark = [
-    pytest.mark.integration,
-    pytest.mark.skipif(not os.environ.get("REGIONSHIFT_DRILL_TEST"),
-                       reason="a whole drill takes 3-4 minutes of wall time; REGIONSHIFT_DRILL_TEST=1 runs it"),
-]
+pytestmark = [pytest.mark.integration]
 
 
 def integral(run: RunResult, *, lost: bool) -> float:
