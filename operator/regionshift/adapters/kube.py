@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
 import threading
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from kubernetes.watch.watch import iter_resp_lines
 
 from regionshift.adapters import retries
 from regionshift.api.conditions import now_rfc3339
@@ -31,6 +34,7 @@ from regionshift.errors import TokenSecretNotOptedIn
 
 __all__ = [
     "EVACUATION_FIELD_MANAGER",
+    "ObjectWatch",
     "PAGE_SIZE",
     "REQUEST_TIMEOUT",
     "TRANSPLANT_FIELD_MANAGER",
@@ -235,7 +239,12 @@ def _raw(response: Any) -> Any:
 
 
 def _paged(call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str, Any]]:
-    """Every item of a LIST, read :data:`PAGE_SIZE` at a time and parsed page by page (see :func:`_raw`).
+    """Every item of a LIST, read :data:`PAGE_SIZE` at a time and parsed page by page (see :func:`_raw`)."""
+    return _listing(call, *args, **kwargs)[0]
+
+
+def _listing(call: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[list[dict[str, Any]], str]:
+    """Every item of a LIST, page by page, and the resourceVersion of its snapshot (a watch starts from it).
 
     A ``continue`` token the API server no longer honours (410 Gone: the snapshot was
     compacted away while we paged, after some minutes) starts the LIST over, once.
@@ -248,9 +257,10 @@ def _paged(call: Callable[..., Any], *args: Any, **kwargs: Any) -> list[dict[str
                 answer = _raw(call(*args, limit=PAGE_SIZE, _continue=token, _request_timeout=REQUEST_TIMEOUT,
                                    _preload_content=False, **kwargs))
                 items.extend(answer.get("items") or [])
-                token = (answer.get("metadata") or {}).get("continue") or None
+                meta = answer.get("metadata") or {}
+                token = meta.get("continue") or None
                 if token is None:
-                    return items
+                    return items, str(meta.get("resourceVersion") or "")
         except ApiException as exc:
             if exc.status != 410 or token is None or attempt == 2:
                 raise
@@ -501,3 +511,133 @@ def delete_custom(*, plural: str, namespace: str, name: str, uid: str) -> bool:
             return False
         raise
     return True
+
+
+WATCH_SECONDS = 300
+"""A watch request asks the API server to end it after this long (then it is made again)."""
+WATCH_RETRY_SECONDS = (1.0, 30.0)
+"""After a failed LIST or watch: 1 s, doubling up to 30 s."""
+_WATCHED = {
+    "pods": lambda: client.CoreV1Api(_client()).list_namespaced_pod,
+    "deployments": lambda: client.AppsV1Api(_client()).list_namespaced_deployment,
+}
+log = logging.getLogger(__name__)
+
+
+class ObjectWatch:
+    """List, then watch, the pods or Deployments of one namespace that match a label selector, on the calling thread.
+
+    :meth:`run` calls ``on_event(type, object)`` for every object of the listing (type
+    None), then for every watch event (``ADDED``, ``MODIFIED``, ``DELETED``), with the
+    object as plain dicts parsed from the JSON line by line: one small ``json.loads`` per
+    event, nothing built on the operator's event loop. It follows the stream from the
+    listing's resourceVersion, with bookmarks; when the API server no longer has that
+    version (410 Gone) it lists again and reports the objects that went meanwhile as
+    ``DELETED``; after any other failure it waits (:data:`WATCH_RETRY_SECONDS`) and goes on
+    from where it was. It returns once :meth:`stop` is called (from any thread), which
+    also unblocks a read in progress. An exception of ``on_event`` is logged, and the
+    watch goes on.
+    """
+
+    def __init__(self, *, plural: str, namespace: str, label_selector: str,
+                 on_event: Callable[[str | None, dict[str, Any]], None]) -> None:
+        self.plural, self.namespace, self.label_selector = plural, namespace, label_selector
+        self._on_event = on_event
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._response: urllib3.BaseHTTPResponse | None = None
+        self._known: dict[str, dict[str, Any]] = {}
+        """name → the object's metadata as last seen (for the DELETED events a new listing finds)."""
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def stop(self) -> None:
+        """End :meth:`run` soon: at once if it waits, at the next byte or the shutdown of its stream if it reads."""
+        self._stopping.set()
+        with self._lock:
+            if self._response is not None:
+                try:
+                    self._response.shutdown()
+                except (AttributeError, OSError):  # no socket to shut down (any more)
+                    pass
+
+    def _emit(self, type_: str | None, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        name = meta.get("name", "")
+        if type_ == "DELETED":
+            self._known.pop(name, None)
+        else:
+            self._known[name] = {"metadata": {k: meta.get(k) for k in ("name", "namespace", "labels", "uid")}}
+        try:
+            self._on_event(type_, obj)
+        except Exception:  # a bug in a handler: say so, and keep watching
+            log.exception("handling a %s event of %s %s/%s failed", type_ or "listed", self.plural, self.namespace, name)
+
+    def _relist(self) -> str:
+        items, version = _listing(_WATCHED[self.plural](), self.namespace, label_selector=self.label_selector)
+        before, listed = dict(self._known), set()
+        for item in items:
+            listed.add((item.get("metadata") or {}).get("name", ""))
+            self._emit(None, item)
+        for name, stub in before.items():
+            if name not in listed:
+                self._emit("DELETED", stub)
+        return version
+
+    def _follow(self, version: str) -> str | None:
+        """Follow the stream from ``version``; the last version seen, or None when the watch must list again."""
+        response = _WATCHED[self.plural]()(
+            self.namespace, label_selector=self.label_selector, watch=True, resource_version=version,
+            allow_watch_bookmarks=True, timeout_seconds=WATCH_SECONDS,
+            _request_timeout=(REQUEST_TIMEOUT[0], WATCH_SECONDS + 30.0), _preload_content=False)
+        with self._lock:
+            if self._stopping.is_set():
+                response.release_conn()
+                return version
+            self._response = response
+        try:
+            for line in iter_resp_lines(response):
+                if self._stopping.is_set():
+                    break
+                event = json.loads(line)
+                type_, obj = event.get("type"), event.get("object") or {}
+                if type_ == "ERROR":
+                    if obj.get("code") == 410:
+                        return None
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if type_ != "BOOKMARK":
+                    self._emit(type_, obj)
+        finally:
+            with self._lock:
+                self._response = None
+            response.release_conn()
+        return version
+
+    def run(self) -> None:
+        """List and watch until :meth:`stop` (blocking; run it in a thread of its own)."""
+        version: str | None = None
+        delay = WATCH_RETRY_SECONDS[0]
+        while not self._stopping.is_set():
+            try:
+                if version is None:
+                    version = self._relist()
+                version = self._follow(version)
+                delay = WATCH_RETRY_SECONDS[0]
+            except ApiException as exc:
+                if exc.status == 410:
+                    version = None
+                    continue
+                failed = f"HTTP {exc.status} {exc.reason}"
+            except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
+                failed = f"{type(exc).__name__}: {exc}"
+            else:
+                continue
+            if self._stopping.is_set():
+                break
+            log.info("watching %s in %s (%s) failed: %s; again in %.0f s", self.plural, self.namespace,
+                     self.label_selector, failed, delay)
+            self._stopping.wait(delay)
+            delay = min(delay * 2, WATCH_RETRY_SECONDS[1])
