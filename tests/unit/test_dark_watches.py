@@ -185,3 +185,29 @@ def test_events_wake_the_daemons_of_their_namespace(fake_watches: list[_FakeWatc
         deployments(None, {"metadata": {"name": "stale", "generation": 1, "labels": {ROLE_LABEL: ROLE_TARGET}}})
     assert woken == [("api", "pod"), ("api", "shadow"), ("api", "target")]
     assert released == ["stale"]  # "listed" is named by a DarkCluster whose daemon has not started yet
+
+
+def test_a_pool_is_started_whole_before_any_work() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from regionshift.controllers.workers import prestart
+
+    pool = ThreadPoolExecutor(max_workers=5, thread_name_prefix="prestart-test")
+    try:
+        prestart(pool, workers=5)
+        assert len(pool._threads) == 5
+    finally:
+        pool.shutdown(wait=True)
+
+
+def test_start_all_sets_a_started_default_executor() -> None:
+    import asyncio
+
+    from regionshift.controllers import workers
+
+    async def scenario() -> int:
+        workers.start_all()
+        loop = asyncio.get_running_loop()
+        return len(loop._default_executor._threads)  # type: ignore[attr-defined]
+
+    assert asyncio.run(scenario()) == workers.DEFAULT_WORKERS

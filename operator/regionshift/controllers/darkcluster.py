@@ -129,6 +129,7 @@ __all__ = [
     "deployment_changed",
     "deployment_woke",
     "dark_replicas",
+    "executors",
     "next_delay",
     "open_gate_fast",
     "own_write",
@@ -532,6 +533,11 @@ def _gate_executor() -> ThreadPoolExecutor:
     if _gate_executor_instance is None:
         _gate_executor_instance = ThreadPoolExecutor(max_workers=GATE_WRITERS, thread_name_prefix="gate")
     return _gate_executor_instance
+
+
+def executors() -> list[tuple[ThreadPoolExecutor, int]]:
+    """This controller's thread pools (made if need be) and their sizes: the reconciles', the gate writes'."""
+    return [(_executor(), RECONCILERS), (_gate_executor(), GATE_WRITERS)]
 
 
 def _remember_own_write(*, namespace: str, pod: str, resource_version: str) -> None:

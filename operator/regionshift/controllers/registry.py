@@ -17,7 +17,7 @@ import kopf
 
 from regionshift import loopwatch
 from regionshift.api.models import API_GROUP, API_VERSION
-from regionshift.controllers import dark_watches, darkcluster, operator_settings, regionfailover
+from regionshift.controllers import dark_watches, darkcluster, operator_settings, regionfailover, workers
 
 DARKCLUSTER_RESOURCE = (API_GROUP, API_VERSION, "darkclusters")
 REGIONFAILOVER_RESOURCE = (API_GROUP, API_VERSION, "regionfailovers")
@@ -33,6 +33,12 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 async def watch_event_loop(**_: Any) -> None:
     """Measure stalls of the event loop (``regionshift_event_loop_lag_max_seconds``)."""
     loopwatch.start_loop_watch()
+
+
+@kopf.on.startup()
+async def start_worker_threads(**_: Any) -> None:
+    """Start the worker threads now: one started in a storm of events makes the event loop wait for it."""
+    workers.start_all()
 
 
 @kopf.on.login()
