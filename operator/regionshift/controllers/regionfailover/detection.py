@@ -85,11 +85,12 @@ def drops_under_way(status: Mapping[str, Any]) -> dict[str, float]:
 
 
 def _selector(spec: RegionFailoverSpec) -> str:
-    return ",".join(f"{k}={v}" for k, v in spec.selector.match_labels.items())
+    """The RegionFailover's selector, and no shadow: a shadow carries its target's labels and the DarkCluster label."""
+    return ",".join([*(f"{k}={v}" for k, v in spec.selector.match_labels.items()), f"!{DARK_CLUSTER_LABEL}"])
 
 
 def participants(*, namespace: str, spec: RegionFailoverSpec) -> list[dict[str, Any]]:
-    """The Deployments the selector picks, shadows left out (blocking)."""
+    """The Deployments the selector picks, shadows left out by the API server (half the answer to parse; blocking)."""
     return [d for d in kube.list_deployments(namespace=namespace, label_selector=_selector(spec))
             if DARK_CLUSTER_LABEL not in (d["metadata"].get("labels") or {})]
 
