@@ -524,6 +524,14 @@ _WATCHED = {
 log = logging.getLogger(__name__)
 
 
+def _message(exc: ApiException) -> str:
+    """The API server's own words for a refusal (``message`` of its Status), or the HTTP reason."""
+    try:
+        return str(json.loads(exc.body).get("message") or exc.reason) if exc.body else str(exc.reason)
+    except (ValueError, AttributeError):
+        return str(exc.reason)
+
+
 class ObjectWatch:
     """List, then watch, the pods or Deployments of one namespace that match a label selector, on the calling thread.
 
@@ -630,14 +638,15 @@ class ObjectWatch:
                 if exc.status == 410:
                     version = None
                     continue
-                failed = f"HTTP {exc.status} {exc.reason}"
+                failed, level = f"HTTP {exc.status} {exc.reason}: {_message(exc)}", (
+                    logging.WARNING if exc.status in (401, 403, 404) else logging.INFO)
             except (urllib3.exceptions.HTTPError, OSError, ValueError) as exc:
-                failed = f"{type(exc).__name__}: {exc}"
+                failed, level = f"{type(exc).__name__}: {exc}", logging.INFO
             else:
                 continue
             if self._stopping.is_set():
                 break
-            log.info("watching %s in %s (%s) failed: %s; again in %.0f s", self.plural, self.namespace,
-                     self.label_selector, failed, delay)
+            log.log(level, "watching %s in %s (%s) failed: %s; again in %.0f s", self.plural, self.namespace,
+                    self.label_selector, failed, delay)
             self._stopping.wait(delay)
             delay = min(delay * 2, WATCH_RETRY_SECONDS[1])
