@@ -10,6 +10,10 @@ some seconds, never a worker thread for good. In a pod, the service-account toke
 re-read from its file as the kubelet rotates it (the client's refresh hook); retries of
 refused writes are the caller's choice, through :mod:`regionshift.adapters.retries`, except
 in :func:`set_evacuation_gate`, whose read, compare and guarded apply are retried as one.
+
+LISTs are read in pages (:data:`PAGE_SIZE`) and parsed page by page, so that no single JSON
+decode holds the GIL long. :class:`ObjectWatch` lists and watches one kind in one namespace
+on a thread of its own (the dark pods' and the shadows' watches, which kopf does not make).
 """
 
 from __future__ import annotations
