@@ -60,14 +60,16 @@ def test_a_short_list_is_one_request() -> None:
     assert len(server.calls) == 1
 
 
-def test_an_expired_continue_token_starts_the_list_over_once() -> None:
+def test_an_expired_continue_token_starts_the_list_over_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube, "PAGE_SIZE", 100)
     server = _Server(_items(250), expire={200})
     listed = kube._paged(server)
     assert [i["metadata"]["name"] for i in listed] == [f"svc-{i:04d}" for i in range(250)]  # no item twice
     assert [c["continue"] for c in server.calls] == [None, "100", "200", None, "100", "200"]
 
 
-def test_a_continue_token_that_keeps_expiring_is_an_error() -> None:
+def test_a_continue_token_that_keeps_expiring_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kube, "PAGE_SIZE", 100)
     server = _Server(_items(250))
 
     def always_expired(*args: Any, limit: int, _continue: str | None, **kwargs: Any) -> _Answer:

@@ -78,15 +78,17 @@ __all__ = [
 
 REQUEST_TIMEOUT = (5.0, 30.0)
 """(connect, read) seconds for every call to the API server."""
-PAGE_SIZE = 100
+PAGE_SIZE = 50
 """Items per page of a LIST (``limit``; the rest follows with ``continue``).
 
 A LIST's answer is parsed by one ``json.loads``, a C call that holds the GIL until it ends:
 500 Deployments (about 1.5 MB) held it 50 ms on an idle core of the development machine,
 and far longer when the thread holding it waited for a CPU, while the event loop waited
-for the GIL. A page of 100 is parsed in under a tenth of that; the pages of one LIST are
-one consistent snapshot (the API server serves them all at the first page's
-resourceVersion)."""
+for the GIL. The loop gives the GIL away at each of its system calls and takes it back
+behind such a hold, so a thread parsing page after page still stalled it: 130 ms, of which
+it ran 2, behind pages of 100 (about 10 ms each) at 500 Deployments. A page of 50 holds it
+about 5 ms. The pages of one LIST are one consistent snapshot (the API server serves them
+all at the first page's resourceVersion)."""
 CONNECTION_POOL_SIZE = 32
 """Connections kept to the API server: gate writes run 16 at a time, reconciles in parallel."""
 EVACUATION_FIELD_MANAGER = "regionshift-evacuation"
