@@ -7,11 +7,12 @@ the gate of a dark pod waits, detection runs late. Such a stall is invisible in 
 so it is measured instead: a task sleeps :data:`INTERVAL_SECONDS` in a loop and takes its
 lateness (how much later than asked it woke up) as the length of the stall it just sat
 through. The worst lateness since start is the gauge
-``regionshift_event_loop_lag_max_seconds``; each new worst over :data:`WARN_SECONDS` is also
-logged, so a stall can be matched with what the operator was doing, with the CPU time the
+``regionshift_event_loop_lag_max_seconds``; every stall over :data:`WARN_SECONDS` is counted
+(``regionshift_event_loop_stalls_total``) and logged (a new worst as a warning, the others
+at INFO), so a stall can be matched with what the operator was doing, with the CPU time the
 loop's thread used during it: a stall the loop spent running is its own work (a handler
-computing on the loop); one it spent waiting is the GIL, held by a worker thread, or a CPU,
-taken by other processes.
+computing on the loop, counted as ``own_work`` when that is most of it); one it spent
+waiting is the GIL, held by a worker thread, or a CPU, taken by other processes.
 
 The watch is started once per event loop by a ``@kopf.on.startup`` handler and ends with
 the loop.
@@ -23,16 +24,16 @@ import asyncio
 import logging
 import time
 
-from prometheus_client import Gauge
+from prometheus_client import Counter, Gauge
 
-from regionshift.metrics import EVENT_LOOP_LAG_SECONDS
+from regionshift.metrics import EVENT_LOOP_LAG_SECONDS, EVENT_LOOP_STALLS
 
 __all__ = ["INTERVAL_SECONDS", "WARN_SECONDS", "start_loop_watch", "watch_loop"]
 
 INTERVAL_SECONDS = 0.02
 """How often the watch wakes: a stall shorter than this may go unseen."""
 WARN_SECONDS = 0.1
-"""A new worst stall longer than this is logged as a warning."""
+"""A stall longer than this is counted and logged (a new worst as a warning)."""
 
 log = logging.getLogger(__name__)
 _tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
@@ -40,9 +41,9 @@ _tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 
 async def watch_loop(
     *, interval_seconds: float = INTERVAL_SECONDS, gauge: Gauge = EVENT_LOOP_LAG_SECONDS,
-    warn_seconds: float = WARN_SECONDS,
+    warn_seconds: float = WARN_SECONDS, stalls: Counter = EVENT_LOOP_STALLS,
 ) -> None:
-    """Sleep ``interval_seconds`` forever; keep the worst lateness in ``gauge``."""
+    """Sleep ``interval_seconds`` forever; keep the worst lateness in ``gauge``, count and log each over ``warn_seconds``."""
     loop = asyncio.get_running_loop()
     worst = 0.0
     while True:
@@ -53,10 +54,13 @@ async def watch_loop(
         if lateness > worst:
             worst = lateness
             gauge.set(worst)
-            if worst > warn_seconds:
-                ran = time.thread_time() - ran
-                log.warning("the event loop stalled for %.0f ms (the longest so far; its thread ran %.0f ms of"
-                            " it and waited the rest for the GIL or a CPU)", worst * 1000, min(ran, worst) * 1000)
+        if lateness > warn_seconds:
+            ran = min(time.thread_time() - ran, lateness)
+            stalls.labels("own_work" if ran > lateness / 2 else "waited").inc()
+            log.log(logging.WARNING if lateness >= worst else logging.INFO,
+                    "the event loop stalled for %.0f ms (%s; its thread ran %.0f ms of it and waited the rest for the"
+                    " GIL or a CPU)", lateness * 1000, "the longest so far" if lateness >= worst else "not the longest",
+                    ran * 1000)
 
 
 def start_loop_watch(*, interval_seconds: float = INTERVAL_SECONDS) -> asyncio.Task[None]:

@@ -19,6 +19,7 @@ __all__ = [
     "SIZINGS",
     "SIZING_SECONDS",
     "EVENT_LOOP_LAG_SECONDS",
+    "EVENT_LOOP_STALLS",
     "VERDICTS",
     "VERDICT_REASONS",
     "REGION_EXPECTED",
@@ -165,6 +166,12 @@ SIZING_SECONDS = Histogram(
 EVENT_LOOP_LAG_SECONDS = Gauge(
     "regionshift_event_loop_lag_max_seconds",
     "Longest stall of the operator's event loop seen since start (a timer's lateness).",
+)
+EVENT_LOOP_STALLS = Counter(
+    "regionshift_event_loop_stalls",
+    "Stalls of the operator's event loop longer than 100 ms (a timer's lateness), by whether the loop's own"
+    " thread ran most of it (own_work) or waited for the GIL or a CPU (waited).",
+    ["kind"],
 )
 
 

@@ -27,7 +27,9 @@ Measured per size:
   that closes that run (the operator creates the DarkClusters at the start of its first
   sizing run and writes the Sizing condition at its end);
 * the longest event-loop stall: ``regionshift_event_loop_lag_max_seconds`` (the
-  operator's loop watch, :mod:`regionshift.loopwatch`), since the operator started;
+  operator's loop watch, :mod:`regionshift.loopwatch`), since the operator started, and
+  how many stalls were over 100 ms (``regionshift_event_loop_stalls_total``: the loop's own
+  work, or waits for the GIL or a CPU);
 * the operator's peak RSS: ``VmHWM`` of its process (``/proc/<pid>/status``);
 * wall time: Deployments created to all running (setup, not the operator's work), and
   RegionFailover created to settled.
@@ -261,6 +263,8 @@ def scrape(port: int) -> dict[str, float]:
             if sample.name in ("regionshift_sizing_duration_seconds_sum", "regionshift_sizing_duration_seconds_count",
                                "regionshift_event_loop_lag_max_seconds"):
                 out[sample.name] = sample.value
+            elif sample.name == "regionshift_event_loop_stalls_total":
+                out[f"stalls {sample.labels.get('kind', '?')}"] = sample.value
     return out
 
 
@@ -332,6 +336,8 @@ class Result:
     idle_breakdown: dict[str, int] = field(default_factory=dict)
     requests_total: int | None = None
     stall_ms: float | None = None
+    stalls_over_100ms: dict[str, int] = field(default_factory=dict)
+    """Stalls over 100 ms by whose time they were: the loop's own work (it ran most of it), or waits."""
     peak_rss_mib: float | None = None
     rss_end_mib: float | None = None
     loop_ran_seconds: float | None = None
@@ -434,6 +440,8 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
             result.process_cpu_seconds = process_cpu_seconds(proc.pid) if alive else None
             lag = metrics.get("regionshift_event_loop_lag_max_seconds")
             result.stall_ms = None if lag is None else lag * 1000
+            result.stalls_over_100ms = {key.split(" ", 1)[1]: int(value) for key, value in metrics.items()
+                                        if key.startswith("stalls ")}
             count = metrics.get("regionshift_sizing_duration_seconds_count") or 0
             requests = read_audit(cluster.audit_log)
             if count:
@@ -482,7 +490,7 @@ def report(results: list[Result]) -> str:
                    f" {_fmt(r.rss_end_mib, '.0f')} MiB" + (f"; {r.note}" if r.note else ""))
         out.append(f"N={r.participants}: operator CPU {_fmt(r.process_cpu_seconds, '.1f')} s in all; its event loop's"
                    f" thread ran {_fmt(r.loop_ran_seconds, '.1f')} s and waited {_fmt(r.loop_waited_seconds, '.1f')} s"
-                   " for a CPU")
+                   f" for a CPU; stalls over 100 ms: {r.stalls_over_100ms or 'none'}")
     base = results[0]
     for r in results[1:]:
         ratios = []

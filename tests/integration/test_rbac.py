@@ -89,8 +89,12 @@ def chart_rules() -> list[dict[str, Any]]:
 RULES = {rule_id(rule): rule for rule in chart_rules()}
 SAVIOR_RULES = {"autoscaling/horizontalpodautoscalers"}
 """Rules only a savior's transplant needs: their cases save the peer instead of evacuating east."""
-WATCH_RULES = {"regionshift.io/regionfailovers", "regionshift.io/darkclusters", "apps/deployments", "pods"}
-"""Rules of the kinds kopf watches: without one, kopf stops the operator after a minute of retries."""
+WATCH_RULES = {"regionshift.io/regionfailovers", "regionshift.io/darkclusters"}
+"""Rules of the kinds kopf watches: without one, kopf stops the operator after a minute of retries.
+
+Pods and Deployments are watched by the operator's own threads, only in a namespace with a
+DarkCluster, and a refusal there is reported (the watch's log line, the reconcile's condition
+and Event) while the operator serves every other namespace: their cases are ordinary ones."""
 
 
 def refusal(rule: str, namespace: str) -> str:

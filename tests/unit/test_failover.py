@@ -367,3 +367,24 @@ async def test_a_failing_detection_run_still_writes_status_with_its_time_with_st
     detecting = next(c for c in status["conditions"] if c["type"] == "Detecting")
     assert (detecting["status"], detecting["reason"]) == ("False", "InternalError") and "a bug" in detecting["message"]
     assert {r["name"]: r["verdict"] for r in status["regions"]} == {"east": "Unknown", "west": "Unknown"}
+
+
+def test_participants_are_listed_without_the_shadows(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The API server leaves the shadows out (they carry their target's labels): half of a LIST to parse."""
+    from regionshift.adapters import kube
+    from regionshift.api.models import RegionFailoverSpec
+    from regionshift.controllers.regionfailover import detection
+    from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL
+
+    selectors: list[str] = []
+
+    def listed(*, namespace: str, label_selector: str = "") -> list[dict]:  # type: ignore[type-arg]
+        selectors.append(label_selector)
+        return [{"metadata": {"name": "web", "labels": {"tier": "web"}}}]
+
+    monkeypatch.setattr(kube, "list_deployments", listed)
+    spec = RegionFailoverSpec.model_validate({
+        "region": "east", "peers": [{"name": "west"}], "selector": {"matchLabels": {"tier": "web"}},
+        "signal": {"prometheusUrl": "http://127.0.0.1:9", "query": 'sps{region="{region}"}'}})
+    assert [d["metadata"]["name"] for d in detection.participants(namespace="ns", spec=spec)] == ["web"]
+    assert selectors == [f"tier=web,!{DARK_CLUSTER_LABEL}"]

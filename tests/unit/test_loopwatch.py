@@ -52,3 +52,28 @@ def test_a_stall_says_how_much_of_it_the_loop_ran(caplog: pytest.LogCaptureFixtu
     ran = int(stalls[-1].split("its thread ran ")[1].split(" ms")[0])
     stalled = int(stalls[-1].split("stalled for ")[1].split(" ms")[0])
     assert ran < stalled  # a sleep is waiting, not running
+
+
+def test_every_stall_over_the_bound_is_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    from prometheus_client import Counter
+
+    registry = CollectorRegistry()
+    gauge = Gauge("lag_count_test_seconds", "test", registry=registry)
+    stalls = Counter("stalls_count_test", "test", ["kind"], registry=registry)
+
+    async def scenario() -> None:
+        watch = asyncio.create_task(watch_loop(interval_seconds=0.01, gauge=gauge, warn_seconds=0.1, stalls=stalls))
+        await asyncio.sleep(0.05)
+        time.sleep(0.6)  # the worst
+        await asyncio.sleep(0.05)
+        time.sleep(0.15)  # shorter than the worst: counted and logged all the same
+        await asyncio.sleep(0.05)
+        watch.cancel()
+
+    with caplog.at_level(logging.INFO, logger="regionshift.loopwatch"):
+        asyncio.run(scenario())
+    # sleeping blocks the loop without running it: both stalls were waits, not the loop's own work
+    assert stalls.labels("waited")._value.get() == 2
+    assert stalls.labels("own_work")._value.get() == 0
+    levels = [r.levelno for r in caplog.records if "stalled" in r.getMessage()]
+    assert levels == [logging.WARNING, logging.INFO]

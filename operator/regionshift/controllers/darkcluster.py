@@ -127,11 +127,14 @@ __all__ = [
     "dark_pod_changed",
     "deployment_acted_on",
     "deployment_changed",
+    "deployment_woke",
     "dark_replicas",
+    "executors",
     "next_delay",
     "open_gate_fast",
     "own_write",
     "reconcile",
+    "release_target",
     "run",
     "wake",
 ]
@@ -290,18 +293,18 @@ def deployment_acted_on(body: Mapping[str, Any]) -> tuple[Any, ...]:
             tuple(sorted(str(o.get("uid")) for o in meta.get("ownerReferences") or [])))
 
 
-async def deployment_changed(
+def deployment_woke(
     *, namespace: str, name: str, labels: Mapping[str, str], type_: str | None,
     darkclusters_by_target: Mapping[tuple[str, str], Any], darkclusters_by_label: Mapping[tuple[str, str], Any],
     body: Mapping[str, Any] | None = None,
-) -> None:
-    """A shadow or a target changed (or went): wake the DarkClusters concerned.
+) -> bool:
+    """A shadow or a target changed (or went): wake the DarkClusters concerned; True when the target must lose its label.
 
     Only when something a reconcile acts on moved (:func:`deployment_acted_on`; ``body``
     omitted: always): at 500 DarkClusters, the status updates of the shadows alone woke some
-    1,200 reconciles that had nothing to do. A Deployment labelled as a target that no
-    DarkCluster shadows any more (its DarkCluster was deleted while the operator was away)
-    loses the label.
+    1,200 reconciles that had nothing to do. True for a Deployment labelled as a target that
+    no DarkCluster shadows any more (its DarkCluster was deleted while the operator was
+    away): :func:`release_target` then removes the label. Safe from any thread.
     """
     key = (namespace, name)
     if type_ == "DELETED":
@@ -309,20 +312,30 @@ async def deployment_changed(
     elif body is not None:
         seen = deployment_acted_on(body)
         if _deployments_seen.get(key) == seen:
-            return
+            return False
         _deployments_seen[key] = seen
     role = labels.get(ROLE_LABEL)
     if role == ROLE_SHADOW:
-        for dark_cluster in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), []):
+        for dark_cluster in darkclusters_by_label.get((namespace, labels.get(DARK_CLUSTER_LABEL, "")), ()):
             wake(namespace=namespace, name=dark_cluster, cause="shadow")
-        return
+        return False
     if role != ROLE_TARGET:
-        return
-    shadowing = list(darkclusters_by_target.get((namespace, name), []))
+        return False
+    shadowing = list(darkclusters_by_target.get((namespace, name), ()))
     for dark_cluster in shadowing:
         wake(namespace=namespace, name=dark_cluster, cause="target")
-    if not shadowing and type_ != "DELETED":
-        await asyncio.to_thread(_release_target, namespace=namespace, target=name, leaving=None)
+    return not shadowing and type_ != "DELETED"
+
+
+async def deployment_changed(
+    *, namespace: str, name: str, labels: Mapping[str, str], type_: str | None,
+    darkclusters_by_target: Mapping[tuple[str, str], Any], darkclusters_by_label: Mapping[tuple[str, str], Any],
+    body: Mapping[str, Any] | None = None,
+) -> None:
+    """:func:`deployment_woke` on the event loop, the release of a target's label in a thread."""
+    if deployment_woke(namespace=namespace, name=name, labels=labels, type_=type_, body=body,
+                       darkclusters_by_target=darkclusters_by_target, darkclusters_by_label=darkclusters_by_label):
+        await asyncio.to_thread(release_target, namespace=namespace, target=name, leaving=None)
 
 
 # ---------------------------------------------------------------------------- the daemon
@@ -424,7 +437,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
         target = str(spec.get("targetDeployment", ""))
         if target:
             await loop.run_in_executor(_executor(), functools.partial(
-                _release_target, namespace=namespace, target=target, leaving=name))
+                release_target, namespace=namespace, target=target, leaving=name))
 
 
 def _reconcile_logged(*, namespace: str, name: str, causes: str, earlier: Gated | None = None) -> Outcome:
@@ -520,6 +533,11 @@ def _gate_executor() -> ThreadPoolExecutor:
     if _gate_executor_instance is None:
         _gate_executor_instance = ThreadPoolExecutor(max_workers=GATE_WRITERS, thread_name_prefix="gate")
     return _gate_executor_instance
+
+
+def executors() -> list[tuple[ThreadPoolExecutor, int]]:
+    """This controller's thread pools (made if need be) and their sizes: the reconciles', the gate writes'."""
+    return [(_executor(), RECONCILERS), (_gate_executor(), GATE_WRITERS)]
 
 
 def _remember_own_write(*, namespace: str, pod: str, resource_version: str) -> None:
@@ -781,7 +799,7 @@ def _label_target(target: dict[str, Any]) -> None:
     TARGET_LABEL_WRITES.labels("add").inc()
 
 
-def _release_target(*, namespace: str, target: str, leaving: str | None) -> None:
+def release_target(*, namespace: str, target: str, leaving: str | None) -> None:
     """Remove the target label from a Deployment no DarkCluster (but ``leaving``) shadows any more."""
     try:
         others = [dc for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace)

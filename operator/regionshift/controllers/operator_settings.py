@@ -3,11 +3,13 @@
 Kept apart from the handlers so that the registry, the runner and the tests can share one
 configuration without importing each other.
 
-The operator watches only its own objects: its custom resources, the Deployments labelled
-with :data:`regionshift.decide.darkcapacity.ROLE_LABEL` (shadows, and the targets they
-shadow) and the pods labelled with :data:`regionshift.decide.darkcapacity.DARK_CLUSTER_LABEL`.
-The API server filters the watches, so a namespace with thousands of other pods and
-Deployments costs the operator nothing.
+kopf watches the operator's custom resources only. The operator's other watches, of the
+Deployments labelled with :data:`regionshift.decide.darkcapacity.ROLE_LABEL` (shadows, and
+the targets they shadow) and the pods labelled with
+:data:`regionshift.decide.darkcapacity.DARK_CLUSTER_LABEL`, are its own
+(:mod:`regionshift.controllers.dark_watches`), with the same label selectors: the API server
+filters them, so a namespace with thousands of other pods and Deployments costs the operator
+nothing.
 """
 
 from __future__ import annotations
@@ -19,20 +21,15 @@ import kopf
 
 from regionshift.adapters import kube
 from regionshift.api.models import API_GROUP
-from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL
 
 __all__ = ["configure_settings", "login"]
 
 
-def configure_settings(
-    settings: kopf.OperatorSettings, *, pods: tuple[str, str, str], deployments: tuple[str, str, str]
-) -> None:
+def configure_settings(settings: kopf.OperatorSettings) -> None:
     """kopf settings for regionshift.
 
     Handler progress and the diff base go into annotations: the CRDs' structural schemas
-    would prune unknown status fields, and kopf would re-run handlers forever. The Pod and
-    Deployment watches carry label selectors, so only regionshift's own objects are listed
-    and watched.
+    would prune unknown status fields, and kopf would re-run handlers forever.
     """
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
@@ -44,8 +41,6 @@ def configure_settings(
     settings.networking.request_timeout = 30
     settings.networking.connect_timeout = 10
     settings.execution.max_workers = 16
-    settings.watching.label_selectors[pods] = DARK_CLUSTER_LABEL
-    settings.watching.label_selectors[deployments] = ROLE_LABEL
 
 
 def login(*, settings: kopf.OperatorSettings, logger: kopf.Logger, **kwargs: Any) -> kopf.ConnectionInfo | None:
