@@ -18,6 +18,7 @@ from kubernetes import client
 from regionshift.local.cluster import LocalCluster, install_crds
 from regionshift.local.manifests import NAMESPACE, example_regions
 from tests.support.chart import CHART, MONITORING_CRDS, ROOT, helm, kubectl
+from tests.support.region_traffic import exists
 from tests.support.cluster import eventually, namespace_in
 
 pytestmark = pytest.mark.integration
@@ -78,16 +79,6 @@ def test_each_overlay_applies_server_side_and_deletes(example_cluster: LocalClus
         kubectl("delete", "-f", "-", "--wait=false", kubeconfig=kubeconfig, stdin=own)
 
 
-def _exists(read) -> bool:  # type: ignore[no-untyped-def]
-    try:
-        read()
-    except client.ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
-
-
 @pytest.mark.parametrize("scope", ["namespaced", "cluster-wide"])
 def test_helm_install_creates_the_objects_and_uninstall_leaves_the_crds_and_the_users_resources(
     kube_cluster: LocalCluster, tmp_path: Path, scope: str,
@@ -118,16 +109,16 @@ def test_helm_install_creates_the_objects_and_uninstall_leaves_the_crds_and_the_
         else:
             reads["ClusterRole"] = lambda: rbac.read_cluster_role(f"{fullname}-{ns}")
             reads["ClusterRoleBinding"] = lambda: rbac.read_cluster_role_binding(f"{fullname}-{ns}")
-        assert [kind for kind, read in reads.items() if not _exists(read)] == []
+        assert [kind for kind, read in reads.items() if not exists(read)] == []
         eventually(lambda: release.pods("app.kubernetes.io/instance=" + release_name), timeout_seconds=60,
                    what="the operator's pod (kwok runs no container: the object only)")
 
         shop.create_custom({"apiVersion": "regionshift.io/v1alpha1", "kind": "DarkCluster", "metadata": {"name": "web"},
                             "spec": {"targetDeployment": "web", "replicas": {"source": "Fixed", "fixedReplicas": 0}}})
         helm("uninstall", release_name, "-n", release.namespace, "--wait", "--timeout=60s", kubeconfig=kubeconfig)
-        eventually(lambda: [kind for kind, read in reads.items() if _exists(read)] == [], timeout_seconds=60,
+        eventually(lambda: [kind for kind, read in reads.items() if exists(read)] == [], timeout_seconds=60,
                    what="every object of the release gone")
         extensions = client.ApiextensionsV1Api(release.api)
         for crd in ("regionfailovers.regionshift.io", "darkclusters.regionshift.io"):
-            assert _exists(lambda crd=crd: extensions.read_custom_resource_definition(crd)), f"{crd} stays"
+            assert exists(lambda crd=crd: extensions.read_custom_resource_definition(crd)), f"{crd} stays"
         assert shop.get_custom("darkclusters", "web")["spec"]["targetDeployment"] == "web"  # the user's stays

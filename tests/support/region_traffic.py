@@ -49,6 +49,7 @@ __all__ = [
     "RegionTraffic",
     "deployment",
     "dns_endpoint",
+    "exists",
     "http_route",
     "ingress",
     "install_traffic",
@@ -100,7 +101,7 @@ class RegionTraffic:
         """Which of the user's objects do not exist (``[]`` when all do)."""
         checks = {
             "Deployment": self.kube.deployment(self.name) is not None,
-            "Service": _exists(lambda: self.kube.core.read_namespaced_service(self.name, self.kube.namespace)),
+            "Service": exists(lambda: self.kube.core.read_namespaced_service(self.name, self.kube.namespace)),
             "HTTPRoute": self.http_route() is not None,
             "Ingress": self.ingress() is not None,
             "DNSEndpoint": self.dns_endpoint() is not None,
@@ -131,7 +132,8 @@ def install_traffic(kube: Kube, *, region: str, replicas: int, dns_target: str =
     return RegionTraffic(kube=kube, region=region, name=name)
 
 
-def _exists(read: Callable[[], object]) -> bool:
+def exists(read: Callable[[], object]) -> bool:
+    """Whether ``read()`` finds its object (False on 404; any other refusal raises)."""
     try:
         read()
     except client.ApiException as exc:

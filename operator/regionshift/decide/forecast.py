@@ -355,22 +355,13 @@ class _Shape:
         """The log forecast of the samples stamped ``timestamps``, before re-levelling,
         reading the weekly profile ``shift_days`` ahead (calendar days read their own shape)."""
         local = self.calendar.local_seconds(timestamps - self.step_seconds / 2.0)
-        midpoint = local + shift_days * DAY_SECONDS
-        size = self.profile.size
-        position = np.mod(midpoint, WEEK_SECONDS) / self.bucket_seconds - 0.5
-        below = np.floor(position)
-        fraction = position - below
-        index = below.astype(np.int64) % size
-        shape = self.profile[index] * (1.0 - fraction) + self.profile[(index + 1) % size] * fraction
+        shape = _cyclic_interpolation(self.profile, local + shift_days * DAY_SECONDS,
+                                      period=WEEK_SECONDS, bucket_seconds=self.bucket_seconds)
         if self.calendar.day_numbers.size:
             special = self.calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
             if special.any():
-                per_day = self.rest_profile.size
-                position = np.mod(local, DAY_SECONDS) / self.bucket_seconds - 0.5
-                below = np.floor(position)
-                fraction = position - below
-                index = below.astype(np.int64) % per_day
-                rest = self.rest_profile[index] * (1.0 - fraction) + self.rest_profile[(index + 1) % per_day] * fraction
+                rest = _cyclic_interpolation(self.rest_profile, local, period=DAY_SECONDS,
+                                             bucket_seconds=self.bucket_seconds)
                 shape = np.where(special, np.minimum(shape, rest) + self.calendar_offset, shape)
         return shape + self.slope_per_second * (timestamps - self.anchor)
 
@@ -671,3 +662,13 @@ class ForecastCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _cyclic_interpolation(profile: np.ndarray, seconds: np.ndarray, *, period: float,
+                          bucket_seconds: float) -> np.ndarray:
+    """``profile`` (one value per bucket, centred in it, repeating every ``period``) read at ``seconds``, linearly."""
+    position = np.mod(seconds, period) / bucket_seconds - 0.5
+    below = np.floor(position)
+    fraction = position - below
+    index = below.astype(np.int64) % profile.size
+    return profile[index] * (1.0 - fraction) + profile[(index + 1) % profile.size] * fraction  # type: ignore[no-any-return]
