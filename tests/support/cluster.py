@@ -28,7 +28,7 @@ __all__ = ["Kube", "eventually", "kube", "kube_cluster", "namespace_in"]
 T = TypeVar("T")
 
 
-def eventually(check: Callable[[], T], *, timeout_seconds: float = 30.0, interval_seconds: float = 0.1,
+def eventually(check: Callable[[], T], *, timeout_seconds: float = 60.0, interval_seconds: float = 0.1,
                what: str = "condition", state: Callable[[], str] | None = None) -> T:
     """Poll ``check`` until it returns something truthy; fail the test with its last answer (and ``state()``).
 
@@ -150,8 +150,20 @@ def namespace_in(cluster: LocalCluster, *, prefix: str = "t") -> Iterator[Kube]:
             core.delete_namespace(namespace)
 
 
+WATCHED_PREFIX = "t"
+"""Namespaces ``t-*`` are watched by the session's in-process operator (tests/conftest.py)."""
+UNWATCHED_PREFIX = "u"
+
+
 @pytest.fixture
-def kube(kube_cluster: LocalCluster) -> Iterator[Kube]:
-    """A fresh namespace in the session cluster (watched by the session operator)."""
-    with namespace_in(kube_cluster) as namespaced:
+def kube(request: pytest.FixtureRequest, kube_cluster: LocalCluster) -> Iterator[Kube]:
+    """A fresh namespace in the session cluster: ``t-*`` when the test uses the session operator, else ``u-*``.
+
+    A test without the operator must not leave objects where the operator looks: the
+    session operator, started later by another test, would find them in a namespace still
+    being deleted and spend its first seconds on them (adding and removing finalizers while
+    kopf stops and starts its watches there), and a test's first DarkCluster waited for that.
+    """
+    prefix = WATCHED_PREFIX if "running_operator" in request.fixturenames else UNWATCHED_PREFIX
+    with namespace_in(kube_cluster, prefix=prefix) as namespaced:
         yield namespaced
