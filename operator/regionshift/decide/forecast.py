@@ -33,8 +33,9 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
   the working days (the weekend's for a weekend day).
 * **Reduced days** (declared by the region: working days with fewer users than usual, such
   as the working days between Christmas and the first Friday of January) are calendar days
-  too, but people still go to work: each is forecast with its **own** weekday's shape
-  times ``calendar_day_level``, at the level of the ordinary days before it. Their history
+  too, but people still go to work: each is forecast as an ordinary day of its weekday
+  (its **own** weekday's shape, re-levelled on the last hours like any day) times
+  ``calendar_day_level``. Their history
   weighs ``REDUCED_DAY_WEIGHT`` (0.01) in the fit, so it shapes only the time-of-week slots
   and times of day no ordinary day of the history covers (the first working week of
   January, whose two weeks back are the holiday season, takes its working-day shape from
@@ -514,7 +515,6 @@ class SeasonalForecast:
         # the profile's week (day 0 is a Thursday, as 1970-01-01 was).
         rest_day = (config.rest_weekday - 3) % 7
         weekend = (rest_day, (rest_day - 1) % 7)
-        learnt = present & (base_weight > 0)
         base_weight = np.where(present, base_weight, 0.0)
 
         # Robust decomposition: log history = level of the day + time-of-week profile.
