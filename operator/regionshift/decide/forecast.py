@@ -34,7 +34,8 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
 * **Reduced days** (declared by the region: working days with fewer users than usual, such
   as the working days between Christmas and the first Friday of January) are calendar days
   too, but people still go to work: each is forecast as an ordinary day of its weekday
-  (its **own** weekday's shape, re-levelled on the last hours like any day) times
+  (its **own** weekday's shape, re-levelled on the last hours like any day, though not
+  held under the last whole day's level: it is lowered already) times
   ``calendar_day_level``. Their history
   weighs ``REDUCED_DAY_WEIGHT`` (0.01) in the fit, so it shapes only the time-of-week slots
   and times of day no ordinary day of the history covers (the first working week of
@@ -608,10 +609,12 @@ class SeasonalForecast:
         shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
         native = logs - shape.log_centre(ts[analogue], shift_days=shift_days, reduced_level=False)
         level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
-        if shift_days == 0:
+        if shift_days == 0 and not calendar.is_reduced_day(sample_day[-1:])[0]:
             # Never far above the level of the last whole day: a morning that runs above a
             # shape learnt in odd weeks (the first working week after the holidays) must not
-            # lift the whole day's forecast over what the day brings.
+            # lift the whole day's forecast over what the day brings. Not on a reduced day:
+            # its forecast is lowered already, and after a morning commute at half an
+            # ordinary one the cap would lower its afternoon a second time.
             whole_day = ordinary_sample & (ts >= recent_end - DAY_SECONDS)
             if np.count_nonzero(whole_day) * step >= 0.5 * DAY_SECONDS:
                 daily = np.log(ys[whole_day] + offset) - shape.log_centre(ts[whole_day], shift_days=0,
