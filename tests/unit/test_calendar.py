@@ -315,3 +315,25 @@ def test_a_reduced_day_turning_unhealthy_is_no_holiday_miss() -> None:
                              unhealthy=True, lowest_ratio=0.4)
     assert report(reduced).misses == []  # forecast lower by design; outside a window it is a false evacuation
     assert report(reduced, holiday).misses == ["holidays or special days turned Unhealthy: 2014-12-25 Christmas Day"]
+
+
+def test_a_reduced_day_is_not_lowered_twice_after_a_quiet_day() -> None:
+    zone = "America/New_York"
+    # Monday at 60 % all day, Tuesday too until 10:00, then as usual: the season's quiet
+    # mornings before an afternoon like an ordinary one.
+    quiet, busy = dt.date(2014, 12, 29), dt.date(2014, 12, 30)
+    ts = grid("2014-12-10T00:00", 21, 600, zone)
+    values = local_demand(ts, zone=zone)
+    local_day = np.array([dt.datetime.fromtimestamp(t - 300, tz=ZoneInfo(zone)).date() for t in ts])
+    tuesday = int(np.flatnonzero(local_day == busy)[0])
+    values[local_day == quiet] *= 0.6
+    values[tuesday : tuesday + 60] *= 0.6
+    begin = tuesday + 78  # Tuesday 13:00
+    lo = begin - int(14.5 * DAY / 600)
+    calendar = Calendar(time_zone=zone, reduced_days=frozenset({quiet, busy}))
+    fit = SeasonalForecast.fit(timestamps=ts[lo:begin], values=values[lo:begin], calendar=calendar)
+    afternoon = slice(begin, begin + 24)
+    ratio = fit.predict_at(timestamps=ts[afternoon]).mean / values[afternoon]
+    # The last three hours set the level, times 0.7; the quiet last whole day does not hold
+    # it lower (about 0.7 × 0.6 × 1.16 ≈ 0.49 if it did).
+    assert np.allclose(ratio, 0.7, atol=0.07), (float(ratio.min()), float(ratio.max()))
