@@ -222,7 +222,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
 
     if args.replay:
         replay = run_replay(name=args.replay, seed=args.seed, history_days=args.history_days,
-                            use_calendar=not args.no_calendar)
+                            use_calendar=not args.no_calendar, use_reduced_days=not args.no_reduced_days)
         print(format_replay(replay))
         return 1 if replay.misses else 0
     report = run_backtest(days=args.days, seed=args.seed, step_seconds=args.step_seconds)
@@ -312,6 +312,8 @@ def _parser() -> argparse.ArgumentParser:
                           " 40 %% and 60 %% drops; exits 1 when a target misses")
     backtest.add_argument("--history-days", type=float, default=14.0, help="history the replay's forecast fits")
     backtest.add_argument("--no-calendar", action="store_true", help="replay in UTC without holidays (for comparison)")
+    backtest.add_argument("--no-reduced-days", action="store_true",
+                          help="keep the region's declared reduced days out of the replay's forecast (for comparison)")
     backtest.set_defaults(func=_cmd_backtest)
     return parser
 

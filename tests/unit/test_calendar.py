@@ -12,7 +12,7 @@ import pytest
 from regionshift.api.models import RegionCalendar, RegionFailoverSpec
 from regionshift.decide.calendar import UTC_CALENDAR, Calendar, calendar_of, region_calendar, utc_offsets
 from regionshift.decide.forecast import SeasonalForecast, fit_bucket_seconds
-from regionshift.local.backtest import REPLAY_DATA, held_out_from, load_replay
+from regionshift.local.backtest import REPLAY_DATA, held_out_from, load_replay, replay_calendar
 
 DAY = 86_400.0
 
@@ -173,6 +173,76 @@ def test_special_days_are_calendar_days() -> None:
     assert calendar.names(start=launch, end=launch) == [(launch, "special day")]
 
 
+def test_reduced_days_are_calendar_days_of_their_own_kind() -> None:
+    christmas, eve, before = dt.date(2014, 12, 25), dt.date(2014, 12, 24), dt.date(2014, 12, 23)
+    calendar = region_calendar(time_zone="America/New_York", country="US", subdivision="NY",
+                               reduced_days=[before, eve, christmas], years=[2014])
+    days = np.array([(d - dt.date(1970, 1, 1)).days for d in (dt.date(2014, 12, 22), before, eve, christmas)])
+    assert list(calendar.is_calendar_day(days)) == [False, True, True, True]
+    assert list(calendar.is_reduced_day(days)) == [False, True, True, False]  # a holiday stays a holiday
+    assert calendar.names(start=before, end=christmas) == [
+        (before, "reduced day"), (eve, "reduced day"), (christmas, "Christmas Day; reduced day")]
+    assert not Calendar(reduced_days=frozenset({before})).ordinary
+    declared = RegionCalendar.model_validate({"timeZone": "America/New_York", "reducedDays": ["2014-12-23"]})
+    assert calendar_of(declared, now=datetime_at("2014-12-20"), history_seconds=14.5 * DAY).reduced_days == {before}
+
+
+def datetime_at(day: str) -> float:
+    return dt.datetime.fromisoformat(day).replace(tzinfo=dt.timezone.utc).timestamp()
+
+
+def commute_down(ts: np.ndarray, *, zone: str, days: frozenset[dt.date], factor: float) -> np.ndarray:
+    """local_demand, with the morning commute (6-10 a.m.) of ``days`` at ``factor`` and their
+    nights 20 % busier: a working day of the holiday season."""
+    values = local_demand(ts, zone=zone)
+    tz = ZoneInfo(zone)
+    for n, t in enumerate(ts):
+        moment = dt.datetime.fromtimestamp(float(t) - 300, tz=tz)
+        if moment.date() in days:
+            values[n] *= factor if 6 <= moment.hour < 10 else (1.2 if moment.hour < 6 else 1.0)
+    return values
+
+
+def test_a_reduced_day_is_its_own_weekday_at_a_lower_level() -> None:
+    zone = "America/New_York"
+    reduced = dt.date(2014, 12, 23)  # a Tuesday whose commute runs at 65 %, after a busier night
+    ts = grid("2014-12-01T00:00", 23, 600, zone)
+    values = commute_down(ts, zone=zone, days=frozenset({reduced}), factor=0.65)
+    local_day = np.array([dt.datetime.fromtimestamp(t - 300, tz=ZoneInfo(zone)).date() for t in ts])
+    begin = int(np.flatnonzero(local_day == reduced)[0]) + 42  # 07:00, re-levelled on the busier night
+    lo = begin - int(14.5 * DAY / 600)
+    commute = slice(begin, begin + 18)  # 07:00-10:00
+    # Both regions declare a calendar (so neither guesses an analogue day); one names the reduced day.
+    elsewhere = frozenset({dt.date(2015, 7, 1)})
+    plain = SeasonalForecast.fit(timestamps=ts[lo:begin], values=values[lo:begin],
+                                 calendar=Calendar(time_zone=zone, special_days=elsewhere))
+    declared = Calendar(time_zone=zone, special_days=elsewhere, reduced_days=frozenset({reduced}))
+    fit = SeasonalForecast.fit(timestamps=ts[lo:begin], values=values[lo:begin], calendar=declared)
+    expected, ordinary = fit.predict_at(timestamps=ts[commute]).mean, plain.predict_at(timestamps=ts[commute]).mean
+    assert np.allclose(expected / ordinary, 0.7, atol=0.02)  # its own weekday's shape, times calendar_day_level
+    assert (values[commute] / ordinary).min() < 0.7  # read as an ordinary Tuesday: an alarm
+    assert (values[commute] / expected).min() > 0.7  # read as a reduced day: none (the threshold is 0.7)
+
+
+def test_after_weeks_of_reduced_days_the_working_days_keep_their_shape() -> None:
+    zone = "America/New_York"
+    # Two weeks whose working days are all reduced (the holiday season), then a Monday.
+    ts = grid("2014-12-13T00:00", 17, 600, zone)
+    season = frozenset(dt.date(2014, 12, 15) + dt.timedelta(days=k) for k in range(14)
+                       if (dt.date(2014, 12, 15) + dt.timedelta(days=k)).weekday() < 5)
+    values = commute_down(ts, zone=zone, days=season, factor=0.8)
+    local_day = np.array([dt.datetime.fromtimestamp(t - 300, tz=ZoneInfo(zone)).date() for t in ts])
+    begin = int(np.flatnonzero(local_day == dt.date(2014, 12, 29))[0])  # Monday 00:00, an ordinary day
+    lo = begin - int(14.5 * DAY / 600)
+    fit = SeasonalForecast.fit(timestamps=ts[lo:begin], values=values[lo:begin],
+                               calendar=Calendar(time_zone=zone, reduced_days=season))
+    monday = slice(begin, begin + 144)
+    error = fit.predict_at(timestamps=ts[monday]).mean / values[monday] - 1
+    # The working days' shape comes from the reduced days (weighed lightly), not from the
+    # weekend, whose nights and mornings differ by far more.
+    assert np.abs(error).max() < 0.3, float(np.abs(error).max())
+
+
 # ---------------------------------------------------------------------------- held out, then accepted
 
 
@@ -215,3 +285,55 @@ def test_the_taxi_series_is_read_in_new_york_time_with_the_repeated_hour_split()
     raw = np.loadtxt(REPLAY_DATA / "nyc-taxi" / "nyc_taxi.csv", delimiter=",", skiprows=1, usecols=1)
     assert series.values.sum() == pytest.approx(raw.sum())
     assert [name for name, _, _ in series.windows][1] == "Thanksgiving"
+
+
+def test_the_taxi_region_declares_its_calendar_in_the_spec_format() -> None:
+    series = load_replay("nyc-taxi")
+    assert series.calendar.time_zone == "America/New_York"
+    assert series.calendar.holidays is not None and series.calendar.holidays.country == "US"
+    calendar = replay_calendar(series)
+    days = np.array([(d - dt.date(1970, 1, 1)).days for d in (dt.date(2014, 12, 23), dt.date(2014, 12, 25))])
+    assert list(calendar.is_reduced_day(days)) == [True, False]  # Christmas is a holiday
+    assert all(d.weekday() < 5 for d in series.calendar.reduced_days)  # working days only
+
+
+def test_a_reduced_day_turning_unhealthy_is_no_holiday_miss() -> None:
+    from regionshift.api.models import DetectionPolicy
+    from regionshift.local.backtest import HolidayOutcome, InjectionOutcome, ReplayReport
+
+    series = load_replay("nyc-taxi")
+    caught = tuple(InjectionOutcome(depth=d, start=0.0, delay_samples=3) for d in (0.4, 0.6) for _ in range(20))
+
+    def report(*days: HolidayOutcome) -> ReplayReport:
+        return ReplayReport(series=series, calendar=replay_calendar(series), history_days=14, refit_interval_seconds=3600,
+                            policy=DetectionPolicy(), replay_start=0.0, evaluations=1, fits=1, false_evacuations=(),
+                            unhealthy_hours_outside=0.0, windows=(), holidays=days, injections=caught, seed=7)
+
+    reduced = HolidayOutcome(day=dt.date(2014, 12, 26), name="reduced day", in_window="Christmas", reduced=True,
+                             unhealthy=True, lowest_ratio=0.4)
+    holiday = HolidayOutcome(day=dt.date(2014, 12, 25), name="Christmas Day", in_window="Christmas", reduced=False,
+                             unhealthy=True, lowest_ratio=0.4)
+    assert report(reduced).misses == []  # forecast lower by design; outside a window it is a false evacuation
+    assert report(reduced, holiday).misses == ["holidays or special days turned Unhealthy: 2014-12-25 Christmas Day"]
+
+
+def test_a_reduced_day_is_not_lowered_twice_after_a_quiet_day() -> None:
+    zone = "America/New_York"
+    # Monday at 60 % all day, Tuesday too until 10:00, then as usual: the season's quiet
+    # mornings before an afternoon like an ordinary one.
+    quiet, busy = dt.date(2014, 12, 29), dt.date(2014, 12, 30)
+    ts = grid("2014-12-10T00:00", 21, 600, zone)
+    values = local_demand(ts, zone=zone)
+    local_day = np.array([dt.datetime.fromtimestamp(t - 300, tz=ZoneInfo(zone)).date() for t in ts])
+    tuesday = int(np.flatnonzero(local_day == busy)[0])
+    values[local_day == quiet] *= 0.6
+    values[tuesday : tuesday + 60] *= 0.6
+    begin = tuesday + 78  # Tuesday 13:00
+    lo = begin - int(14.5 * DAY / 600)
+    calendar = Calendar(time_zone=zone, reduced_days=frozenset({quiet, busy}))
+    fit = SeasonalForecast.fit(timestamps=ts[lo:begin], values=values[lo:begin], calendar=calendar)
+    afternoon = slice(begin, begin + 24)
+    ratio = fit.predict_at(timestamps=ts[afternoon]).mean / values[afternoon]
+    # The last three hours set the level, times 0.7; the quiet last whole day does not hold
+    # it lower (about 0.7 × 0.6 × 1.16 ≈ 0.49 if it did).
+    assert np.allclose(ratio, 0.7, atol=0.07), (float(ratio.min()), float(ratio.max()))

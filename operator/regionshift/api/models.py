@@ -408,6 +408,15 @@ class RegionCalendar(Model):
         " treated like public holidays.",
         json_schema_extra=LIST_SET,
     )
+    reduced_days: list[dt.date] = Field(
+        default_factory=list,
+        max_length=366,
+        description="Working days with fewer users than usual (the working days between Christmas and the"
+        " first Friday of January, the day after Thanksgiving), local dates YYYY-MM-DD, each once: forecast"
+        " with their own weekday's shape at a lower level and kept out of the ordinary week's shape."
+        " A date that is also a holiday or special day counts as that.",
+        json_schema_extra=LIST_SET,
+    )
 
     @field_validator("time_zone")
     @classmethod

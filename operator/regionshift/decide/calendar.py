@@ -13,9 +13,12 @@ after. So each region declares:
   back the same way; a time change moves nothing;
 * its **calendar days**: the public holidays of a country (and subdivision) from the
   `holidays <https://pypi.org/project/holidays/>`_ library, plus the region's own special
-  days (a launch, a sale). :meth:`Calendar.is_calendar_day` says which local days are such
-  days; the forecast keeps them out of the ordinary week's shape and forecasts them as their
-  own kind of day (:mod:`regionshift.decide.forecast` says how).
+  days (a launch, a sale), plus its **reduced days**: working days with fewer users than
+  usual, which no holiday library names (the working days between Christmas and the first
+  Friday of January, the day after Thanksgiving). :meth:`Calendar.is_calendar_day` says which
+  local days are calendar days of either kind, :meth:`Calendar.is_reduced_day` which are
+  reduced days; the forecast keeps them out of the ordinary week's shape and forecasts them
+  as their own kind of day (:mod:`regionshift.decide.forecast` says how).
 
 Pure data and NumPy: no clock, no I/O. The holidays library computes its dates from rules
 (no download), and :func:`public_holidays` caches them per country, subdivision and years.
@@ -137,16 +140,21 @@ class Calendar:
     """Public holidays by local date, with their names."""
     special_days: frozenset[dt.date] = frozenset()
     """The region's own special days (local dates)."""
+    reduced_days: frozenset[dt.date] = frozenset()
+    """The region's reduced days (local dates): working days with fewer users than usual. A
+    date that is also a holiday or special day counts as that (the quieter kind)."""
 
     def __post_init__(self) -> None:
         _zone(self.time_zone)  # fail early on an unknown zone
-        days = {day_number(d) for d in self.holidays} | {day_number(d) for d in self.special_days}
-        object.__setattr__(self, "_days", np.array(sorted(days), dtype=np.int64))
+        quiet = {day_number(d) for d in self.holidays} | {day_number(d) for d in self.special_days}
+        reduced = {day_number(d) for d in self.reduced_days} - quiet
+        object.__setattr__(self, "_days", np.array(sorted(quiet | reduced), dtype=np.int64))
+        object.__setattr__(self, "_reduced", np.array(sorted(reduced), dtype=np.int64))
 
     @property
     def ordinary(self) -> bool:
         """UTC with no calendar day: the forecast then works exactly as before calendars existed."""
-        return self.time_zone == "UTC" and not self.holidays and not self.special_days
+        return self.time_zone == "UTC" and not self.holidays and not self.special_days and not self.reduced_days
 
     @property
     def day_numbers(self) -> np.ndarray:
@@ -159,11 +167,18 @@ class Calendar:
         return ts + utc_offsets(self.time_zone, ts)
 
     def is_calendar_day(self, local_days: np.ndarray) -> np.ndarray:
-        """Whether each local day number is a public holiday or a special day."""
+        """Whether each local day number is a public holiday, a special day or a reduced day."""
         days = np.asarray(local_days, dtype=np.int64)
         if self._days.size == 0:  # type: ignore[attr-defined]
             return np.zeros(days.shape, dtype=bool)
         return np.isin(days, self._days)  # type: ignore[attr-defined]
+
+    def is_reduced_day(self, local_days: np.ndarray) -> np.ndarray:
+        """Whether each local day number is a reduced day (and not also a holiday or special day)."""
+        days = np.asarray(local_days, dtype=np.int64)
+        if self._reduced.size == 0:  # type: ignore[attr-defined]
+            return np.zeros(days.shape, dtype=bool)
+        return np.isin(days, self._reduced)  # type: ignore[attr-defined]
 
     def names(self, *, start: dt.date, end: dt.date) -> list[tuple[dt.date, str]]:
         """The calendar days from ``start`` to ``end`` (inclusive) with their names, in order."""
@@ -171,6 +186,9 @@ class Calendar:
         for d in self.special_days:
             if start <= d <= end:
                 out[d] = f"{out[d]}; special day" if d in out else "special day"
+        for d in self.reduced_days:
+            if start <= d <= end:
+                out[d] = f"{out[d]}; reduced day" if d in out else "reduced day"
         return sorted(out.items())
 
 
@@ -184,6 +202,7 @@ def region_calendar(
     country: str | None = None,
     subdivision: str | None = None,
     special_days: Iterable[dt.date] = (),
+    reduced_days: Iterable[dt.date] = (),
     years: Iterable[int] = (),
 ) -> Calendar:
     """A region's calendar: its zone, ``country``'s public holidays in ``years``, its own days.
@@ -194,7 +213,12 @@ def region_calendar(
     holidays: Mapping[dt.date, str] = {}
     if country:
         holidays = public_holidays(country, subdivision or None, tuple(sorted(set(years))))
-    return Calendar(time_zone=time_zone, holidays=holidays, special_days=frozenset(special_days))
+    return Calendar(
+        time_zone=time_zone,
+        holidays=holidays,
+        special_days=frozenset(special_days),
+        reduced_days=frozenset(reduced_days),
+    )
 
 
 def calendar_of(declared: RegionCalendar, *, now: float, history_seconds: float) -> Calendar:
@@ -211,5 +235,6 @@ def calendar_of(declared: RegionCalendar, *, now: float, history_seconds: float)
         country=holidays.country if holidays else None,
         subdivision=holidays.subdivision if holidays else None,
         special_days=declared.special_days,
+        reduced_days=declared.reduced_days,
         years=range(first, last + 1),
     )

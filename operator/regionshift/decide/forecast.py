@@ -31,6 +31,16 @@ A robust seasonal decomposition in log space, re-levelled on the last hours::
   to a busy Saturday, and an expected value too high would call a quiet holiday an
   outage. A weekday the history saw only as holidays borrows the time-of-day shape of
   the working days (the weekend's for a weekend day).
+* **Reduced days** (declared by the region: working days with fewer users than usual, such
+  as the working days between Christmas and the first Friday of January) are calendar days
+  too, but people still go to work: each is forecast as an ordinary day of its weekday
+  (its **own** weekday's shape, re-levelled on the last hours like any day, though not
+  held under the last whole day's level: it is lowered already) times
+  ``calendar_day_level``. Their history
+  weighs ``REDUCED_DAY_WEIGHT`` (0.01) in the fit, so it shapes only the time-of-week slots
+  and times of day no ordinary day of the history covers (the first working week of
+  January, whose two weeks back are the holiday season, takes its working-day shape from
+  the holiday season's working days rather than from the weekend).
 * **Robust**: Tukey-biweight re-weighting (:mod:`regionshift.decide.robust`) down-weights outages
   and odd days in the history; NaN samples (gaps) simply carry no weight. Two weeks give
   each time-of-week slot only two observations, too few for a median, so when they
@@ -115,6 +125,12 @@ no longer agrees with the other weeks'."""
 MIN_ANALOGUE_GAIN = 0.02
 """Another weekday's shape must also cut the mean absolute residual by this much (log
 space, about 2 %) before it replaces today's: a near-perfect fit never switches on noise."""
+REDUCED_DAY_WEIGHT = 0.01
+"""Weight of a reduced day's history in the fit, against 1 for an ordinary day. Small enough
+that a reduced day never moves what ordinary days show, so it stands in only where the
+history holds no ordinary day of its kind: the first working days of January, whose two
+weeks back are the holiday season's reduced days, take the working days' shape from them
+rather than the weekend's."""
 MIN_SCALE = 0.05
 """Floor of the robust residual scale (log space): residuals under about 4.685 × 5 % are
 never treated as outliers, so a near-perfect fit does not reject its own shape."""
@@ -151,7 +167,8 @@ class ForecastConfig:
     working week after the holidays) do not lift the rest of the day."""
     calendar_day_level: float = 0.7
     """A calendar day (public holiday or special day) is forecast, at each time of day, as
-    the lower of its own weekday's shape and the rest day's shape, times this level."""
+    the lower of its own weekday's shape and the rest day's shape, times this level; a
+    reduced day as its own weekday's shape times this level."""
     rest_weekday: int = 6
     """The weekday a calendar day is compared with (Monday 0 … Sunday 6): a holiday runs
     like a Sunday in most countries."""
@@ -239,6 +256,7 @@ def _seasonal_profile(
     per_day: int,
     half_width: int,
     weekend: tuple[int, ...] = (),
+    ordinary: np.ndarray | None = None,
 ) -> np.ndarray:
     """The smoothed time-of-week profile of ``residual``.
 
@@ -259,6 +277,11 @@ def _seasonal_profile(
     A lone observation that far from that mean, in a slot whose other weeks are missing
     (``spanned``: buckets whose one-day window lies within the history), counts only half
     its deviation.
+
+    ``ordinary`` (1 for an ordinary day's bucket, 0 for a calendar day's) says which
+    observations may define a slot: a slot that only reduced days (weighed lightly) have
+    seen takes the time-of-day mean of its kind of day, which the ordinary days of the
+    history dominate, rather than the reduced days' own values.
     """
     per_week = 7 * per_day
 
@@ -299,6 +322,8 @@ def _seasonal_profile(
     week_num = smoothed(tow, kept * value, per_week)
     week_den = smoothed(tow, kept, per_week)
     seen = week_den > 1e-12
+    if ordinary is not None:
+        seen &= smoothed(tow, kept * ordinary, per_week) > 1e-12
     return np.where(seen, week_num / np.where(seen, week_den, 1.0), daily)
 
 
@@ -351,18 +376,26 @@ class _Shape:
     anchor: float
     calendar: Calendar = UTC_CALENDAR
 
-    def log_centre(self, timestamps: np.ndarray, *, shift_days: int) -> np.ndarray:
+    def log_centre(self, timestamps: np.ndarray, *, shift_days: int, reduced_level: bool = True) -> np.ndarray:
         """The log forecast of the samples stamped ``timestamps``, before re-levelling,
-        reading the weekly profile ``shift_days`` ahead (calendar days read their own shape)."""
+        reading the weekly profile ``shift_days`` ahead (calendar days read their own shape:
+        a holiday or special day the lower of its weekday's and the rest day's, a reduced
+        day its weekday's, each times ``calendar_day_level``; with ``reduced_level`` False a
+        reduced day reads its weekday's shape as it is, as the re-levelling does)."""
         local = self.calendar.local_seconds(timestamps - self.step_seconds / 2.0)
         shape = _cyclic_interpolation(self.profile, local + shift_days * DAY_SECONDS,
                                       period=WEEK_SECONDS, bucket_seconds=self.bucket_seconds)
         if self.calendar.day_numbers.size:
-            special = self.calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
+            days = np.floor(local / DAY_SECONDS).astype(np.int64)
+            special = self.calendar.is_calendar_day(days)
             if special.any():
+                reduced = self.calendar.is_reduced_day(days)
                 rest = _cyclic_interpolation(self.rest_profile, local, period=DAY_SECONDS,
                                              bucket_seconds=self.bucket_seconds)
-                shape = np.where(special, np.minimum(shape, rest) + self.calendar_offset, shape)
+                own = np.where(reduced, shape, np.minimum(shape, rest) + self.calendar_offset)
+                if reduced_level:
+                    own = np.where(reduced, own + self.calendar_offset, own)
+                shape = np.where(special, own, shape)
         return shape + self.slope_per_second * (timestamps - self.anchor)
 
 
@@ -474,16 +507,19 @@ class SeasonalForecast:
         tow = absolute % per_week
         half_width = int(config.smoothing_seconds // bucket)
         # Calendar days are their own kind of day: they shape neither the ordinary week nor
-        # the level of the days around them (what surrounds them is that level).
+        # the level of the days around them (what surrounds them is that level). Reduced days
+        # weigh REDUCED_DAY_WEIGHT: they shape only what no ordinary day of the history does.
         ordinary = ~calendar.is_calendar_day(absolute // per_day)
+        reduced = calendar.is_reduced_day(absolute // per_day)
+        base_weight = np.where(ordinary, 1.0, np.where(reduced, REDUCED_DAY_WEIGHT, 0.0))
         # The rest weekday and the day before it (Saturday and Sunday by default), as days of
         # the profile's week (day 0 is a Thursday, as 1970-01-01 was).
         rest_day = (config.rest_weekday - 3) % 7
         weekend = (rest_day, (rest_day - 1) % 7)
-        learnt = present & ordinary
+        base_weight = np.where(present, base_weight, 0.0)
 
         # Robust decomposition: log history = level of the day + time-of-week profile.
-        weights = learnt.astype(np.float64)
+        weights = base_weight.copy()
         profile = np.zeros(per_week)
         # Only buckets whose one-day window lies within the history and holds data for at
         # least half a day shape the profile: the first and last half day stay out.
@@ -492,7 +528,7 @@ class SeasonalForecast:
         coverage = np.convolve(present.astype(np.float64), kernel, mode="same")
         spanned = span >= COVERAGE * per_day
         defined = spanned & (coverage >= GAP_COVERAGE * per_day)
-        usable = learnt & defined
+        usable = present & ordinary & defined
         if not usable.any():
             raise NoData("less than a day of history: no daily level to fit")
         for _ in range(1 + config.robust_iterations):
@@ -507,10 +543,11 @@ class SeasonalForecast:
                     per_day=per_day,
                     half_width=half_width,
                     weekend=weekend,
+                    ordinary=ordinary.astype(np.float64),
                 )
             resid = z - day_level - profile[tow]
             scale = max(mad(resid[usable]), MIN_SCALE)
-            weights = np.where(learnt, tukey_biweight_weights(resid / scale), 0.0)
+            weights = base_weight * tukey_biweight_weights(resid / scale)
         use = weights * defined
 
         # Growth and day-of-week level of the daily level. Growth is the weighted least
@@ -546,8 +583,11 @@ class SeasonalForecast:
             calendar=calendar,
         )
         # Pick the weekday whose shape today follows, then re-level on the recent history.
-        # Calendar days take no part: their level is the ordinary days' before them.
-        ordinary_sample = ~calendar.is_calendar_day(np.floor(local / DAY_SECONDS).astype(np.int64))
+        # Holidays and special days take no part: their level is the ordinary days' before
+        # them. A reduced day re-levels like an ordinary day, against its weekday's shape as
+        # it is (its forecast is lowered after): what its last hours say is its level.
+        sample_day = np.floor(local / DAY_SECONDS).astype(np.int64)
+        ordinary_sample = ~calendar.is_calendar_day(sample_day) | calendar.is_reduced_day(sample_day)
         recent_end = float(ts[ordinary_sample][-1]) if ordinary_sample.any() else shape.anchor
         if not ordinary_sample.any():
             ordinary_sample = np.ones(ts.size, dtype=bool)
@@ -557,7 +597,8 @@ class SeasonalForecast:
         per_slot = np.bincount(slots)
         spreads = []
         for shift in range(7):
-            resid = np.bincount(slots, weights=logs - shape.log_centre(ts[analogue], shift_days=shift))
+            resid = np.bincount(slots, weights=logs - shape.log_centre(ts[analogue], shift_days=shift,
+                                                                        reduced_level=False))
             resid = (resid / np.maximum(per_slot, 1))[per_slot > 0]
             spreads.append(float(np.mean(np.abs(resid - np.median(resid)))))
         best = int(np.argmin(spreads))
@@ -566,15 +607,18 @@ class SeasonalForecast:
         # regions that declare none.
         switch = spreads[0] - spreads[best] > MIN_ANALOGUE_GAIN and calendar.day_numbers.size == 0
         shift_days = best if switch and spreads[best] < (1.0 - config.analogue_margin) * spreads[0] else 0
-        native = logs - shape.log_centre(ts[analogue], shift_days=shift_days)
+        native = logs - shape.log_centre(ts[analogue], shift_days=shift_days, reduced_level=False)
         level = float(np.median(native[ts[analogue] >= recent_end - config.level_window_seconds]))
-        if shift_days == 0:
+        if shift_days == 0 and not calendar.is_reduced_day(sample_day[-1:])[0]:
             # Never far above the level of the last whole day: a morning that runs above a
             # shape learnt in odd weeks (the first working week after the holidays) must not
-            # lift the whole day's forecast over what the day brings.
+            # lift the whole day's forecast over what the day brings. Not on a reduced day:
+            # its forecast is lowered already, and after a morning commute at half an
+            # ordinary one the cap would lower its afternoon a second time.
             whole_day = ordinary_sample & (ts >= recent_end - DAY_SECONDS)
             if np.count_nonzero(whole_day) * step >= 0.5 * DAY_SECONDS:
-                daily = np.log(ys[whole_day] + offset) - shape.log_centre(ts[whole_day], shift_days=0)
+                daily = np.log(ys[whole_day] + offset) - shape.log_centre(ts[whole_day], shift_days=0,
+                                                                           reduced_level=False)
                 level = min(level, float(np.median(daily)) + config.level_above_day)
         # The interval covers one sample's noise and how far the shape strays from the
         # recent history over the analogue window, around the level.

@@ -27,9 +27,10 @@ docs/benchmarks.md records them.
 
 Synthetic history is the project's own, and the forecast was tuned on it, so the module
 also replays a **real** series (:func:`run_replay`, ``regionshift backtest --replay
-nyc-taxi``): New York taxi passengers every 30 minutes (``tests/data/nyc-taxi``), in the
-region's local time with its public holidays, through the same forecast, refit schedule
-and ``evaluate`` the operator's detection task runs. The refit holds out a drop under way
+nyc-taxi``): New York taxi passengers every 30 minutes (``tests/data/nyc-taxi``), with the
+calendar the region declares (``tests/data/nyc-taxi/calendar.yaml``: its time zone, public
+holidays and reduced days), through the same forecast, refit schedule and ``evaluate`` the
+operator's detection task runs. The refit holds out a drop under way
 exactly as the operator does (:func:`held_out_from`, the same rule as the detection task's
 ``drops_under_way``) and takes every other sample. It reports false evacuations outside
 the series' labelled anomaly windows, what detection said in each window and on each
@@ -44,7 +45,7 @@ import enum
 import math
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -55,7 +56,7 @@ from regionshift.decide.calendar import UTC_CALENDAR, Calendar, region_calendar
 from regionshift.decide.detection import Guard, RegionVerdict, Sample, evaluate, samples_needed
 from regionshift.errors import NoData
 from regionshift.decide.forecast import ForecastCache, ForecastConfig, SeasonalForecast
-from regionshift.api.models import DetectionPolicy, Verdict
+from regionshift.api.models import DetectionPolicy, RegionCalendar, Verdict
 from regionshift.local.synthetic import (
     DAY_SECONDS,
     DEFAULT_REGIONS,
@@ -725,6 +726,9 @@ REPLAY_INJECTIONS = 20
 REPLAY_INJECTION_SECONDS = 4 * 3600.0
 REPLAY_TARGET_CAUGHT = {0.4: 18, 0.6: 20}
 """Injected drops caught within TARGET_SAMPLES samples, of REPLAY_INJECTIONS, per depth."""
+REPLAY_REDUCED_DAY_HOURS = (8, 13, 18)
+"""Local hours at which drops are also injected on each reduced day of the replay: what
+detection still catches on a day forecast lower by design (reported, not a target)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -737,9 +741,8 @@ class ReplaySeries:
     """Unix seconds; a sample stamped ``t`` covers the step ending at ``t``."""
     values: np.ndarray
     step_seconds: int
-    time_zone: str
-    country: str | None
-    subdivision: str | None
+    calendar: RegionCalendar
+    """The region's ``spec.calendar``, as its RegionFailover declares it (``calendar.yaml``)."""
     windows: tuple[tuple[str, float, float], ...]
     """(name, start, end) of each labelled anomaly, unix seconds."""
     source: str
@@ -755,12 +758,14 @@ def load_replay(name: str, *, data_dir: Path | None = None) -> ReplaySeries:
     """
     import csv
     import json
-    from zoneinfo import ZoneInfo
+
+    import yaml
 
     folder = (data_dir or REPLAY_DATA) / name
     if name != "nyc-taxi":
         raise ValueError(f"no replay named {name!r}: nyc-taxi is the one in {REPLAY_DATA}")
-    zone = ZoneInfo("America/New_York")
+    declared = RegionCalendar.model_validate(yaml.safe_load((folder / "calendar.yaml").read_text()))
+    zone = ZoneInfo(declared.time_zone)
     step = 1800
 
     def instants(text: str) -> list[float]:
@@ -790,9 +795,7 @@ def load_replay(name: str, *, data_dir: Path | None = None) -> ReplaySeries:
         timestamps=grid,
         values=values,
         step_seconds=step,
-        time_zone="America/New_York",
-        country="US",
-        subdivision="NY",
+        calendar=declared,
         windows=windows,
         source="NAB realKnownCause/nyc_taxi.csv (MIT), tests/data/nyc-taxi",
     )
@@ -846,6 +849,8 @@ class HolidayOutcome:
     name: str
     in_window: str | None
     """The labelled window the day falls in, if any."""
+    reduced: bool
+    """A reduced day (forecast lower by design), not a holiday or special day."""
     unhealthy: bool
     lowest_ratio: float
 
@@ -882,6 +887,10 @@ class ReplayReport:
     holidays: tuple[HolidayOutcome, ...]
     injections: tuple[InjectionOutcome, ...]
     seed: int
+    reduced_day_injections: tuple[InjectionOutcome, ...] = ()
+    """Drops injected on the reduced days at :data:`REPLAY_REDUCED_DAY_HOURS` (not a target)."""
+    reduced_days_in_forecast: bool = True
+    """False when the replay ran with ``use_reduced_days=False`` (for comparison)."""
 
     def caught(self, depth: float) -> int:
         return sum(1 for i in self.injections if abs(i.depth - depth) < 1e-9 and i.caught)
@@ -898,9 +907,9 @@ class ReplayReport:
                     f"{depth:.0%} drops caught within {TARGET_SAMPLES} samples: {self.caught(depth)} of"
                     f" {REPLAY_INJECTIONS} (target {wanted})"
                 )
-        unhealthy = [h for h in self.holidays if h.unhealthy]
+        unhealthy = [h for h in self.holidays if h.unhealthy and not h.reduced]
         if unhealthy:
-            out.append("calendar days turned Unhealthy: " + ", ".join(f"{h.day} {h.name}" for h in unhealthy))
+            out.append("holidays or special days turned Unhealthy: " + ", ".join(f"{h.day} {h.name}" for h in unhealthy))
         return out
 
 
@@ -974,15 +983,18 @@ def _replay_steps(
 
 
 def replay_calendar(series: ReplaySeries, *, use_calendar: bool = True) -> Calendar:
-    """The region's calendar for the replay (UTC and no calendar day with ``use_calendar`` False)."""
+    """The calendar the region declares (UTC and no calendar day with ``use_calendar`` False)."""
     if not use_calendar:
         return UTC_CALENDAR
     first = datetime.fromtimestamp(float(series.timestamps[0]), tz=timezone.utc).year
     last = datetime.fromtimestamp(float(series.timestamps[-1]), tz=timezone.utc).year
+    declared = series.calendar
     return region_calendar(
-        time_zone=series.time_zone,
-        country=series.country,
-        subdivision=series.subdivision,
+        time_zone=declared.time_zone,
+        country=declared.holidays.country if declared.holidays else None,
+        subdivision=declared.holidays.subdivision if declared.holidays else None,
+        special_days=declared.special_days,
+        reduced_days=declared.reduced_days,
         years=range(first - 1, last + 2),
     )
 
@@ -995,6 +1007,7 @@ def run_replay(
     history_days: float = 14.0,
     refit_interval_seconds: float = 3600.0,
     use_calendar: bool = True,
+    use_reduced_days: bool = True,
     seed: int = 7,
     data_dir: Path | None = None,
 ) -> ReplayReport:
@@ -1003,11 +1016,15 @@ def run_replay(
     The first ``history_days`` (plus half a day, as the operator fetches) are warm-up; every
     later sample is judged. Besides the plain replay, drops of 40 % and 60 % lasting 4 hours
     are injected at :data:`REPLAY_INJECTIONS` random starts each (``seed``), outside the
-    labelled windows and calendar days, each replayed from the plain replay's state a few
-    samples before it.
+    labelled windows and calendar days (reduced days included), each replayed from the plain
+    replay's state a few samples before it; and, for the record, at
+    :data:`REPLAY_REDUCED_DAY_HOURS` on each reduced day. ``use_reduced_days`` False keeps the
+    declared reduced days out of the forecast only (the injections stay where they are), to
+    compare with the forecast before reduced days existed.
     """
     series = load_replay(name, data_dir=data_dir)
     calendar = replay_calendar(series, use_calendar=use_calendar)
+    forecast_calendar = calendar if use_reduced_days else replace(calendar, reduced_days=frozenset())
     ts = series.timestamps
     step = series.step_seconds
     history_samples = int(round((history_days + 0.5) * DAY_SECONDS / step))
@@ -1039,39 +1056,50 @@ def run_replay(
     rng = np.random.default_rng(seed)
     starts = {depth: sorted(int(k) for k in rng.choice(candidates, size=REPLAY_INJECTIONS, replace=False))
               for depth in REPLAY_TARGET_DEPTHS}
+    # On each reduced day (not also a holiday), at a few local hours: what is still caught there.
+    local_hour = np.floor(calendar.local_seconds(ts - step) / 3600.0).astype(np.int64) % 24
+    at_hour = (calendar.local_seconds(ts - step) % 3600.0) == 0
+    reduced_starts = [int(k) for k in np.flatnonzero(calendar.is_reduced_day(local_days) & at_hour)
+                      if first + lead <= k < ts.size - length and local_hour[k] in REPLAY_REDUCED_DAY_HOURS]
 
     verdicts: dict[int, RegionVerdict] = {}
-    snapshots: dict[int, list[_ReplayState]] = {k - lead: [] for ks in starts.values() for k in ks}
+    snapshots: dict[int, list[_ReplayState]] = {
+        k - lead: [] for k in [*(k for ks in starts.values() for k in ks), *reduced_starts]
+    }
     base = fresh()
     _replay_steps(
         series=series, values=series.values, state=base, begin=0, end=ts.size, judge_from=first,
-        policy=policy, forecast_config=forecast_config, calendar=calendar, history_samples=history_samples,
-        record=lambda i, v: verdicts.__setitem__(i, v), snapshots=snapshots,
+        policy=policy, forecast_config=forecast_config, calendar=forecast_calendar,
+        history_samples=history_samples, record=lambda i, v: verdicts.__setitem__(i, v), snapshots=snapshots,
     )
 
-    injections: list[InjectionOutcome] = []
-    for depth, ks in starts.items():
-        for k in ks:
-            state = snapshots[k - lead][0]
-            values = series.values.copy()
-            values[k : k + length] *= 1.0 - depth
-            called: list[int] = []
+    def inject(depth: float, k: int) -> InjectionOutcome:
+        values = series.values.copy()
+        values[k : k + length] *= 1.0 - depth
+        called: list[int] = []
 
-            def note(i: int, verdict: RegionVerdict, *, begin: int = k, out: list[int] = called) -> None:
-                if i >= begin and verdict.verdict is Verdict.UNHEALTHY and not out:
-                    out.append(i - begin + 1)
+        def note(i: int, verdict: RegionVerdict) -> None:
+            if i >= k and verdict.verdict is Verdict.UNHEALTHY and not called:
+                called.append(i - k + 1)
 
-            _replay_steps(
-                series=series, values=values, state=copy.deepcopy(state), begin=k - lead, end=k + length,
-                judge_from=first, policy=policy, forecast_config=forecast_config, calendar=calendar,
-                history_samples=history_samples, record=note,
-            )
-            injections.append(InjectionOutcome(depth=depth, start=float(ts[k]), delay_samples=called[0] if called else None))
+        _replay_steps(
+            series=series, values=values, state=copy.deepcopy(snapshots[k - lead][0]), begin=k - lead,
+            end=k + length, judge_from=first, policy=policy, forecast_config=forecast_config,
+            calendar=forecast_calendar, history_samples=history_samples, record=note,
+        )
+        return InjectionOutcome(depth=depth, start=float(ts[k]), delay_samples=called[0] if called else None)
 
-    return _replay_report(
-        series=series, calendar=calendar, verdicts=verdicts, expected=base.expected, first=first,
-        policy=policy, history_days=history_days, refit_interval_seconds=refit_interval_seconds,
-        fits=base.fits, injections=tuple(injections), seed=seed,
+    injections = tuple(inject(depth, k) for depth, ks in starts.items() for k in ks)
+    on_reduced_days = tuple(inject(depth, k) for depth in REPLAY_TARGET_DEPTHS for k in reduced_starts)
+
+    return replace(
+        _replay_report(
+            series=series, calendar=calendar, verdicts=verdicts, expected=base.expected, first=first,
+            policy=policy, history_days=history_days, refit_interval_seconds=refit_interval_seconds,
+            fits=base.fits, injections=injections, seed=seed,
+        ),
+        reduced_day_injections=on_reduced_days,
+        reduced_days_in_forecast=use_reduced_days,
     )
 
 
@@ -1143,6 +1171,7 @@ def _replay_report(
         holidays.append(
             HolidayOutcome(
                 day=day, name=label, in_window=window_of(float(ts[inside[len(inside) // 2]])),
+                reduced=bool(calendar.is_reduced_day(np.array([number]))[0]),
                 unhealthy=any(verdicts[i].verdict is Verdict.UNHEALTHY for i in inside),
                 lowest_ratio=min(ratios, default=math.nan),
             )
@@ -1160,19 +1189,22 @@ def format_replay(report: ReplayReport) -> str:
     """The replay's report as a plain-text table."""
     series = report.series
     policy = report.policy
-    zone = ZoneInfo(series.time_zone)
+    zone = ZoneInfo(series.calendar.time_zone)
 
     def local(t: float) -> str:
         return datetime.fromtimestamp(t, tz=zone).strftime("%Y-%m-%d %H:%M")
 
     cal = report.calendar
+    declared = series.calendar.holidays
     lines = [
         f"replay {series.name}: {series.source}",
         f"region {series.region}, step {series.step_seconds} s, {report.evaluations} samples judged from"
-        f" {local(report.replay_start)} ({series.time_zone}); history {report.history_days:g} days,"
+        f" {local(report.replay_start)} ({series.calendar.time_zone}); history {report.history_days:g} days,"
         f" refit every {report.refit_interval_seconds:g} s ({report.fits} fits)",
-        f"calendar: time zone {cal.time_zone}, holidays "
-        + (f"{series.country}/{series.subdivision}" if cal.holidays else "none"),
+        f"calendar ({series.name}/calendar.yaml): time zone {cal.time_zone}, holidays "
+        + (f"{declared.country}/{declared.subdivision}" if cal.holidays and declared else "none")
+        + f", {len(cal.special_days)} special days, {len(cal.reduced_days)} reduced days"
+        + ("" if report.reduced_days_in_forecast else " (not used by the forecast: --no-reduced-days)"),
         f"policy: ratio < {policy.ratio_threshold:g} for {policy.consecutive_samples} samples (the default)",
         "",
         f"{'labelled window':<52} {'Unhealthy':>9} {'HeldBack':>8} {'Unknown':>7} {'first Unhealthy':>16} {'min ratio':>9}",
@@ -1182,10 +1214,10 @@ def format_replay(report: ReplayReport) -> str:
             f"{w.name:<52} {w.unhealthy_hours:>8.1f}h {w.held_back_hours:>7.1f}h {w.unknown_hours:>6.1f}h"
             f" {local(w.first_unhealthy) if w.first_unhealthy else '-':>16} {w.lowest_ratio:>9.2f}"
         )
-    lines += ["", f"{'calendar day':<10} {'name':<36} {'in window':<16} {'Unhealthy':<9} {'min ratio':>9}"]
+    lines += ["", f"{'calendar day':<12} {'name':<36} {'in window':<16} {'Unhealthy':<9} {'min ratio':>9}"]
     for h in report.holidays:
         lines.append(
-            f"{h.day.isoformat():<10} {h.name[:36]:<36} {(h.in_window or '-')[:16]:<16}"
+            f"{h.day.isoformat():<12} {h.name[:36]:<36} {(h.in_window or '-')[:16]:<16}"
             f" {'yes' if h.unhealthy else 'no':<9} {h.lowest_ratio:>9.2f}"
         )
     lines += [
@@ -1203,6 +1235,14 @@ def format_replay(report: ReplayReport) -> str:
             f" {report.caught(depth)}/{REPLAY_INJECTIONS} caught within {TARGET_SAMPLES} samples"
             f" (delays {delays})" + (f"; not caught in time: {', '.join(missed)}" if missed else "")
         )
+    for depth in REPLAY_TARGET_DEPTHS:
+        on_reduced = [i for i in report.reduced_day_injections if abs(i.depth - depth) < 1e-9]
+        if on_reduced:
+            lines.append(
+                f"  for the record, {depth:.0%} drops on reduced days (at {', '.join(f'{h}:00' for h in REPLAY_REDUCED_DAY_HOURS)}"
+                f" local, forecast lower by design): {sum(i.caught for i in on_reduced)}/{len(on_reduced)} caught within"
+                f" {TARGET_SAMPLES} samples, {sum(i.delay_samples is not None for i in on_reduced)} in the 4 h"
+            )
     misses = report.misses
     lines.append("targets: " + ("MET" if not misses else "NOT MET: " + "; ".join(misses)))
     return "\n".join(lines)
