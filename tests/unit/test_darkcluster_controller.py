@@ -48,7 +48,7 @@ def test_a_409_during_reconcile_is_retried_quietly_mock(monkeypatch: pytest.Monk
         raise client.ApiException(status=409, reason="Conflict")
 
     monkeypatch.setattr(darkcluster, "reconcile", conflict)
-    with caplog.at_level(logging.DEBUG):
+    with caplog.at_level(logging.DEBUG, logger="regionshift"):
         outcome = darkcluster._reconcile_logged(namespace="ns", name="api", causes="pod")
     assert outcome.reason == "Conflict"
     assert [r.levelno for r in caplog.records if r.name.startswith("regionshift")] == [logging.INFO, logging.DEBUG]
