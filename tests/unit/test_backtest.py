@@ -8,6 +8,7 @@ from regionshift.local.backtest import (
     DEFAULT_START,
     BacktestReport,
     Outcome,
+    chance_within,
     default_faults,
     format_report,
     main,
@@ -154,3 +155,27 @@ def test_the_screen_skips_only_rounds_that_evaluate_would_call_healthy() -> None
     assert fast.outcomes == full.outcomes
     assert fast.false_evacuations == full.false_evacuations
     assert fast.lowest_quiet_ratio == full.lowest_quiet_ratio
+
+
+def test_a_drop_at_the_edge_of_busy_enough_is_caught_within_three_samples_half_of_the_time() -> None:
+    """samples_needed is where a drop's average pooled ratio meets detection's line: a coin toss there."""
+    from regionshift.decide.detection import samples_needed
+
+    policy = DetectionPolicy()
+    # 3 sigma, overdispersion 2, threshold 0.7: a 40 % drop needs 3 samples from 420 counts a
+    # sample on, i.e. 84 stream starts per second at 5-s samples.
+    edge = 84.0
+    assert samples_needed(expected=edge, step_seconds=5, policy=policy) == 3
+    assert samples_needed(expected=edge * 0.99, step_seconds=5, policy=policy) == 4
+    assert chance_within(expected=edge, step_seconds=5, policy=policy, depth=0.4, samples=3) == pytest.approx(0.5)
+    # seed 2's eu-west drop started at an expected value of 97.45: still only about 60 %.
+    assert chance_within(expected=97.45, step_seconds=5, policy=policy, depth=0.4, samples=3) == pytest.approx(
+        0.60, abs=0.01
+    )
+    # Busier, or deeper, it is all but certain; fewer samples than consecutiveSamples never.
+    assert chance_within(expected=200.0, step_seconds=5, policy=policy, depth=0.4, samples=3) == pytest.approx(0.96, abs=0.01)
+    assert chance_within(expected=300.0, step_seconds=5, policy=policy, depth=0.4, samples=3) > 0.99
+    assert chance_within(expected=edge, step_seconds=5, policy=policy, depth=0.6, samples=3) > 0.99
+    assert chance_within(expected=edge, step_seconds=5, policy=policy, depth=0.4, samples=2) == 0.0
+    assert chance_within(expected=edge, step_seconds=5, policy=policy.model_copy(update={"counts_per_unit": 0}),
+                         depth=0.4, samples=3) == 1.0

@@ -241,6 +241,10 @@ def samples_needed(
     The smallest ``k ≥ consecutiveSamples`` whose pooled counts put a ratio of ``1 - depth``
     ``noiseSigmas`` standard deviations under ``ratioThreshold``; None when the drop is not
     deeper than ``1 - ratioThreshold`` or needs more than ``evidenceWindowSamples``.
+
+    A median, not a guarantee: at ``k`` the drop's *average* pooled ratio lands on the line, so
+    a drop that needs exactly ``k`` is caught within ``k`` samples about half of the time
+    (:func:`regionshift.local.backtest.chance_within` gives the chance; docs/detection.md).
     """
     theta = policy.ratio_threshold
     gap = theta - (1.0 - depth)

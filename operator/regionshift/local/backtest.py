@@ -81,6 +81,7 @@ __all__ = [
     "FalseEvacuation",
     "FaultOutcome",
     "Outcome",
+    "chance_within",
     "default_faults",
     "format_report",
     "main",
@@ -133,6 +134,10 @@ class FaultOutcome:
     busy: bool = True
     """Whether the region was busy enough where the drop starts to show a 40 % drop within
     TARGET_SAMPLES samples (the target covers those)."""
+    chance: float | None = None
+    """For a regional drop: the chance that detection catches it within TARGET_SAMPLES samples,
+    at the expected value where it starts (:func:`chance_within`: the policy's noise model, an
+    exact forecast). At the edge of "busy enough" it is about one half."""
 
     @property
     def in_target(self) -> bool:
@@ -203,6 +208,33 @@ class BacktestReport:
             for o in self.outcomes
             if o.in_target
         )
+
+
+def chance_within(
+    *, expected: float, step_seconds: float, policy: DetectionPolicy, depth: float, samples: int
+) -> float:
+    """The chance that a drop of ``depth`` (0..1) is judged a drop within ``samples`` samples.
+
+    Detection calls ``samples`` samples a drop when their pooled ratio lies under
+    ``θ − z·sqrt(overdispersion·θ/N)`` (``N`` the counts behind them, see
+    :mod:`regionshift.decide.detection`). A drop of ``depth`` pools to ``1 − depth`` on
+    average, scattered by ``sqrt(overdispersion·(1 − depth)/N)``; with the forecast exact, the
+    chance is the normal probability of landing under the line. :func:`samples_needed` is the
+    ``k`` at which the average lands on the line, so a drop that needs exactly ``k`` is caught
+    within ``k`` samples about half of the time, and a forecast some percent low lowers that.
+    """
+    theta, z = policy.ratio_threshold, policy.noise_sigmas
+    mean = 1.0 - depth
+    counts = expected * step_seconds * policy.counts_per_unit * samples
+    if samples < policy.consecutive_samples or expected < policy.minimum_expected:
+        return 0.0
+    if policy.counts_per_unit <= 0 or policy.noise_sigmas <= 0:
+        return 1.0 if mean < theta else 0.0
+    if counts <= 0:
+        return 0.0
+    line = theta - z * math.sqrt(policy.overdispersion * theta / counts)
+    spread = math.sqrt(policy.overdispersion * max(mean, 1e-9) / counts)
+    return 0.5 * (1.0 + math.erf((line - mean) / (spread * math.sqrt(2.0))))
 
 
 def default_faults(
@@ -520,6 +552,7 @@ def _report(
         first_ratios: tuple[float, ...] = ()
         needed: int | None = None
         busy = True
+        chance: float | None = None
         if fault.kind is FaultKind.REGIONAL_DROP:
             name = hit[0]
             if lo < ts.size and math.isfinite(expected[name][lo]):
@@ -527,6 +560,10 @@ def _report(
                 needed = samples_needed(expected=forecast, step_seconds=step_seconds, policy=policy, depth=fault.depth)
                 at_target = samples_needed(expected=forecast, step_seconds=step_seconds, policy=policy)
                 busy = at_target is not None and at_target <= TARGET_SAMPLES
+                chance = chance_within(
+                    expected=forecast, step_seconds=step_seconds, policy=policy, depth=fault.depth,
+                    samples=TARGET_SAMPLES,
+                )
             explained[name].append((lo, hi + policy.consecutive_samples))
             head = slice(lo, min(hi, lo + policy.consecutive_samples))
             first_ratios = tuple(float(v) for v in values[name][head] / expected[name][head])
@@ -574,6 +611,7 @@ def _report(
                 first_ratios=first_ratios,
                 samples_needed=needed,
                 busy=busy,
+                chance=chance,
             )
         )
 
@@ -668,6 +706,14 @@ def format_report(report: BacktestReport) -> str:
         f"regional drops >= {TARGET_DEPTH:.0%} in regions busy enough: {len(caught)}/{len(in_target)} detected within"
         f" {TARGET_SAMPLES} samples (max delay {max(delays) if delays else '-'} samples);"
         f" highest actual/expected in their first {policy.consecutive_samples} samples: {highest:.3f}",
+        f"  chance of each within {TARGET_SAMPLES} samples at its start (noise model, exact forecast):"
+        f" {sum(o.chance for o in in_target if o.chance is not None):.2f} of {len(in_target)} expected"
+        + "".join(
+            f"\n  {o.fault.regions[0]} {o.fault.depth:.0%}: chance {o.chance:.2f},"
+            f" detected after {o.delay_samples if o.delay_samples is not None else '-'}"
+            for o in in_target
+            if o.chance is not None and o.chance < 0.99
+        ),
         f"missed faults: {len(report.missed)}",
         f"false evacuations: {len(report.false_evacuations)}"
         + "".join(
