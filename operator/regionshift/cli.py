@@ -227,7 +227,7 @@ def _cmd_backtest(args: argparse.Namespace) -> int:
         return 1 if replay.misses else 0
     report = run_backtest(days=args.days, seed=args.seed, step_seconds=args.step_seconds)
     print(format_report(report))
-    return 0
+    return 0 if report.target_met else 1
 
 
 def _parser() -> argparse.ArgumentParser:

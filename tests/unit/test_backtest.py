@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from regionshift.cli import main as cli_main
 from regionshift.local.backtest import (
     DEFAULT_START,
     BacktestReport,
@@ -101,8 +102,11 @@ def test_default_faults_are_spread_aligned_and_disjoint() -> None:
 
 
 def test_command_exit_code_follows_the_target(capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["--days", "4.5", "--seed", "7"]) in (0, 1)
-    assert "target" in capsys.readouterr().out
+    """Both entry points, ``python -m regionshift.local.backtest`` and ``regionshift backtest``, exit 1 on a miss."""
+    code = main(["--days", "4.5", "--seed", "7"])
+    met = "): MET" in capsys.readouterr().out
+    assert code == (0 if met else 1)
+    assert cli_main(["backtest", "--days", "4.5", "--seed", "7"]) == code
 
 
 # --- Five-second samples: the drill's step ------------------------------------------------
