@@ -7,7 +7,8 @@ the gate of a dark pod waits, detection runs late. Such a stall is invisible in 
 so it is measured instead: a task sleeps :data:`INTERVAL_SECONDS` in a loop and takes its
 lateness (how much later than asked it woke up) as the length of the stall it just sat
 through. The worst lateness since start is the gauge
-``regionshift_event_loop_lag_max_seconds``; every stall over :data:`WARN_SECONDS` is counted
+``regionshift_event_loop_lag_max_seconds``, every lateness goes into the histogram
+``regionshift_event_loop_lateness_seconds`` (how close the others come); every stall over :data:`WARN_SECONDS` is counted
 (``regionshift_event_loop_stalls_total``) and logged (a new worst as a warning, the others
 at INFO), so a stall can be matched with what the operator was doing, with the CPU time the
 loop's thread used during it: a stall the loop spent running is its own work (a handler
@@ -24,9 +25,9 @@ import asyncio
 import logging
 import time
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter, Gauge, Histogram
 
-from regionshift.metrics import EVENT_LOOP_LAG_SECONDS, EVENT_LOOP_STALLS
+from regionshift.metrics import EVENT_LOOP_LAG_SECONDS, EVENT_LOOP_LATENESS_SECONDS, EVENT_LOOP_STALLS
 
 __all__ = ["INTERVAL_SECONDS", "WARN_SECONDS", "start_loop_watch", "watch_loop"]
 
@@ -42,8 +43,12 @@ _tasks: dict[asyncio.AbstractEventLoop, asyncio.Task[None]] = {}
 async def watch_loop(
     *, interval_seconds: float = INTERVAL_SECONDS, gauge: Gauge = EVENT_LOOP_LAG_SECONDS,
     warn_seconds: float = WARN_SECONDS, stalls: Counter = EVENT_LOOP_STALLS,
+    lateness_seconds: Histogram | None = EVENT_LOOP_LATENESS_SECONDS,
 ) -> None:
-    """Sleep ``interval_seconds`` forever; keep the worst lateness in ``gauge``, count and log each over ``warn_seconds``."""
+    """Sleep ``interval_seconds`` forever; keep the worst lateness in ``gauge``, count and log each over ``warn_seconds``.
+
+    Every lateness also goes into the histogram ``lateness_seconds``: how near the stalls
+    under ``warn_seconds`` come to it."""
     loop = asyncio.get_running_loop()
     worst = 0.0
     while True:
@@ -51,6 +56,8 @@ async def watch_loop(
         ran = time.thread_time()  # CPU time of this (the loop's) thread; no system call that gives the GIL away
         await asyncio.sleep(interval_seconds)
         lateness = loop.time() - asked
+        if lateness_seconds is not None:
+            lateness_seconds.observe(lateness)
         if lateness > worst:
             worst = lateness
             gauge.set(worst)
