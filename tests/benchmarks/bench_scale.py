@@ -349,6 +349,8 @@ class Result:
     loop_ran_seconds: float | None = None
     loop_waited_seconds: float | None = None
     process_cpu_seconds: float | None = None
+    bench_cpu_seconds: float | None = None
+    """CPU seconds this benchmark's own process used while the operator ran (its polling competes for the cores)."""
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     note: str = ""
@@ -397,6 +399,7 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
                 probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("stall_probe.py")), "record",
                                           "--pid", str(proc.pid), "--out", str(results_dir / f"probe-{n}.json.gz")],
                                          preexec_fn=_die_with_parent)
+            bench_cpu = time.process_time()
             now = time.time()
             for region in REGIONS:
                 prometheus.exporter.set("sps_bench", {"region": region}, float(signal_of(region, now)))
@@ -441,6 +444,7 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
             time.sleep(args.idle_seconds)
             window_end = time.time()
             alive = proc.poll() is None
+            result.bench_cpu_seconds = time.process_time() - bench_cpu
             metrics = scrape(port) if alive else {}
             status = proc_status(proc.pid)
             result.peak_rss_mib = status.get("VmHWM", peak_seen) / 1024 if alive else peak_seen / 1024
@@ -505,7 +509,8 @@ def report(results: list[Result]) -> str:
                    f" {r.idle_requests} requests; top: {r.idle_breakdown}")
         out.append(f"N={r.participants}: operator requests in all {r.requests_total}; RSS at the end"
                    f" {_fmt(r.rss_end_mib, '.0f')} MiB" + (f"; {r.note}" if r.note else ""))
-        out.append(f"N={r.participants}: operator CPU {_fmt(r.process_cpu_seconds, '.1f')} s in all; its event loop's"
+        out.append(f"N={r.participants}: operator CPU {_fmt(r.process_cpu_seconds, '.1f')} s in all (the benchmark's own"
+                   f" {_fmt(r.bench_cpu_seconds, '.1f')} s meanwhile); its event loop's"
                    f" thread ran {_fmt(r.loop_ran_seconds, '.1f')} s and waited {_fmt(r.loop_waited_seconds, '.1f')} s"
                    f" for a CPU; stalls over 100 ms: {r.stalls_over_100ms or 'none'}; late ticks: {r.late_ticks}")
     base = results[0]
