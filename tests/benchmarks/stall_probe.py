@@ -9,6 +9,9 @@ look). This probe looks from outside, as a process of its own:
   of every thread of the operator (CPU time run, time runnable but waiting for a CPU) and
   the machine's CPU counters (``/proc/stat``), and on SIGTERM writes them, with the
   threads' names from one ``py-spy dump`` (if py-spy is installed), to a gzip'd JSON file.
+  When the loop's thread has run 40 % of the last 60 ms (a burst of its own work that may
+  stall it), it also takes a ``py-spy dump --nonblocking`` of every thread's stack, at
+  most one a second, into ``<out>.dumps.txt``.
 * ``analyse``: for each stall the operator logged, how long the loop's thread ran, how long
   it waited for a CPU (the rest of the stall it waited for the GIL), which of the
   operator's threads ran meanwhile (one of them held the GIL), and how busy the machine's
@@ -55,7 +58,7 @@ def _thread_names(pid: int) -> dict[int, str]:
     return {int(m.group(1)): m.group(2) for m in re.finditer(r'^Thread (\d+) \([^)]*\): "([^"]*)"', out, re.M)}
 
 
-def record(*, pid: int, out: Path, interval: float) -> None:
+def record(*, pid: int, out: Path, interval: float, burst: float = 0.4) -> None:
     """Sample every thread's schedstat until SIGTERM (or the process ends); then write ``out``."""
     stop = False
 
@@ -71,6 +74,10 @@ def record(*, pid: int, out: Path, interval: float) -> None:
     series: dict[int, dict[str, Any]] = {}
     stat = os.open("/proc/stat", os.O_RDONLY)
     last_listing = 0.0
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    dumps = out.with_name(out.name + ".dumps.txt") if Path(spy).exists() else None
+    dumping: subprocess.Popen[bytes] | None = None
+    last_dump = 0.0
     while not stop:
         now = time.time()
         if now - last_listing > 0.5:
@@ -101,6 +108,18 @@ def record(*, pid: int, out: Path, interval: float) -> None:
             entry = series[tid]
             entry["run"].append(int(run))
             entry["wait"].append(int(wait))
+        loop = series.get(pid)
+        if dumps is not None and loop is not None and len(loop["run"]) > 6 and now - last_dump > 1.0 and (
+                dumping is None or dumping.poll() is not None):
+            window = times[-1] - times[-7]
+            if loop["run"][-1] - loop["run"][-7] >= burst * window * 1e9:  # the loop ran 40 % of the last ~60 ms
+                last_dump = now
+                with dumps.open("ab") as f:
+                    f.write(f"\n=== {dt.datetime.fromtimestamp(now, dt.timezone.utc):%H:%M:%S.%f} loop ran"
+                            f" {(loop['run'][-1] - loop['run'][-7]) / 1e6:.0f} ms of {window * 1000:.0f}\n".encode())
+                    f.flush()
+                    dumping = subprocess.Popen([spy, "dump", "--nonblocking", "--pid", str(pid)], stdout=f,
+                                               stderr=subprocess.STDOUT)
         time.sleep(interval)
     names = _thread_names(pid)
     payload = {
@@ -167,13 +186,14 @@ def main() -> None:
     rec.add_argument("--pid", type=int, required=True)
     rec.add_argument("--out", type=Path, required=True)
     rec.add_argument("--interval", type=float, default=0.01)
+    rec.add_argument("--burst", type=float, default=0.4, help="dump the stacks when the loop ran this share of 60 ms")
     ana = sub.add_parser("analyse")
     ana.add_argument("--probe", type=Path, required=True)
     ana.add_argument("--log", type=Path, required=True)
     ana.add_argument("--threshold-ms", type=float, default=100.0)
     args = parser.parse_args()
     if args.command == "record":
-        record(pid=args.pid, out=args.out, interval=args.interval)
+        record(pid=args.pid, out=args.out, interval=args.interval, burst=args.burst)
     else:
         print(analyse(probe=args.probe, log=args.log, threshold_ms=args.threshold_ms))
 
