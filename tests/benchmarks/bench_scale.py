@@ -29,7 +29,9 @@ Measured per size:
 * the longest event-loop stall: ``regionshift_event_loop_lag_max_seconds`` (the
   operator's loop watch, :mod:`regionshift.loopwatch`), since the operator started, and
   how many stalls were over 100 ms (``regionshift_event_loop_stalls_total``: the loop's own
-  work, or waits for the GIL or a CPU);
+  work, or waits for the GIL or a CPU), and how many ticks of the loop watch were later than
+  50 and 75 ms (``regionshift_event_loop_lateness_seconds``: how near 100 ms the run came);
+  with ``--probe``, who ran in each stall (:mod:`tests.benchmarks.stall_probe`, from outside);
 * the operator's peak RSS: ``VmHWM`` of its process (``/proc/<pid>/status``);
 * wall time: Deployments created to all running (setup, not the operator's work), and
   RegionFailover created to settled.
