@@ -10,7 +10,7 @@ look). This probe looks from outside, as a process of its own:
   the machine's CPU counters (``/proc/stat``), and on SIGTERM writes them, with the
   threads' names from one ``py-spy dump`` (if py-spy is installed), to a gzip'd JSON file.
   When the loop's thread has run 40 % of the last 60 ms (a burst of its own work that may
-  stall it), it also takes a ``py-spy dump --nonblocking`` of every thread's stack, at
+  stall it), or another thread 60 % while the loop hardly ran (it holds the GIL), it also takes a ``py-spy dump --nonblocking`` of every thread's stack, at
   most one a second, into ``<out>.dumps.txt``.
 * ``analyse``: for each stall the operator logged, how long the loop's thread ran, how long
   it waited for a CPU (the rest of the stall it waited for the GIL), which of the
@@ -112,11 +112,16 @@ def record(*, pid: int, out: Path, interval: float, burst: float = 0.4) -> None:
         if dumps is not None and loop is not None and len(loop["run"]) > 6 and now - last_dump > 1.0 and (
                 dumping is None or dumping.poll() is not None):
             window = times[-1] - times[-7]
-            if loop["run"][-1] - loop["run"][-7] >= burst * window * 1e9:  # the loop ran 40 % of the last ~60 ms
+            busiest = max((e["run"][-1] - e["run"][-7] for t, e in series.items()
+                           if t != pid and len(e["run"]) > 6), default=0)
+            # the loop ran 40 % of the last ~60 ms, or another thread did while the loop hardly ran (it holds the GIL)
+            if loop["run"][-1] - loop["run"][-7] >= burst * window * 1e9 or (
+                    busiest >= 0.6 * window * 1e9 and loop["run"][-1] - loop["run"][-7] < 0.05 * window * 1e9):
                 last_dump = now
                 with dumps.open("ab") as f:
                     f.write(f"\n=== {dt.datetime.fromtimestamp(now, dt.timezone.utc):%H:%M:%S.%f} loop ran"
-                            f" {(loop['run'][-1] - loop['run'][-7]) / 1e6:.0f} ms of {window * 1000:.0f}\n".encode())
+                            f" {(loop['run'][-1] - loop['run'][-7]) / 1e6:.0f} ms of {window * 1000:.0f}, the busiest"
+                            f" other thread {busiest / 1e6:.0f} ms\n".encode())
                     f.flush()
                     dumping = subprocess.Popen([spy, "dump", "--nonblocking", "--pid", str(pid)], stdout=f,
                                                stderr=subprocess.STDOUT)
