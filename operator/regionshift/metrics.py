@@ -19,6 +19,8 @@ __all__ = [
     "SIZINGS",
     "SIZING_SECONDS",
     "EVENT_LOOP_LAG_SECONDS",
+    "EVENT_LOOP_LATENESS_SECONDS",
+    "GC_PAUSE_SECONDS",
     "EVENT_LOOP_STALLS",
     "VERDICTS",
     "VERDICT_REASONS",
@@ -166,6 +168,17 @@ SIZING_SECONDS = Histogram(
 EVENT_LOOP_LAG_SECONDS = Gauge(
     "regionshift_event_loop_lag_max_seconds",
     "Longest stall of the operator's event loop seen since start (a timer's lateness).",
+)
+EVENT_LOOP_LATENESS_SECONDS = Histogram(
+    "regionshift_event_loop_lateness_seconds",
+    "Lateness of every tick of the operator's loop watch (every 20 ms): how close the stalls come to 100 ms.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+GC_PAUSE_SECONDS = Histogram(
+    "regionshift_gc_pause_seconds",
+    "Pauses of the garbage collector (each holds the GIL, whichever thread it runs in), by generation.",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
 EVENT_LOOP_STALLS = Counter(
     "regionshift_event_loop_stalls",

@@ -29,7 +29,9 @@ Measured per size:
 * the longest event-loop stall: ``regionshift_event_loop_lag_max_seconds`` (the
   operator's loop watch, :mod:`regionshift.loopwatch`), since the operator started, and
   how many stalls were over 100 ms (``regionshift_event_loop_stalls_total``: the loop's own
-  work, or waits for the GIL or a CPU);
+  work, or waits for the GIL or a CPU), and how many ticks of the loop watch were later than
+  50 and 75 ms (``regionshift_event_loop_lateness_seconds``: how near 100 ms the run came);
+  with ``--probe``, who ran in each stall (:mod:`tests.benchmarks.stall_probe`, from outside);
 * the operator's peak RSS: ``VmHWM`` of its process (``/proc/<pid>/status``);
 * wall time: Deployments created to all running (setup, not the operator's work), and
   RegionFailover created to settled.
@@ -265,6 +267,10 @@ def scrape(port: int) -> dict[str, float]:
                 out[sample.name] = sample.value
             elif sample.name == "regionshift_event_loop_stalls_total":
                 out[f"stalls {sample.labels.get('kind', '?')}"] = sample.value
+            elif sample.name == "regionshift_event_loop_lateness_seconds_bucket":
+                out[f"lateness le {sample.labels['le']}"] = sample.value
+            elif sample.name == "regionshift_event_loop_lateness_seconds_count":
+                out["lateness count"] = sample.value
     return out
 
 
@@ -338,11 +344,15 @@ class Result:
     stall_ms: float | None = None
     stalls_over_100ms: dict[str, int] = field(default_factory=dict)
     """Stalls over 100 ms by whose time they were: the loop's own work (it ran most of it), or waits."""
+    late_ticks: dict[str, int] = field(default_factory=dict)
+    """Ticks of the loop watch (one each 20 ms) later than 50 and 75 ms: how near the 100 ms the run came."""
     peak_rss_mib: float | None = None
     rss_end_mib: float | None = None
     loop_ran_seconds: float | None = None
     loop_waited_seconds: float | None = None
     process_cpu_seconds: float | None = None
+    bench_cpu_seconds: float | None = None
+    """CPU seconds this benchmark's own process used while the operator ran (its polling competes for the cores)."""
     load_before: tuple[float, float, float] = (0.0, 0.0, 0.0)
     load_after: tuple[float, float, float] = (0.0, 0.0, 0.0)
     note: str = ""
@@ -386,6 +396,12 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
         port = free_port()
         op_log = results_dir / f"operator-{n}.log"
         with operator_process(kubeconfig=cluster.operator_kubeconfig, metrics_port=port, log_path=op_log) as proc:
+            probe = None
+            if args.probe:  # who ran in each stall, from outside the process (tests/benchmarks/stall_probe.py)
+                probe = subprocess.Popen([sys.executable, str(Path(__file__).with_name("stall_probe.py")), "record",
+                                          "--pid", str(proc.pid), "--out", str(results_dir / f"probe-{n}.json.gz")],
+                                         preexec_fn=_die_with_parent)
+            bench_cpu = time.process_time()
             now = time.time()
             for region in REGIONS:
                 prometheus.exporter.set("sps_bench", {"region": region}, float(signal_of(region, now)))
@@ -430,6 +446,7 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
             time.sleep(args.idle_seconds)
             window_end = time.time()
             alive = proc.poll() is None
+            result.bench_cpu_seconds = time.process_time() - bench_cpu
             metrics = scrape(port) if alive else {}
             status = proc_status(proc.pid)
             result.peak_rss_mib = status.get("VmHWM", peak_seen) / 1024 if alive else peak_seen / 1024
@@ -442,6 +459,12 @@ def run_size(*, n: int, prometheus: PrometheusServer, args: argparse.Namespace, 
             result.stall_ms = None if lag is None else lag * 1000
             result.stalls_over_100ms = {key.split(" ", 1)[1]: int(value) for key, value in metrics.items()
                                         if key.startswith("stalls ")}
+            if "lateness count" in metrics:
+                result.late_ticks = {f"over {bound} ms": int(metrics["lateness count"] - metrics[f"lateness le {le}"])
+                                     for bound, le in (("50", "0.05"), ("75", "0.075")) if f"lateness le {le}" in metrics}
+            if probe is not None:
+                probe.send_signal(signal.SIGTERM)
+                probe.wait(timeout=60)
             count = metrics.get("regionshift_sizing_duration_seconds_count") or 0
             requests = read_audit(cluster.audit_log)
             if count:
@@ -488,9 +511,10 @@ def report(results: list[Result]) -> str:
                    f" {r.idle_requests} requests; top: {r.idle_breakdown}")
         out.append(f"N={r.participants}: operator requests in all {r.requests_total}; RSS at the end"
                    f" {_fmt(r.rss_end_mib, '.0f')} MiB" + (f"; {r.note}" if r.note else ""))
-        out.append(f"N={r.participants}: operator CPU {_fmt(r.process_cpu_seconds, '.1f')} s in all; its event loop's"
+        out.append(f"N={r.participants}: operator CPU {_fmt(r.process_cpu_seconds, '.1f')} s in all (the benchmark's own"
+                   f" {_fmt(r.bench_cpu_seconds, '.1f')} s meanwhile); its event loop's"
                    f" thread ran {_fmt(r.loop_ran_seconds, '.1f')} s and waited {_fmt(r.loop_waited_seconds, '.1f')} s"
-                   f" for a CPU; stalls over 100 ms: {r.stalls_over_100ms or 'none'}")
+                   f" for a CPU; stalls over 100 ms: {r.stalls_over_100ms or 'none'}; late ticks: {r.late_ticks}")
     base = results[0]
     for r in results[1:]:
         ratios = []
@@ -529,6 +553,8 @@ def main() -> None:
     parser.add_argument("--settle-timeout", type=float, default=1200.0, help="give up settling after this")
     parser.add_argument("--results-dir", type=Path, default=None, help="operator logs and JSON (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="also keep the audit logs in the results dir")
+    parser.add_argument("--probe", action="store_true",
+                        help="record the operator's threads (stall_probe.py) and say who ran in each stall")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     results_dir = args.results_dir or Path(tempfile.mkdtemp(prefix="regionshift-bench-scale-"))
@@ -548,6 +574,11 @@ def main() -> None:
                                       pods=n * (1 + args.dark_replicas), note=f"failed: {exc!r}"[:300]))
             (results_dir / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=2))
             say(f"N={n} done: {results[-1]}")
+            probe_file = results_dir / f"probe-{n}.json.gz"
+            if args.probe and probe_file.exists():
+                from tests.benchmarks.stall_probe import analyse
+
+                say(f"N={n}: the stalls, seen from outside:\n" + analyse(probe=probe_file, log=results_dir / f"operator-{n}.log"))
     print()
     print(report(results))
     print(f"\ntotal {time.monotonic() - started:.0f} s; results in {results_dir}")

@@ -9,7 +9,7 @@ import time
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
 
-from regionshift.loopwatch import start_loop_watch, watch_loop
+from regionshift.loopwatch import start_loop_watch, watch_collections, watch_loop
 
 
 def test_a_blocking_call_on_the_loop_is_recorded_as_its_stall() -> None:
@@ -77,3 +77,42 @@ def test_every_stall_over_the_bound_is_counted_and_logged(caplog: pytest.LogCapt
     assert stalls.labels("own_work")._value.get() == 0
     levels = [r.levelno for r in caplog.records if "stalled" in r.getMessage()]
     assert levels == [logging.WARNING, logging.INFO]
+
+
+def test_a_garbage_collection_is_timed_and_named_by_its_thread() -> None:
+    import gc
+
+    from regionshift.loopwatch import collections_between
+
+    watch_collections()
+    watch_collections()  # once: a second call adds no second hook
+    began = time.monotonic()
+    gc.collect()
+    seen = collections_between(began, time.monotonic())
+    assert [g for _, _, g, _ in seen] == [2]
+    assert seen[0][3] == "MainThread" and seen[0][1] >= 0
+
+
+def test_a_stall_says_how_much_of_it_garbage_collections_took(caplog: pytest.LogCaptureFixture) -> None:
+    import gc
+
+    from prometheus_client import Histogram
+
+    registry = CollectorRegistry()
+    gauge = Gauge("lag_gc_test_seconds", "test", registry=registry)
+    pauses = Histogram("gc_test_seconds", "test", ["generation"], registry=registry)
+
+    async def scenario() -> None:
+        watch = asyncio.create_task(watch_loop(interval_seconds=0.01, gauge=gauge, warn_seconds=0.1, gc_pauses=pauses))
+        await asyncio.sleep(0.05)
+        gc.collect()
+        time.sleep(0.15)
+        await asyncio.sleep(0.05)
+        watch.cancel()
+
+    watch_collections()
+    with caplog.at_level(logging.WARNING, logger="regionshift.loopwatch"):
+        asyncio.run(scenario())
+    stalls = [r.getMessage() for r in caplog.records if "stalled" in r.getMessage()]
+    assert stalls and "garbage collections took" in stalls[-1], caplog.text
+    assert registry.get_sample_value("gc_test_seconds_count", {"generation": "2"}) >= 1

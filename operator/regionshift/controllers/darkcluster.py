@@ -152,7 +152,7 @@ FAST_PATH_DEFER_SECONDS = 10.0
 """... but never longer than this: a gate that keeps flipping must not starve the shadow and the status."""
 FOLLOW_UP_SECONDS = 10.0
 """A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later."""
-RECONCILERS = 16
+RECONCILERS = 4
 """Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
 RESYNC_SECONDS = 600.0
 """A DarkCluster nobody woke is reconciled again after this long (±20 % jitter)."""
