@@ -191,6 +191,14 @@ def test_a_region_failover_for_500_services_splits_the_routes_over_providers_of_
         traffic_providers([f"s{i}" for i in range(drill.MAX_SERVICES + 1)])
 
 
+def test_each_region_has_kwok_nodes_for_every_pod_a_drill_may_run() -> None:
+    assert drill.nodes_for(20) == 2
+    assert drill.nodes_for(100) == 4
+    assert drill.nodes_for(500) == 16
+    for services in (1, 20, 63, 100, 257, 500, 512):
+        assert drill.nodes_for(services) * drill.PODS_PER_NODE >= services * drill.PODS_PER_SERVICE_BOUND
+
+
 def test_a_step_may_take_longer_in_proportion_beyond_100_services() -> None:
     assert DrillConfig(services=20, timeout_seconds=900).step_timeout_seconds() == 900
     assert DrillConfig(services=100, timeout_seconds=900).step_timeout_seconds() == 900

@@ -90,6 +90,7 @@ __all__ = [
     "api_requests",
     "failover_shares",
     "lost_ratio",
+    "nodes_for",
     "process_usage",
     "run_drill",
     "scale_at_failover",
@@ -112,6 +113,11 @@ SIMULATED_FAULT = "regionshift.io/simulated-fault"
 MAX_SERVICES = ROUTES_PER_PROVIDER * TRAFFIC_PROVIDERS // 2
 """512: a RegionFailover names at most 8 providers of 128 routes, and each service has a route of each of two
 kinds (Gateway API, external-dns)."""
+PODS_PER_NODE = 500
+"""Pods a local cluster's kwok node holds (its allocatable ``pods``)."""
+PODS_PER_SERVICE_BOUND = 16
+"""Pods of one service a region may run at once, at most, in the drill: its main Deployment (up to 6 with
+the default capacity), its dark one (sized for a share of the largest peer), and the baseline's scale-up."""
 STEP_TIMEOUT_SERVICES = 100
 """``timeout_seconds`` holds for up to this many services; a larger drill's steps may take proportionally longer."""
 MILESTONES = ("fault", "detected", "ungated", "shifted", "scaled", "settled", "capacity ready", "failback started",
@@ -235,6 +241,15 @@ class DrillReport:
 
 
 # ---------------------------------------------------------------------------- pure parts
+
+
+def nodes_for(services: int) -> int:
+    """kwok nodes a drill region needs for ``services`` sample services: 2, or more beyond 62 services.
+
+    A kwok node holds :data:`PODS_PER_NODE` pods; a pod that fits on no node stays Pending,
+    and the drill would wait for it until its step times out.
+    """
+    return max(2, math.ceil(services * PODS_PER_SERVICE_BOUND / PODS_PER_NODE))
 
 
 def failover_shares(*, failed: str, dns_weights: Mapping[str, int]) -> dict[str, float]:
@@ -555,7 +570,8 @@ def run_drill(config: DrillConfig, *, print_: Callable[[str], None] = print) -> 
     with drill_lock(), contextlib.ExitStack() as stack:
         progress.start(f"starting {len(names)} local regions ({', '.join(names)})")
         crds = [*crd_manifests().values(), *third_party_crds()]
-        clusters = {name: LocalCluster(name=f"drill-{name}", crds=crds, audited_operator=True) for name in names}
+        clusters = {name: LocalCluster(name=f"drill-{name}", crds=crds, audited_operator=True,
+                                       nodes=nodes_for(config.services)) for name in names}
         # One after the other, from this thread: each component dies with the thread that started
         # it (PR_SET_PDEATHSIG), so a worker thread's exit would take its region down.
         for cluster in clusters.values():
