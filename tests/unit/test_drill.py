@@ -191,6 +191,15 @@ def test_a_region_failover_for_500_services_splits_the_routes_over_providers_of_
         traffic_providers([f"s{i}" for i in range(drill.MAX_SERVICES + 1)])
 
 
+def test_a_dark_cluster_counts_as_warm_only_once_every_desired_dark_pod_is() -> None:
+    items = [{"status": {"desiredReplicas": 3, "warmReplicas": 3}},
+             {"status": {"desiredReplicas": 3, "warmReplicas": 1}},
+             {"status": {"desiredReplicas": 0, "warmReplicas": 0}},
+             {"status": {}}, {}]
+    assert drill.warm_dark_clusters(items) == (2, 1)
+    assert drill.warm_dark_clusters([]) == (0, 0)
+
+
 def test_each_region_has_kwok_nodes_for_every_pod_a_drill_may_run() -> None:
     assert drill.nodes_for(20) == 2
     assert drill.nodes_for(100) == 4

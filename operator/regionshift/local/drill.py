@@ -92,6 +92,7 @@ __all__ = [
     "lost_ratio",
     "nodes_for",
     "process_usage",
+    "warm_dark_clusters",
     "run_drill",
     "scale_at_failover",
     "set_cluster_fault",
@@ -241,6 +242,23 @@ class DrillReport:
 
 
 # ---------------------------------------------------------------------------- pure parts
+
+
+def warm_dark_clusters(items: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """DarkClusters with some warm dark pod (Ready, gated), and those whose every desired dark pod is warm.
+
+    The steady state before the fault needs the second for every service: the saviors' guard
+    (``SaviorsNotWarm``) weighs the warm pods against the whole need, so a fault injected while
+    the dark pods still start is held back until they are warm, and the figures would measure
+    the warm-up instead of the evacuation.
+    """
+    some = full = 0
+    for dc in items:
+        status = dc.get("status") or {}
+        warm, desired = status.get("warmReplicas") or 0, status.get("desiredReplicas") or 0
+        some += warm > 0
+        full += desired > 0 and warm >= desired
+    return some, full
 
 
 def nodes_for(services: int) -> int:
@@ -487,7 +505,7 @@ class _Drill:
     replicas: dict[str, int]
     """Each region's main replicas per service, as installed."""
     warm: dict[str, int] = field(default_factory=dict)
-    """DarkClusters with warm dark pods per region, as the last steady-state check counted them (progress line)."""
+    """DarkClusters with every dark pod warm per region, as the last steady-state check counted them (progress)."""
 
     def status(self, name: str) -> dict[str, Any]:
         from kubernetes import client
@@ -523,8 +541,10 @@ class _Drill:
             verdicts = {r.get("name"): r.get("verdict") for r in status.get("regions") or []}
             if verdicts != dict.fromkeys(self.names, "Healthy") or status.get("evacuations"):
                 return False
-        self.warm = {name: _warm(self.customs[name]) for name in self.names}
-        done = all(n >= self.config.services for n in self.warm.values()) if warm else not any(self.warm.values())
+        counts = {name: _warm(self.customs[name]) for name in self.names}
+        self.warm = {name: full for name, (_, full) in counts.items()}
+        done = all(full >= self.config.services for _, full in counts.values()) if warm \
+            else not any(some for some, _ in counts.values())
         if done:
             self.warm = {}
         return done
@@ -801,10 +821,10 @@ def _baseline_run(drill: _Drill, *, heal_after: float) -> RunResult:
     return run
 
 
-def _warm(custom: Any) -> int:
-    """DarkClusters with at least one warm dark pod (Ready, gated)."""
+def _warm(custom: Any) -> tuple[int, int]:
+    """One region's DarkClusters, as :func:`warm_dark_clusters` counts them."""
     found = custom.list_namespaced_custom_object(API_GROUP, API_VERSION, NAMESPACE, "darkclusters")
-    return sum(1 for dc in found.get("items") or [] if ((dc.get("status") or {}).get("warmReplicas") or 0) > 0)
+    return warm_dark_clusters(found.get("items") or [])
 
 
 def _totals(simulator: TrafficSimulator) -> tuple[float, float]:
