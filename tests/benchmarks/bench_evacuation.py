@@ -17,7 +17,7 @@ of the shared Prometheus, as in production):
    Deployments by label, ``darkCapacity.minReplicas = maxReplicas = --dark-replicas`` (one
    DarkCluster per Deployment, that many warm gated pods each), and the N routes under
    ``spec.traffic`` as ⌈N / 64⌉ GatewayAPI entries of at most 64 routes each (the schema
-   allows 8 providers × 64 routes: 512 routes per RegionFailover).
+   allows 8 providers × 128 routes: 1,024 routes per RegionFailover).
    Every Deployment's replica history is the region's one series (the replicas query names
    ``{deployment}`` in a matcher no series carries): sizing is not measured here
    (``bench_scale.py`` does that), and the backfill stays small.

@@ -114,6 +114,21 @@ def test_api_server_rejects_bad_dark_clusters_naming_the_field(kube: Kube, spec:
     assert f"{field}:" in text and message in text, text
 
 
+def test_a_region_failover_names_at_most_8_providers_of_128_routes_each(kube: Kube) -> None:
+    """1,024 routes of 60-character names fit in one RegionFailover (500 services with two routes each); more do not."""
+    names = [f"{i:04d}-" + "r" * 55 for i in range(8 * 128)]
+    traffic = [{"kind": "GatewayAPI" if i < 4 else "ExternalDNS", "routes": names[i * 128:(i + 1) * 128]}
+               for i in range(8)]
+    created = kube.create_custom(region_failover("large", traffic=traffic))
+    assert sum(len(t["routes"]) for t in created["spec"]["traffic"]) == 1024
+    text = rejection(lambda: kube.create_custom(region_failover(
+        "too-many-routes", traffic=[{"kind": "GatewayAPI", "routes": [f"r{i}" for i in range(129)]}])))
+    assert "spec.traffic[0].routes:" in text and "must have at most 128 items" in text, text
+    text = rejection(lambda: kube.create_custom(region_failover(
+        "too-many-providers", traffic=[{"kind": "GatewayAPI", "routes": [f"r{i}"]} for i in range(9)])))
+    assert "spec.traffic:" in text and "must have at most 8 items" in text, text
+
+
 def test_a_new_region_failover_only_reports_until_its_owner_says_so(kube: Kube) -> None:
     created = kube.create_custom(region_failover())
     assert created["spec"]["mode"] == "DryRun"

@@ -46,13 +46,13 @@ def test_each_region_failover_is_automatic_sampled_as_configured_and_names_the_o
     assert {getattr(t.kind, "value", t.kind): t.routes for t in spec.traffic} == {"GatewayAPI": SERVICES, "ExternalDNS": SERVICES}
 
 
-def test_the_history_covers_the_forecasts_window_for_the_signal_and_every_services_replicas() -> None:
+def test_the_history_covers_the_forecasts_window_for_the_signal_and_each_regions_replicas() -> None:
     config = DrillConfig(services=2)
     curves = drill._curves(config, start=1_000_000.0)
     history = drill._history(config, curves, end=1_000_000.0, services=SERVICES)
     signal = {m.labels: points for m, points in history.items() if m.name == drill.SIGNAL_METRIC}
     replicas = [m for m in history if m.name == drill.REPLICAS_METRIC]
-    assert len(signal) == 3 and len(replicas) == 3 * 2
+    assert len(signal) == 3 and len(replicas) == 3  # one series a region, whatever the number of services
     points = next(iter(signal.values()))
     assert points[-1][0] == 1_000_000.0
     assert points[-1][0] - points[0][0] == drill.HISTORY_DAYS * 86_400
@@ -173,16 +173,45 @@ def test_api_requests_count_each_request_once_and_writes_apart() -> None:
     assert api_requests(lines, since=since, until=until) == (2, 1)
 
 
-def test_a_region_failover_for_100_services_splits_the_routes_over_providers_of_64() -> None:
-    services = [f"svc-{i:03d}" for i in range(100)]
-    manifest = region_failover(DrillConfig(services=100), region="us-east", gateways=GATEWAYS,
+def test_the_replicas_query_hands_each_deployment_its_regions_series() -> None:
+    query = drill.REPLICAS_QUERY.replace("{region}", "us-east").replace("{deployment}", "svc-007")
+    assert query == 'label_replace(regionshift_drill_replicas{region="us-east"}, "deployment", "svc-007", "", "")'
+
+
+def test_a_region_failover_for_500_services_splits_the_routes_over_providers_of_128() -> None:
+    services = [f"svc-{i:03d}" for i in range(500)]
+    manifest = region_failover(DrillConfig(services=500), region="us-east", gateways=GATEWAYS,
                                prometheus_url="http://127.0.0.1:9090", services=services)
     spec = RegionFailoverSpec.model_validate(manifest["spec"])
     kinds = [(getattr(t.kind, "value", t.kind), len(t.routes)) for t in spec.traffic]
-    assert kinds == [("GatewayAPI", 64), ("GatewayAPI", 36), ("ExternalDNS", 64), ("ExternalDNS", 36)]
+    assert kinds == [("GatewayAPI", 128)] * 3 + [("GatewayAPI", 116)] + [("ExternalDNS", 128)] * 3 + [("ExternalDNS", 116)]
+    assert sorted(r for t in spec.traffic if t.kind == "GatewayAPI" for r in t.routes) == services
     assert len(traffic_providers([f"s{i}" for i in range(drill.MAX_SERVICES)])) == 8
-    with pytest.raises(ValueError, match="at most 256 services"):
+    with pytest.raises(ValueError, match="at most 512 services"):
         traffic_providers([f"s{i}" for i in range(drill.MAX_SERVICES + 1)])
+
+
+def test_a_dark_cluster_counts_as_warm_only_once_every_desired_dark_pod_is() -> None:
+    items = [{"status": {"desiredReplicas": 3, "warmReplicas": 3}},
+             {"status": {"desiredReplicas": 3, "warmReplicas": 1}},
+             {"status": {"desiredReplicas": 0, "warmReplicas": 0}},
+             {"status": {}}, {}]
+    assert drill.warm_dark_clusters(items) == (2, 1)
+    assert drill.warm_dark_clusters([]) == (0, 0)
+
+
+def test_each_region_has_kwok_nodes_for_every_pod_a_drill_may_run() -> None:
+    assert drill.nodes_for(20) == 2
+    assert drill.nodes_for(100) == 4
+    assert drill.nodes_for(500) == 16
+    for services in (1, 20, 63, 100, 257, 500, 512):
+        assert drill.nodes_for(services) * drill.PODS_PER_NODE >= services * drill.PODS_PER_SERVICE_BOUND
+
+
+def test_a_step_may_take_longer_in_proportion_beyond_100_services() -> None:
+    assert DrillConfig(services=20, timeout_seconds=900).step_timeout_seconds() == 900
+    assert DrillConfig(services=100, timeout_seconds=900).step_timeout_seconds() == 900
+    assert DrillConfig(services=500, timeout_seconds=900).step_timeout_seconds() == 4500
 
 
 def test_new_pods_take_the_start_up_delay_through_the_local_clusters_annotation() -> None:

@@ -66,6 +66,8 @@ __all__ = [
     "TrafficProvider",
     "TrafficProviderKind",
     "Verdict",
+    "ROUTES_PER_PROVIDER",
+    "TRAFFIC_PROVIDERS",
 ]
 
 API_GROUP = "regionshift.io"
@@ -81,6 +83,20 @@ DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?
 
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 """What Kubernetes accepts as a label value (at most 63 characters)."""
+
+ROUTES_PER_PROVIDER = 128
+"""Routes one traffic provider entry of a RegionFailover names at most.
+
+With :data:`TRAFFIC_PROVIDERS` entries a RegionFailover names at most 1,024 routes: 500 services
+with an HTTPRoute and a DNSEndpoint each. No CEL rule walks the route names, so the limit costs
+the API server's CEL budget nothing; what bounds it is the size of the object (kopf keeps the
+last handled spec in an annotation, and annotations hold at most 256 KiB) and of the status,
+which lists every route's weights. A larger domain is split across RegionFailovers whose
+selectors and routes do not overlap.
+"""
+
+TRAFFIC_PROVIDERS = 8
+"""Traffic provider entries a RegionFailover has at most."""
 
 HOST_PORT = r"^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9]([-A-Za-z0-9.]*[A-Za-z0-9])?):[0-9]{1,5}$"
 """host:port, with an IPv6 host in brackets; no scheme, no path."""
@@ -617,8 +633,9 @@ class TrafficProvider(Model):
     kind: TrafficProviderKind = Field(description="GatewayAPI, IngressNginx or ExternalDNS.")
     routes: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         min_length=1,
-        max_length=64,
-        description="Names of the HTTPRoutes, Ingresses or DNSEndpoints it owns (each name once).",
+        max_length=ROUTES_PER_PROVIDER,
+        description=f"Names of the HTTPRoutes, Ingresses or DNSEndpoints it owns (each name once, at most"
+        f" {ROUTES_PER_PROVIDER}; a RegionFailover has at most {TRAFFIC_PROVIDERS} providers).",
         json_schema_extra=LIST_SET,
     )
 
@@ -699,7 +716,7 @@ class RegionFailoverSpec(Model):
         default_factory=DarkCapacityPolicy, description="How the DarkClusters of the participating Deployments are sized."
     )
     traffic: list[TrafficProvider] = Field(
-        default_factory=list, max_length=8, description="Traffic providers and the routes they own."
+        default_factory=list, max_length=TRAFFIC_PROVIDERS, description="Traffic providers and the routes they own."
     )
     mode: Mode = Field(
         default=Mode.DRY_RUN,

@@ -57,7 +57,13 @@ from typing import Any
 import numpy as np
 
 from regionshift.api.crdgen import crd_manifests
-from regionshift.api.models import API_GROUP, API_VERSION, RegionFailoverSpec
+from regionshift.api.models import (
+    API_GROUP,
+    API_VERSION,
+    ROUTES_PER_PROVIDER,
+    TRAFFIC_PROVIDERS,
+    RegionFailoverSpec,
+)
 from regionshift.local.cluster import LocalCluster, free_port, state_root, third_party_crds
 from regionshift.local.operator_process import OperatorProcess
 from regionshift.local.prometheus import Metric, PrometheusServer
@@ -84,7 +90,9 @@ __all__ = [
     "api_requests",
     "failover_shares",
     "lost_ratio",
+    "nodes_for",
     "process_usage",
+    "warm_dark_clusters",
     "run_drill",
     "scale_at_failover",
     "set_cluster_fault",
@@ -94,6 +102,8 @@ __all__ = [
 NAMESPACE = "drill"
 SIGNAL_METRIC = "regionshift_drill_served_sps"
 REPLICAS_METRIC = "regionshift_drill_replicas"
+REPLICAS_QUERY = f'label_replace({REPLICAS_METRIC}{{region="{{region}}"}}, "deployment", "{{deployment}}", "", "")'
+"""Each Deployment's replica history: its region's one series (every service runs the same), under its name."""
 HISTORY_DAYS = 8
 HISTORY_STEP_SECONDS = 60
 GATEWAY_DOMAIN = "localhost"
@@ -101,11 +111,16 @@ SIMULATED_START = "regionshift.io/simulated-start"
 """Pod annotation the local cluster's pod-ready stage delays a pod's start by (a Go duration)."""
 SIMULATED_FAULT = "regionshift.io/simulated-fault"
 """Pod annotation that turns a Running pod not Ready through kwok (pod-stages-fault.yaml)."""
-ROUTES_PER_PROVIDER = 64
-"""A RegionFailover's traffic provider owns at most 64 routes, and a RegionFailover has at most 8 providers."""
-MAX_PROVIDERS = 8
-MAX_SERVICES = ROUTES_PER_PROVIDER * MAX_PROVIDERS // 2
-"""Each service has a route of each of two kinds (Gateway API, external-dns)."""
+MAX_SERVICES = ROUTES_PER_PROVIDER * TRAFFIC_PROVIDERS // 2
+"""512: a RegionFailover names at most 8 providers of 128 routes, and each service has a route of each of two
+kinds (Gateway API, external-dns)."""
+PODS_PER_NODE = 500
+"""Pods a local cluster's kwok node holds (its allocatable ``pods``)."""
+PODS_PER_SERVICE_BOUND = 16
+"""Pods of one service a region may run at once, at most, in the drill: its main Deployment (up to 6 with
+the default capacity), its dark one (sized for a share of the largest peer), and the baseline's scale-up."""
+STEP_TIMEOUT_SERVICES = 100
+"""``timeout_seconds`` holds for up to this many services; a larger drill's steps may take proportionally longer."""
 MILESTONES = ("fault", "detected", "ungated", "shifted", "scaled", "settled", "capacity ready", "failback started",
               "healed", "restored")
 """The report's rows: regionshift's milestones and the baseline's, in the order they usually come."""
@@ -147,13 +162,17 @@ class DrillConfig:
     """How long a new pod of a sample service takes to become Ready (kwok's stage delay); 0: at once."""
     report_dir: Path = Path("drill-report")
     timeout_seconds: float = 900.0
-    """The longest any one step may take before the drill gives up."""
+    """The longest any one step of a drill of up to 100 services may take before the drill gives up."""
     seed: int = 7
 
     def capacity(self) -> float:
         if self.pod_capacity_sps > 0:
             return self.pod_capacity_sps
         return max(r.peak_sps for r in self.regions) / self.services / 5.0
+
+    def step_timeout_seconds(self) -> float:
+        """How long one step may take: ``timeout_seconds``, growing in proportion beyond 100 services."""
+        return self.timeout_seconds * max(1.0, self.services / STEP_TIMEOUT_SERVICES)
 
     def pod_annotations(self) -> dict[str, str]:
         """The sample services' pod template annotations: the start-up delay, if any."""
@@ -225,6 +244,32 @@ class DrillReport:
 # ---------------------------------------------------------------------------- pure parts
 
 
+def warm_dark_clusters(items: Iterable[Mapping[str, Any]]) -> tuple[int, int]:
+    """DarkClusters with some warm dark pod (Ready, gated), and those whose every desired dark pod is warm.
+
+    The steady state before the fault needs the second for every service: the saviors' guard
+    (``SaviorsNotWarm``) weighs the warm pods against the whole need, so a fault injected while
+    the dark pods still start is held back until they are warm, and the figures would measure
+    the warm-up instead of the evacuation.
+    """
+    some = full = 0
+    for dc in items:
+        status = dc.get("status") or {}
+        warm, desired = status.get("warmReplicas") or 0, status.get("desiredReplicas") or 0
+        some += warm > 0
+        full += desired > 0 and warm >= desired
+    return some, full
+
+
+def nodes_for(services: int) -> int:
+    """kwok nodes a drill region needs for ``services`` sample services: 2, or more beyond 62 services.
+
+    A kwok node holds :data:`PODS_PER_NODE` pods; a pod that fits on no node stays Pending,
+    and the drill would wait for it until its step times out.
+    """
+    return max(2, math.ceil(services * PODS_PER_SERVICE_BOUND / PODS_PER_NODE))
+
+
 def failover_shares(*, failed: str, dns_weights: Mapping[str, int]) -> dict[str, float]:
     """Where a failed region's users go once DNS fails it over (its record at 0).
 
@@ -292,9 +337,9 @@ def api_requests(lines: Iterable[str], *, since: float | None = None, until: flo
 
 
 def traffic_providers(services: Sequence[str]) -> list[dict[str, Any]]:
-    """The RegionFailover's traffic providers: Gateway API and external-dns, 64 routes a provider at most."""
+    """The RegionFailover's traffic providers: Gateway API and external-dns, 128 routes a provider at most."""
     if len(services) > MAX_SERVICES:
-        raise ValueError(f"at most {MAX_SERVICES} services: a RegionFailover has at most {MAX_PROVIDERS} traffic "
+        raise ValueError(f"at most {MAX_SERVICES} services: a RegionFailover has at most {TRAFFIC_PROVIDERS} traffic "
                          f"providers of at most {ROUTES_PER_PROVIDER} routes, and each service has two routes")
     chunks = [list(services[i:i + ROUTES_PER_PROVIDER]) for i in range(0, len(services), ROUTES_PER_PROVIDER)]
     return [*({"kind": "GatewayAPI", "routes": c} for c in chunks), *({"kind": "ExternalDNS", "routes": c} for c in chunks)]
@@ -366,7 +411,13 @@ def _replicas_for(sps_per_service: float, *, capacity: float) -> int:
 
 def _history(config: DrillConfig, curves: Mapping[str, DemandCurve], *, end: float,
              services: list[str]) -> dict[Metric, list[tuple[float, float]]]:
-    """A week and a day of each region's signal and each service's replicas, at one minute, up to ``end``."""
+    """A week and a day of each region's signal and its services' replicas, at one minute, up to ``end``.
+
+    Every service of a region has the same share of its demand, so its autoscaler ran the same
+    replicas: one replica series per region, which :data:`REPLICAS_QUERY` hands each Deployment
+    under its own name. (One series per service would make 500 services' backfill 17 million
+    samples, for the same figures.)
+    """
     rng = np.random.default_rng(config.seed)
     steps = int(HISTORY_DAYS * 86_400 / HISTORY_STEP_SECONDS)
     times = [end - HISTORY_STEP_SECONDS * (steps - i) for i in range(steps + 1)]
@@ -375,8 +426,7 @@ def _history(config: DrillConfig, curves: Mapping[str, DemandCurve], *, end: flo
         values = [curve.sample(t, seconds=HISTORY_STEP_SECONDS, rng=rng) for t in times]
         out[Metric.of(SIGNAL_METRIC, region=region)] = list(zip(times, values, strict=True))
         replicas = [float(_replicas_for(v / len(services), capacity=config.capacity())) for v in values]
-        for name in services:
-            out[Metric.of(REPLICAS_METRIC, region=region, deployment=name)] = list(zip(times, replicas, strict=True))
+        out[Metric.of(REPLICAS_METRIC, region=region)] = list(zip(times, replicas, strict=True))
     return out
 
 
@@ -393,7 +443,7 @@ def region_failover(config: DrillConfig, *, region: str, gateways: Mapping[str, 
         # The services were created moments before: no rollout guard, or the fault would be held back.
         "detection": {"rolloutGuardSeconds": 0, "staleAfterSeconds": max(30, 3 * config.sample_seconds)},
         "selector": {"matchLabels": dict(PARTICIPANT_LABELS)},
-        "darkCapacity": {"replicasQuery": f'{REPLICAS_METRIC}{{region="{{region}}",deployment="{{deployment}}"}}',
+        "darkCapacity": {"replicasQuery": REPLICAS_QUERY,
                          "headroomRatio": 1.2, "minReplicas": 1, "maxReplicas": 100, "horizonSeconds": 3600},
         "traffic": traffic_providers(services),
         "mode": "Automatic",
@@ -454,6 +504,8 @@ class _Drill:
     simulator: TrafficSimulator
     replicas: dict[str, int]
     """Each region's main replicas per service, as installed."""
+    warm: dict[str, int] = field(default_factory=dict)
+    """DarkClusters with every dark pod warm per region, as the last steady-state check counted them (progress)."""
 
     def status(self, name: str) -> dict[str, Any]:
         from kubernetes import client
@@ -474,10 +526,12 @@ class _Drill:
             verdict = next((r.get("verdict") for r in status.get("regions") or []
                             if r.get("name") == self.config.fault_region), None) or "-"
             out[name] = f"{served:5.0f} sps {status.get('phase') or '-'} ({self.config.fault_region} {verdict})"
+            if name in self.warm:
+                out[name] += f" warm {self.warm[name]}/{len(self.services)}"
         return out
 
     def until(self, check: Callable[[], Any], *, what: str) -> Any:
-        return _until(check, progress=self.progress, regions=self.line, timeout_seconds=self.config.timeout_seconds,
+        return _until(check, progress=self.progress, regions=self.line, timeout_seconds=self.config.step_timeout_seconds(),
                       what=what)
 
     def steady(self, *, warm: bool) -> bool:
@@ -487,10 +541,13 @@ class _Drill:
             verdicts = {r.get("name"): r.get("verdict") for r in status.get("regions") or []}
             if verdicts != dict.fromkeys(self.names, "Healthy") or status.get("evacuations"):
                 return False
-        warm_dark = [_warm(self.customs[name]) for name in self.names]
-        if warm:
-            return all(n >= self.config.services for n in warm_dark)
-        return not any(warm_dark)
+        counts = {name: _warm(self.customs[name]) for name in self.names}
+        self.warm = {name: full for name, (_, full) in counts.items()}
+        done = all(full >= self.config.services for _, full in counts.values()) if warm \
+            else not any(some for some, _ in counts.values())
+        if done:
+            self.warm = {}
+        return done
 
     def unhealthy(self) -> bool:
         """Whether some operator judges the fault region Unhealthy."""
@@ -533,7 +590,8 @@ def run_drill(config: DrillConfig, *, print_: Callable[[str], None] = print) -> 
     with drill_lock(), contextlib.ExitStack() as stack:
         progress.start(f"starting {len(names)} local regions ({', '.join(names)})")
         crds = [*crd_manifests().values(), *third_party_crds()]
-        clusters = {name: LocalCluster(name=f"drill-{name}", crds=crds, audited_operator=True) for name in names}
+        clusters = {name: LocalCluster(name=f"drill-{name}", crds=crds, audited_operator=True,
+                                       nodes=nodes_for(config.services)) for name in names}
         # One after the other, from this thread: each component dies with the thread that started
         # it (PR_SET_PDEATHSIG), so a worker thread's exit would take its region down.
         for cluster in clusters.values():
@@ -553,13 +611,23 @@ def run_drill(config: DrillConfig, *, print_: Callable[[str], None] = print) -> 
             apis[region.name] = _install_services(clusters[region.name], region=region.name, services=services,
                                                   replicas=replicas[region.name],
                                                   pod_annotations=config.pod_annotations())
+            progress.print(f"[{progress.elapsed():6.1f} s]   {region.name}: {config.services} services, "
+                           f"{replicas[region.name]} pods each")
         # Every pod Ready before the operators watch: pods coming up region by region would look
         # like a regional drop to them (the start-up delay holds each region's pods back a while).
         progress.start("waiting for the sample services' pods to be Ready")
         wanted = {name: dict.fromkeys(services, replicas[name]) for name in names}
-        _until(lambda: all(_ready_at_least(apis[n], wanted[n]) for n in names), progress=progress,
-               regions=lambda: {n: "starting pods" for n in names}, timeout_seconds=config.timeout_seconds,
-               what="the sample services' pods")
+        ready: dict[str, dict[str, int]] = {n: {} for n in names}
+
+        def all_ready() -> bool:
+            for n in names:
+                ready[n] = _ready_replicas(apis[n])
+            return all(_ready_at_least(apis[n], wanted[n], ready=ready[n]) for n in names)
+
+        _until(all_ready, progress=progress,
+               regions=lambda: {n: f"{sum(ready[n].values()):,}/{replicas[n] * len(services):,} pods Ready"
+                                for n in names},
+               timeout_seconds=config.step_timeout_seconds(), what="the sample services' pods")
         readers = {name: RegionReader(api=apis[name], namespace=NAMESPACE, region=name,
                                       peers=[p for p in names if p != name], services=services).read
                    for name in names}
@@ -753,10 +821,10 @@ def _baseline_run(drill: _Drill, *, heal_after: float) -> RunResult:
     return run
 
 
-def _warm(custom: Any) -> int:
-    """DarkClusters with at least one warm dark pod (Ready, gated)."""
+def _warm(custom: Any) -> tuple[int, int]:
+    """One region's DarkClusters, as :func:`warm_dark_clusters` counts them."""
     found = custom.list_namespaced_custom_object(API_GROUP, API_VERSION, NAMESPACE, "darkclusters")
-    return sum(1 for dc in found.get("items") or [] if ((dc.get("status") or {}).get("warmReplicas") or 0) > 0)
+    return warm_dark_clusters(found.get("items") or [])
 
 
 def _totals(simulator: TrafficSimulator) -> tuple[float, float]:
@@ -787,13 +855,18 @@ def _scale(api: Any, replicas: Mapping[str, int]) -> None:
                for name, n in replicas.items()])
 
 
-def _ready_at_least(api: Any, replicas: Mapping[str, int]) -> bool:
-    """Whether each named Deployment has at least that many Ready pods."""
+def _ready_replicas(api: Any) -> dict[str, int]:
+    """Each Deployment of the drill's namespace and its Ready pods (one LIST)."""
     from kubernetes import client
 
-    answer = client.AppsV1Api(api).list_namespaced_deployment(NAMESPACE, _preload_content=False, _request_timeout=10)
-    ready = {d["metadata"]["name"]: (d.get("status") or {}).get("readyReplicas") or 0
-             for d in json.loads(answer.data).get("items") or []}
+    answer = client.AppsV1Api(api).list_namespaced_deployment(NAMESPACE, _preload_content=False, _request_timeout=30)
+    return {d["metadata"]["name"]: (d.get("status") or {}).get("readyReplicas") or 0
+            for d in json.loads(answer.data).get("items") or []}
+
+
+def _ready_at_least(api: Any, replicas: Mapping[str, int], *, ready: Mapping[str, int] | None = None) -> bool:
+    """Whether each named Deployment has at least that many Ready pods (``ready``: a :func:`_ready_replicas`)."""
+    ready = _ready_replicas(api) if ready is None else ready
     return all(ready.get(name, 0) >= n for name, n in replicas.items())
 
 
