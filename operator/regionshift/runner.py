@@ -216,7 +216,7 @@ def run_operator(
 
 
 def _import_api_modules() -> None:
-    """Import the kubernetes client's API modules every DarkCluster reconcile calls, now.
+    """Import the kubernetes client's API modules the operator calls, now.
 
     The client imports them on first use, and each builds the pydantic models of its
     methods' signatures as it does, under the import lock and holding the GIL (18 s for these
@@ -228,7 +228,12 @@ def _import_api_modules() -> None:
     """
     from kubernetes import client
 
-    for api in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi):
+    # The first three every reconcile calls; the others an evacuation, a transplant, the
+    # routes or the budgets' recount call first from a worker thread, where their import is
+    # one suspect (not confirmed) for a 128 ms stall of the event loop at 500 DarkClusters in
+    # which one worker thread held the GIL (docs/benchmarks.md, "Third pass on the stalls").
+    for api in (client.AppsV1Api, client.CoreV1Api, client.CustomObjectsApi, client.AutoscalingV2Api,
+                client.DiscoveryV1Api, client.NetworkingV1Api, client.PolicyV1Api):
         log.debug("imported %s", api.__module__)
 
 
