@@ -64,7 +64,7 @@ import random
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import kopf
 import urllib3.exceptions
@@ -131,12 +131,14 @@ __all__ = [
     "dark_replicas",
     "executors",
     "next_delay",
+    "on_status",
     "open_gate_fast",
     "own_write",
     "reconcile",
     "release_target",
     "run",
     "wake",
+    "written_status",
 ]
 
 DARKCLUSTERS = "darkclusters"
@@ -432,6 +434,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
         stop.cancel()
         if _wakers.get(key) is waker:
             del _wakers[key]
+            _written.pop(key, None)
     deleted = stopped.reason is not None and bool(stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
     if gone or deleted:
         target = str(spec.get("targetDeployment", ""))
@@ -777,16 +780,54 @@ def _report_blocked(body: dict[str, Any], *, reason: str, message: str, status: 
 
 
 def _write_status(body: dict[str, Any], status: DarkClusterStatus) -> bool:
-    """Server-side apply of this controller's status fields, only when they changed."""
+    """Server-side apply of this controller's status fields, only when they changed; then tell :func:`on_status`."""
     desired = status.wire()
+    meta = body["metadata"]
     if own_status(body.get("status") or {}).wire() == desired:
         STATUS_WRITES.labels("DarkCluster", "Unchanged").inc()
+        _tell_status(body, desired)
         return False
-    meta = body["metadata"]
     kube.apply_custom_status(plural=DARKCLUSTERS, kind="DarkCluster", namespace=meta["namespace"], name=meta["name"],
                              status=desired, field_manager=FIELD_MANAGER)
     STATUS_WRITES.labels("DarkCluster", "Written").inc()
+    _tell_status(body, desired)
     return True
+
+
+_written: dict[tuple[str, str], dict[str, Any]] = {}
+"""(namespace, name) → the DarkCluster's status as this controller last wrote (or found) it, its own fields over the rest."""
+_status_listeners: list[Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], None]] = []
+
+
+def on_status(listener: Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], None]) -> None:
+    """Call ``listener(namespace, name, metadata, status)`` after every status this controller writes or finds current.
+
+    From the reconcile's thread, right after the write: the evacuation exports its region's
+    dark capacity from it as it changes (:mod:`regionshift.controllers.regionfailover.progress`),
+    instead of at the start of its next run. A listener must be quick and must not raise.
+    """
+    if listener not in _status_listeners:
+        _status_listeners.append(listener)
+
+
+def written_status(*, namespace: str, name: str) -> Mapping[str, Any] | None:
+    """The DarkCluster's status as this controller last wrote (or found) it; None before its first run here.
+
+    Never older than a status the API server returned before that write: the evacuation
+    reads the capacity from it over a listed DarkCluster's status.
+    """
+    return _written.get((namespace, name))
+
+
+def _tell_status(body: Mapping[str, Any], own: Mapping[str, Any]) -> None:
+    meta = body["metadata"]
+    status = {**(body.get("status") or {}), **own}
+    _written[(meta["namespace"], meta["name"])] = status
+    for listener in _status_listeners:
+        try:
+            listener(meta["namespace"], meta["name"], meta, status)
+        except Exception:  # an observer's bug must not fail the reconcile that wrote the status
+            log.exception("a DarkCluster status listener failed")
 
 
 def _label_target(target: dict[str, Any]) -> None:

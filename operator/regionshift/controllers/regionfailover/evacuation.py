@@ -19,7 +19,8 @@ module only feeds it and carries its actions out, in this order on every run:
 5. write the evacuation's part of the status under its own field manager
    (:data:`EVACUATION_MANAGER`): phase, evacuations, roles, weights, the gate, history,
    recommendation and plan, and the conditions ``RoutesReady`` and ``ActionsApplied``;
-6. export this region's progress for the peers (:func:`.progress.export`);
+6. export this region's progress for the peers (:mod:`.progress`: the dark capacity before the
+   writes and as the DarkClusters' statuses move, the served share after the writes);
 7. the transplant (:mod:`.transplant`): once an evacuation this region saves has settled for
    ``darkCapacity.transplantAfterSeconds``, its dark capacity moves into the main Deployments.
 
@@ -57,12 +58,14 @@ from regionshift.api.models import (
     TrafficProviderKind,
     Verdict,
 )
+from regionshift.controllers import darkcluster
 from regionshift.controllers.darkcluster import DARKCLUSTERS
 from regionshift.controllers.regionfailover import observe
 from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
-from regionshift.controllers.regionfailover.progress import PeerProgress, export, export_capacity, read_peers
+from regionshift.controllers.regionfailover import progress
+from regionshift.controllers.regionfailover.progress import PeerProgress, read_peers
 from regionshift.controllers.regionfailover.routes import (
     ROUTE_CONCURRENCY,
     RouteBook,
@@ -145,9 +148,35 @@ def verdicts_of(*, spec: RegionFailoverSpec, status: RegionFailoverStatus, now: 
     return {r.name: Verdict(r.verdict) for r in status.regions}
 
 
+def _capacity_of(status: Mapping[str, Any], *, written: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(warm, ready) of a DarkCluster: its controller's latest own fields (``written``) over the listed status.
+
+    Transplanted replicas still count as savior capacity (:func:`.transplant.dark_capacity`).
+    """
+    if written is not None:
+        status = {**status, **{k: v for k, v in written.items() if k not in ("evacuationGate", "transplantedReplicas")}}
+    return dark_capacity(status)
+
+
+def _dark_cluster_status(namespace: str, name: str, meta: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    """The DarkCluster controller wrote a status: its RegionFailover's dark capacity is exported at once."""
+    warm, ready = dark_capacity(status)
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == "RegionFailover" and owner.get("uid"):
+            progress.dark_cluster_moved(namespace=namespace, owner_uid=owner["uid"], dark_cluster=name,
+                                        warm=warm, ready=ready)
+
+
+darkcluster.on_status(_dark_cluster_status)
+
+
 def _dark_clusters(*, namespace: str, uid: str,
                    listed: dict[str, dict[str, Any]] | None = None) -> list[DarkClusterObservation]:
-    """This RegionFailover's DarkClusters as the state machine sees them; ``listed`` gets their bodies by name."""
+    """This RegionFailover's DarkClusters as the state machine sees them; ``listed`` gets their bodies by name.
+
+    The capacity of each is the freshest this process knows: what its controller last wrote,
+    over what the LIST returned.
+    """
     out = []
     for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace):
         if not owned_by(dc, uid):
@@ -155,7 +184,8 @@ def _dark_clusters(*, namespace: str, uid: str,
         if listed is not None:
             listed[dc["metadata"]["name"]] = dc
         status = dc.get("status") or {}
-        warm, ready = dark_capacity(status)  # transplant: replicas moved into main still count as savior capacity
+        warm, ready = _capacity_of(status, written=darkcluster.written_status(namespace=namespace,
+                                                                              name=dc["metadata"]["name"]))
         out.append(DarkClusterObservation(
             name=dc["metadata"]["name"], evacuation_gate=Gate(status.get("evacuationGate") or Gate.CLOSED.value),
             warm=warm, ready=ready))
@@ -463,9 +493,11 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         dark_clusters: dict[str, dict[str, Any]] = {}
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
                                                                now=moment, listed=dark_clusters)
-        # The capacity the peers shift traffic on, exported before this run's writes (the served share after them).
-        export_capacity(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
-                        ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready)
+        # The capacity the peers shift traffic on, exported before this run's writes and then, DarkCluster by
+        # DarkCluster, as their controller writes it (progress.track); the served share after the writes.
+        progress.track(namespace=namespace, uid=fresh["metadata"]["uid"], name=name, region=spec.region,
+                       members={d.name: (d.warm, d.ready) for d in observations.dark_clusters},
+                       deployments_ready=ready)
         decision = await asyncio.to_thread(step, spec=spec, status=status, observations=observations, now=moment,
                                            tuning=tuning_of(spec))
         ahead = await asyncio.to_thread(with_new_records, status, decision.status) if decision.writes else None
@@ -485,9 +517,8 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         observe.record_progress(namespace=namespace, name=name, before=status, after=decision.status)
         observe.record_status(namespace=namespace, name=name, status=decision.status)
         observe.record_dark_capacity(namespace=namespace, name=name, dark_clusters=observations.dark_clusters)
-        export(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
-               ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready,
-               served_share=_served_share(decision.status, spec.region))
+        progress.export_served_share(name=name, region=spec.region,
+                                     served_share=_served_share(decision.status, spec.region))
         # Transplant (issue 7 item 7): after the evacuation's own status, in a module of its own.
         transplanting = await transplant(body=fresh, spec=spec, before=status, after=decision.status, now=moment)
         domain.last_run_error = None
