@@ -57,6 +57,7 @@ or overwritten by it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -153,7 +154,10 @@ FAST_PATH_SETTLE_SECONDS = 0.5
 FAST_PATH_DEFER_SECONDS = 10.0
 """... but never longer than this: a gate that keeps flipping must not starve the shadow and the status."""
 FOLLOW_UP_SECONDS = 10.0
-"""A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later."""
+"""A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later
+(and then until no fast path is under way, at most :data:`FAST_PATH_DEFER_SECONDS` more)."""
+STATUS_DEFER_SECONDS = 10.0
+"""A fast path's status waits until no fast path's pod write is pending, at most this long."""
 RECONCILERS = 16
 """Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
 RESYNC_SECONDS = 600.0
@@ -411,6 +415,8 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
             woken_by, waker.causes = waker.causes, set()
             causes = ",".join(sorted(woken_by))
             earlier, pending = pending, None
+            if earlier is not None and "evacuation" not in woken_by and not woken_by - {"pod", "resync", "retry"}:
+                await _after_fast_paths()  # a follow-up: not while other DarkClusters' pods are being ungated
             if "evacuation" in woken_by and last == "Reconciled":
                 gated = await open_gate_fast(namespace=namespace, name=name, since=time.monotonic())
                 if gated is not None:
@@ -526,6 +532,9 @@ _fast_paths = 0
 _last_fast_path = -math.inf
 """When the latest fast path started (monotonic)."""
 _gate_executor_instance: ThreadPoolExecutor | None = None
+_gate_writes = 0
+"""Pod gate writes of fast paths pending in this process."""
+_gate_writes_idle_event: asyncio.Event | None = None
 _own_writes: dict[tuple[str, str], str] = {}
 """(namespace, pod) → the resourceVersion this controller's last gate write of it returned."""
 OWN_WRITES_MAX = 20_000
@@ -617,9 +626,8 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         pods = listing.pods.get(dark_cluster_label_value(name), [])
         patches = gate_label_patches(pods=pods, gate=gate)
         loop = asyncio.get_running_loop()
-        outcomes = await asyncio.gather(*(
-            loop.run_in_executor(_gate_executor(), functools.partial(
-                _write_gate, namespace=namespace, pod=pod, labels=labels, gate=gate))
+        outcomes = await asyncio.gather(*(_gate_write_counted(loop, functools.partial(
+            _write_gate, namespace=namespace, pod=pod, labels=labels, gate=gate))
             for pod, labels in patches.items()), return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for outcome in failed:  # the full reconcile writes it again, and reports
@@ -628,9 +636,11 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         seen = None
         if not failed:
             try:
-                await loop.run_in_executor(_gate_executor(), functools.partial(
-                    _fast_status, body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
-                    opened_by=in_force.opened_by))
+                status = _fast_status(body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
+                                      opened_by=in_force.opened_by)
+                # The pods first: this status waits (within bounds) until no gate write is under way.
+                await _after_gate_writes()
+                await loop.run_in_executor(_gate_executor(), _write_status, body, status)
                 seen = acted_on(body)
             except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:  # the full reconcile writes it
                 log.info("DarkCluster %s/%s: the fast path's status write failed: %s", namespace, name, exc)
@@ -639,15 +649,54 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         _fast_paths -= 1
 
 
+async def _gate_write_counted(loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> Any:
+    """One pod's gate write on the gate writers' threads, counted in :data:`_gate_writes` while it is pending."""
+    global _gate_writes
+    _gate_writes += 1
+    _gate_writes_idle().clear()
+    try:
+        return await loop.run_in_executor(_gate_executor(), call)
+    finally:
+        _gate_writes -= 1
+        if _gate_writes == 0:
+            _gate_writes_idle().set()
+
+
+def _gate_writes_idle() -> asyncio.Event:
+    global _gate_writes_idle_event
+    if _gate_writes_idle_event is None:
+        _gate_writes_idle_event = asyncio.Event()
+        _gate_writes_idle_event.set()
+    return _gate_writes_idle_event
+
+
+async def _after_gate_writes() -> None:
+    """Wait until no fast path's pod write is pending (at most :data:`STATUS_DEFER_SECONDS`).
+
+    An ungate's writes of pods and of statuses share one API server: the pods are what
+    serves, the statuses only report it, and the capacity the peers shift on is exported
+    before the status is written (:func:`_fast_status`). So the statuses go last.
+    """
+    if _gate_writes == 0:
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(_gate_writes_idle().wait(), timeout=STATUS_DEFER_SECONDS)
+
+
 def _fast_status(*, body: dict[str, Any], spec: DarkClusterSpec, pods: list[dict[str, Any]],
-                 opened_by: tuple[str, ...]) -> None:
-    """The status the fast path's pods make, exactly as the full reconcile would write it from them."""
+                 opened_by: tuple[str, ...]) -> DarkClusterStatus:
+    """The status the fast path's pods make, exactly as the full reconcile would write it from them.
+
+    Exported (and told to :func:`on_status`) at once, before it is written: the pods are
+    already what it says.
+    """
     meta, old_status = body["metadata"], body.get("status") or {}
     status = dark_status(spec=spec, generation=meta.get("generation"), old_status=old_status,
                          replicas=dark_replicas(spec=spec, status=old_status), pods=pods, now=now_rfc3339(),
                          evacuation_gate=old_status.get("evacuationGate"))
-    _write_status(body, status)
+    _tell_status(body, status.wire())
     _export(namespace=meta["namespace"], name=meta["name"], status=status, opened_by=opened_by)
+    return status
 
 
 async def _after_fast_paths() -> None:
