@@ -62,6 +62,7 @@ import functools
 import logging
 import math
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -94,7 +95,6 @@ from regionshift.decide.darkcapacity import (
     target_missing_status,
 )
 from regionshift.decide.gate import (
-    EVACUATION_HAND,
     RECOUNT_ANNOTATION,
     SPEC_HAND,
     EffectiveGate,
@@ -132,10 +132,14 @@ __all__ = [
     "dark_replicas",
     "executors",
     "next_delay",
+    "note_region_failover_gate",
     "on_status",
     "open_gate_fast",
     "own_write",
+    "read_region_failover_gate",
     "reconcile",
+    "region_failover_gate",
+    "region_failover_of",
     "release_target",
     "run",
     "wake",
@@ -143,6 +147,7 @@ __all__ = [
 ]
 
 DARKCLUSTERS = "darkclusters"
+REGIONFAILOVERS = "regionfailovers"
 FIELD_MANAGER = "regionshift-darkcluster"
 """Server-side-apply field manager of the status fields this controller owns."""
 GATE_WRITERS = 16
@@ -514,10 +519,12 @@ class Gated:
 
 @dataclass(frozen=True)
 class _GateListing:
-    """The namespace's DarkClusters by name and its dark pods by their DarkCluster label, from one LIST each."""
+    """The namespace's DarkClusters by name, its dark pods by their DarkCluster label, and its
+    RegionFailovers' evacuation gates by uid, from one LIST each."""
 
     dark_clusters: dict[str, dict[str, Any]]
     pods: dict[str, list[dict[str, Any]]]
+    region_failover_gates: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -568,12 +575,103 @@ def own_write(*, namespace: str, pod: str, resource_version: str | None) -> bool
 
 
 def _list_for_gates(namespace: str) -> _GateListing:
-    """The DarkClusters first, then the dark pods: both at least as fresh as the moment the LIST began."""
+    """The RegionFailovers and DarkClusters first, then the dark pods: all at least as fresh as the moment the LIST began."""
+    gates = {rf["metadata"].get("uid", ""): (rf.get("status") or {}).get("evacuationGate")
+             for rf in kube.list_custom(plural=REGIONFAILOVERS, namespace=namespace)}
     dark_clusters = {dc["metadata"]["name"]: dc for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace)}
     pods: dict[str, list[dict[str, Any]]] = {}
     for pod in kube.list_pods(namespace=namespace, label_selector=DARK_CLUSTER_LABEL):
         pods.setdefault(((pod.get("metadata") or {}).get("labels") or {}).get(DARK_CLUSTER_LABEL, ""), []).append(pod)
-    return _GateListing(dark_clusters=dark_clusters, pods=pods)
+    return _GateListing(dark_clusters=dark_clusters, pods=pods, region_failover_gates=gates)
+
+
+def region_failover_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, uid) of the RegionFailover that owns a DarkCluster (its controller owner reference), if any."""
+    for owner in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "RegionFailover" and owner.get("controller") and owner.get("name"):
+            return str(owner["name"]), str(owner.get("uid") or "")
+    return None
+
+
+_known_gates: dict[str, tuple[float, str | None]] = {}
+"""RegionFailover uid → (monotonic start of the read or write that showed it, its ``status.evacuationGate``)."""
+
+
+def note_region_failover_gate(*, uid: str, gate: str | None, read_at: float) -> None:
+    """A RegionFailover's ``status.evacuationGate`` as a read or a write that began at ``read_at`` showed it.
+
+    The evacuation of this process, the gate's one writer, notes every fresh read and every
+    write of it, so a reconcile (a resync of hundreds of DarkClusters) takes it from here
+    instead of reading the RegionFailover again. Kept only when not older than what is known.
+    """
+    with _gate_reads_lock:
+        known = _known_gates.get(uid)
+        if known is None or read_at >= known[0]:
+            _known_gates[uid] = (read_at, gate)
+
+
+def region_failover_gate(*, namespace: str, owner: tuple[str, str], since: float) -> str | None:
+    """The evacuation gate of a DarkCluster's RegionFailover: as last noted in this process, else read (shared)."""
+    name, uid = owner
+    known = _known_gates.get(uid)
+    if known is not None:
+        return known[1]
+    return read_region_failover_gate(namespace=namespace, name=name, since=since, uid=uid)
+
+
+@dataclass
+class _GateRead:
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    gate: str | None = None
+    uid: str | None = None
+    error: BaseException | None = None
+
+
+_gate_reads: dict[tuple[str, str], _GateRead] = {}
+_gate_reads_lock = threading.Lock()
+GATE_READ_WAIT_SECONDS = 60.0
+
+
+def read_region_failover_gate(*, namespace: str, name: str, since: float, uid: str | None = None) -> str | None:
+    """A RegionFailover's ``status.evacuationGate``, from a read that began at or after ``since`` (monotonic).
+
+    One read at a time per RegionFailover, shared by every reconcile it suits: the
+    reconciles of hundreds of DarkClusters that an evacuation wakes together read their
+    RegionFailover (a large object) once or twice, not once each, and none acts on a copy
+    older than its own start. None when it does not exist (or, given ``uid``, is another
+    object of that name); raises what the read raised.
+    """
+    key = (namespace, name)
+    while True:
+        with _gate_reads_lock:
+            current = _gate_reads.get(key)
+            if current is not None and current.started >= since:
+                lead = False
+            elif current is not None and not current.done.is_set():
+                lead = None  # an older read under way: wait for it, then start (or share) a newer one
+            else:
+                current = _gate_reads[key] = _GateRead(started=time.monotonic())
+                lead = True
+        if lead is None:
+            current.done.wait(GATE_READ_WAIT_SECONDS)
+            continue
+        if lead:
+            try:
+                body = kube.read_custom(plural=REGIONFAILOVERS, namespace=namespace, name=name)
+                current.gate = None if body is None else (body.get("status") or {}).get("evacuationGate")
+                current.uid = None if body is None else (body.get("metadata") or {}).get("uid")
+                if current.uid:
+                    note_region_failover_gate(uid=current.uid, gate=current.gate, read_at=current.started)
+            except BaseException as exc:
+                current.error = exc
+            finally:
+                current.done.set()
+        elif not current.done.wait(GATE_READ_WAIT_SECONDS):
+            raise TimeoutError(f"the read of RegionFailover {namespace}/{name} did not end")
+        if current.error is not None:
+            raise current.error
+        return None if uid and current.uid and current.uid != uid else current.gate
 
 
 async def _fresh_listing(*, namespace: str, since: float) -> _GateListing:
@@ -619,7 +717,10 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         spec = DarkClusterSpec.model_validate(body["spec"])
-        in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=(body.get("status") or {}).get("evacuationGate"))
+        owner = region_failover_of(body)
+        owner_gate = None if owner is None else listing.region_failover_gates.get(owner[1])
+        in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=(body.get("status") or {}).get("evacuationGate"),
+                                  region_failover_gate=owner_gate)
         if not in_force.is_open:
             return None
         gate = in_force.gate.value
@@ -637,7 +738,7 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         if not failed:
             try:
                 status = _fast_status(body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
-                                      opened_by=in_force.opened_by)
+                                      opened_by=in_force.opened_by, region_failover_gate=owner_gate)
                 # The pods first: this status waits (within bounds) until no gate write is under way.
                 await _after_gate_writes()
                 await loop.run_in_executor(_gate_executor(), _write_status, body, status)
@@ -684,7 +785,7 @@ async def _after_gate_writes() -> None:
 
 
 def _fast_status(*, body: dict[str, Any], spec: DarkClusterSpec, pods: list[dict[str, Any]],
-                 opened_by: tuple[str, ...]) -> DarkClusterStatus:
+                 opened_by: tuple[str, ...], region_failover_gate: str | None) -> DarkClusterStatus:
     """The status the fast path's pods make, exactly as the full reconcile would write it from them.
 
     Exported (and told to :func:`on_status`) at once, before it is written: the pods are
@@ -693,7 +794,7 @@ def _fast_status(*, body: dict[str, Any], spec: DarkClusterSpec, pods: list[dict
     meta, old_status = body["metadata"], body.get("status") or {}
     status = dark_status(spec=spec, generation=meta.get("generation"), old_status=old_status,
                          replicas=dark_replicas(spec=spec, status=old_status), pods=pods, now=now_rfc3339(),
-                         evacuation_gate=old_status.get("evacuationGate"))
+                         evacuation_gate=old_status.get("evacuationGate"), region_failover_gate=region_failover_gate)
     _tell_status(body, status.wire())
     _export(namespace=meta["namespace"], name=meta["name"], status=status, opened_by=opened_by)
     return status
@@ -726,6 +827,7 @@ def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Out
     Only the DarkCluster's daemon calls this (one run at a time per DarkCluster).
     ``earlier``: what this run's fast path wrote (:func:`open_gate_fast`), told in its Event.
     """
+    started = time.monotonic()
     body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Outcome(reason="Gone")
@@ -736,7 +838,9 @@ def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Out
     seen = acted_on(body)
     now = now_rfc3339()
     evacuation_gate = old_status.get("evacuationGate")  # an enum in the schema: Open, Closed or absent
-    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate)
+    owner = region_failover_of(body)
+    owner_gate = None if owner is None else region_failover_gate(namespace=namespace, owner=owner, since=started)
+    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate, region_failover_gate=owner_gate)
 
     target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
     current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
@@ -775,7 +879,7 @@ def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Out
     if written or current is None:
         pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
     status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now,
-                         evacuation_gate=evacuation_gate)
+                         evacuation_gate=evacuation_gate, region_failover_gate=owner_gate)
     _write_status(body, status)
     _export(namespace=namespace, name=name, status=status, opened_by=in_force.opened_by)
     return Outcome(reason="Reconciled", seen=seen)
@@ -1007,8 +1111,9 @@ def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:
 
 
 def _export(*, namespace: str, name: str, status: DarkClusterStatus, opened_by: tuple[str, ...]) -> None:
-    for hand in (SPEC_HAND, EVACUATION_HAND):
-        DARK_CLUSTER_GATE_OPEN.labels(namespace, name, hand).set(1 if hand in opened_by else 0)
+    DARK_CLUSTER_GATE_OPEN.labels(namespace, name, SPEC_HAND).set(1 if SPEC_HAND in opened_by else 0)
+    by_evacuation = EffectiveGate(gate=Gate.OPEN if opened_by else Gate.CLOSED, opened_by=opened_by).by_evacuation
+    DARK_CLUSTER_GATE_OPEN.labels(namespace, name, "evacuation").set(1 if by_evacuation else 0)
     DARK_CLUSTER_GATE_OPEN.labels(namespace, name, "effective").set(1 if status.effective_gate == Gate.OPEN.value else 0)
     DARK_REPLICAS.labels(namespace, name, "desired").set(status.desired_replicas or 0)
     DARK_REPLICAS.labels(namespace, name, "warm").set(status.warm_replicas or 0)

@@ -9,10 +9,12 @@ module only feeds it and carries its actions out, in this order on every run:
    this region's DarkClusters and Deployments, every route of ``spec.traffic``
    (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
 3. call ``step``;
-4. carry the actions out: open or close the evacuation gate of DarkClusters (their
-   ``status.evacuationGate``, never their spec; :data:`GATE_CONCURRENCY` at a time, each
-   compared and applied on the body the run listed, read again only when it moved since),
-   set route weights, post Events. The route
+4. carry the actions out: open or close this region's evacuation gate (one write: this
+   RegionFailover's ``status.evacuationGate``, applied at once with the status as written so
+   far; its DarkClusters' controller reads it, and is woken in this process right after, so
+   an ungate of hundreds of DarkClusters costs one write before the dark pods' own; a
+   DarkCluster's own ``status.evacuationGate`` that an older regionshift left Open is closed
+   with it), set route weights, post Events. The route
    writes of one layer (proxy, then DNS) go out as one batch, a few at a time
    (:data:`~.routes.ROUTE_CONCURRENCY`), every HTTPRoute's backends checked against one
    snapshot of the namespace's Services, and the Events among them follow the batch;
@@ -28,7 +30,8 @@ Actions come before the status that records them: a crash in between makes the n
 decide the same writes again from the same status, and every write is idempotent (a route
 already carrying its weights, a gate already open, are left alone). One thing is written
 ahead of the actions: the weights a route carried before its first change
-(:func:`with_new_records`), which failback restores and which a crash must not lose. In DryRun mode nothing
+(:func:`with_new_records`), which failback restores and which a crash must not lose; and the
+evacuation gate, whose write is itself the action (:func:`with_gate`). In DryRun mode nothing
 but the status and Events is written: the routes are read without making sure of the peer
 Services, and the step yields no write.
 
@@ -43,6 +46,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -95,7 +99,7 @@ from regionshift.errors import TrafficError
 from regionshift.failpoints import failpoint
 
 __all__ = ["EVACUATION_MANAGER", "OWNED_FIELDS", "evacuate", "evacuation_payload", "tuning_of", "verdicts_of",
-           "with_new_records"]
+           "with_gate", "with_new_records"]
 
 log = logging.getLogger(__name__)
 
@@ -264,26 +268,34 @@ async def _observe(
 
 async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate,
                      listed: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, BaseException]]:
-    """Every DarkCluster's evacuation gate, :data:`GATE_CONCURRENCY` at a time, each from its listed body."""
+    """DarkClusters' own evacuation gates (those an older regionshift opened), :data:`GATE_CONCURRENCY` at a time."""
     limit = asyncio.Semaphore(GATE_CONCURRENCY)
-    done = 0
     bodies = listed or {}
     loop = asyncio.get_running_loop()
 
     async def one(name: str) -> tuple[str, BaseException] | None:
-        nonlocal done
         async with limit:
             try:
                 await loop.run_in_executor(_writers(), functools.partial(
                     kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate, listed=bodies.get(name)))
             except Exception as exc:
                 return name, exc
-            done += 1
-            if done == 1 and len(names) > 1:
-                failpoint("mid-ungate")
         return None
 
     return [r for r in await asyncio.gather(*(one(n) for n in names)) if r is not None]
+
+
+def with_gate(before: RegionFailoverStatus, *, gate: Gate, at: str | None) -> RegionFailoverStatus:
+    """The status as written so far, with the evacuation gate moved: the write that opens or closes the DarkClusters."""
+    ahead = before.model_copy(deep=True)
+    ahead.evacuation_gate, ahead.evacuation_gate_written_at = gate, at
+    return ahead
+
+
+def _wake_dark_clusters(*, namespace: str, names: Sequence[str]) -> None:
+    """The RegionFailover's gate moved: every DarkCluster it concerns looks at once (their controller reads it)."""
+    for name in names:
+        darkcluster.wake(namespace=namespace, name=name, cause="evacuation")
 
 
 def _batches(actions: Sequence[Action]) -> list[list[Action]]:
@@ -357,9 +369,14 @@ async def _post_events(*, fresh: Mapping[str, Any], events: Sequence[PostEvent])
 async def _carry_out(
     *, fresh: Mapping[str, Any], decision: Decision, book: RouteBook,
     dark_clusters: Mapping[str, Mapping[str, Any]] | None = None,
+    written: RegionFailoverStatus | None = None,
 ) -> list[str]:
-    """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
-    namespace = fresh["metadata"]["namespace"]
+    """Every action in order; returns what failed, each in one sentence (the rest goes on).
+
+    ``written``: the status as the API server has it before the actions (what the run read,
+    or its write ahead): the gate's write starts from it.
+    """
+    namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
     failed: list[str] = []
     if decision.writes:
         failpoint("after-decision")
@@ -380,11 +397,28 @@ async def _carry_out(
         kind = type(action).__name__
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
-            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate,
-                                             listed=dark_clusters)
-            for name, exc in gates_refused:
-                failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
-            observe.record_action(kind=kind, result="Failed" if gates_refused else "Done")
+            refused = False
+            try:  # the RegionFailover's gate: one write opens or closes every DarkCluster it owns
+                base = written if written is not None else RegionFailoverStatus()
+                write_at = time.monotonic()
+                await asyncio.to_thread(_apply_status, namespace=namespace, name=name,
+                                        status=with_gate(base, gate=gate, at=decision.status.evacuation_gate_written_at),
+                                        conditions=_kept_conditions(base))
+            except Exception as exc:  # the status written after the actions carries it too; else the next run
+                refused = True
+                failed.append(f"evacuation gate {gate.value} of RegionFailover {name}: {rf_status.describe(exc)[1]}")
+            else:
+                darkcluster.note_region_failover_gate(uid=fresh["metadata"]["uid"], gate=gate.value, read_at=write_at)
+                _wake_dark_clusters(namespace=namespace, names=action.dark_clusters)
+                if gate is Gate.OPEN:
+                    failpoint("mid-ungate")
+            if isinstance(action, CloseGates) and action.held:
+                gates_refused = await _set_gates(namespace=namespace, names=action.held, gate=gate,
+                                                 listed=dark_clusters)
+                refused |= bool(gates_refused)
+                for held, exc in gates_refused:
+                    failed.append(f"evacuation gate {gate.value} on DarkCluster {held}: {rf_status.describe(exc)[1]}")
+            observe.record_action(kind=kind, result="Failed" if refused else "Done")
         elif isinstance(action, PostEvent):
             await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
             observe.record_action(kind=kind, result="Done")
@@ -482,10 +516,13 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
     meta = body["metadata"]
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     try:
+        read_at = time.monotonic()
         fresh = await asyncio.to_thread(kube.read_custom, plural=rf_status.REGIONFAILOVERS, namespace=namespace,
                                         name=name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return False
+        darkcluster.note_region_failover_gate(uid=fresh["metadata"]["uid"], read_at=read_at,
+                                              gate=(fresh.get("status") or {}).get("evacuationGate"))
         # Parsing, deciding and building the status of hundreds of routes is CPU work: in a
         # thread, so that the event loop (detection, the DarkClusters' daemons) goes on meanwhile.
         spec, status = await asyncio.to_thread(_parse, fresh)
@@ -505,12 +542,18 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
             await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=ahead,
                                     conditions=_kept_conditions(status))
         failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book,  # type: ignore[arg-type]
-                                  dark_clusters=dark_clusters)
+                                  dark_clusters=dark_clusters, written=ahead or status)
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
+        write_at = time.monotonic()
         await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=decision.status,
                                 conditions=conditions)
+        if decision.status.evacuation_gate is not None:
+            darkcluster.note_region_failover_gate(uid=fresh["metadata"]["uid"], read_at=write_at,
+                                                  gate=Gate(decision.status.evacuation_gate).value)
+            if decision.status.evacuation_gate != status.evacuation_gate:  # moved (again, if the action's write failed)
+                _wake_dark_clusters(namespace=namespace, names=[d.name for d in observations.dark_clusters])
         await rf_status.post_transitions(body=fresh, old=[c.model_dump(by_alias=True, mode="json")
                                                           for c in status.conditions],
                                          new=conditions, events_for=EVENTS)
