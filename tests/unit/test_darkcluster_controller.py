@@ -126,6 +126,17 @@ async def test_a_dark_cluster_event_wakes_the_daemon_only_when_what_a_run_acts_o
         del darkcluster._wakers[key]
 
 
+def test_a_forecast_that_moves_inside_the_policys_clamp_wakes_nothing() -> None:
+    def event(forecast: int) -> dict[str, Any]:
+        body = _dark_cluster_event(forecast=forecast)
+        body["spec"] = {"targetDeployment": "api", "replicas": {"source": "Forecast", "minReplicas": 1, "maxReplicas": 3}}
+        return body
+
+    assert darkcluster.acted_on(event(1)) == darkcluster.acted_on(event(0)), "both clamp to the minimum"
+    assert darkcluster.acted_on(event(7)) == darkcluster.acted_on(event(3)), "both clamp to the maximum"
+    assert darkcluster.acted_on(event(2)) != darkcluster.acted_on(event(3))
+
+
 def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     body = {**DARK, "metadata": {**DARK["metadata"], "generation": 2},

@@ -233,7 +233,10 @@ class ActedOn(NamedTuple):
     generation: Any
     """metadata.generation: its owner's spec."""
     forecast_replicas: Any
-    """status.forecastReplicas, written by sizing."""
+    """The replicas sizing asks for: status.forecastReplicas (written by sizing) clamped by the
+    spec's policy. A forecast that moves inside the clamp changes nothing a reconcile does, so it
+    wakes nothing (sizing rewrites hundreds of forecasts when a verdict moves, in the middle of
+    an evacuation)."""
     evacuation_gate: Any
     """status.evacuationGate, written by the evacuation."""
     transplanted_replicas: Any = None
@@ -244,8 +247,17 @@ def acted_on(body: Mapping[str, Any]) -> ActedOn:
     """What a DarkCluster event must move to wake its daemon (see :class:`ActedOn`)."""
     status = body.get("status") or {}
     return ActedOn(generation=(body.get("metadata") or {}).get("generation"),
-                   forecast_replicas=status.get("forecastReplicas"), evacuation_gate=status.get("evacuationGate"),
+                   forecast_replicas=_sized(body), evacuation_gate=status.get("evacuationGate"),
                    transplanted_replicas=status.get("transplantedReplicas"))
+
+
+def _sized(body: Mapping[str, Any]) -> Any:
+    """The replicas the spec's policy makes of the forecast (the raw forecast when the spec does not parse)."""
+    forecast = (body.get("status") or {}).get("forecastReplicas")
+    try:
+        return desired_replicas(spec=DarkClusterSpec.model_validate(body.get("spec") or {}), forecast_replicas=forecast)
+    except (ValueError, TypeError):
+        return ("forecast", forecast)
 
 
 def dark_replicas(*, spec: DarkClusterSpec, status: Mapping[str, Any]) -> int:
