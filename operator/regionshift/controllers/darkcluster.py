@@ -10,9 +10,11 @@ it: a gate that was opened cannot be closed again by a run that started earlier.
 
 Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark pod or a
 shadow that changed, the target that changed or went, sizing, which writes
-``status.forecastReplicas`` under its own field manager, an evacuation, which writes
-``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`),
-and a transplant, which writes ``status.transplantedReplicas`` under its own
+``status.forecastReplicas`` under its own field manager (a wake only when the replicas the
+policy makes of it move), an evacuation, which writes its RegionFailover's
+``status.evacuationGate`` (and wakes every DarkCluster the RegionFailover owns, in this
+process, right after) or a DarkCluster's own
+(:func:`regionshift.adapters.kube.set_evacuation_gate`), and a transplant, which writes ``status.transplantedReplicas`` under its own
 (:func:`regionshift.adapters.kube.set_transplanted_replicas`; the shadow then keeps
 max(0, sized - transplanted) replicas, see :func:`dark_replicas`). All are status-only changes that bump no generation, which kopf's ``on.update`` and field
 handlers are not made for; the raw ``on.event`` handler sees every watch event and wakes
@@ -26,14 +28,17 @@ An opening gate has a fast path (:func:`open_gate_fast`), since it is the hot pa
 evacuation: a savior opens the evacuation gate of hundreds of DarkClusters at once, and a
 full reconcile of each (about nine requests) before its pods serve would make the last
 pod wait for every other DarkCluster's bookkeeping. A run woken by a moved evacuation gate,
-after a run that reconciled, first takes one shared LIST of the namespace's DarkClusters
-and dark pods (coalesced: every daemon woken meanwhile waits for the same LIST, which
-starts after each of them woke, so none acts on an older copy than its previous run read)
-and, when the gate in force is Open, merges the serving labels into its pods, writes
-bounded by :data:`GATE_WRITERS` across all DarkClusters, and writes the status those pods
-make (its serving replicas are what the peers shift traffic on). The full reconcile (the
-shadow, the target's label, the GateOpened Event) follows :data:`FOLLOW_UP_SECONDS` later,
-or at once when anything else woke the daemon; when the fast path could not write the status,
+after a run that reconciled, first takes one shared LIST of the namespace's
+RegionFailovers, DarkClusters and dark pods (coalesced: every daemon woken meanwhile waits
+for the same LIST, which starts after each of them woke, so none acts on an older copy
+than its previous run read) and, when the gate in force is Open, merges the serving labels
+into its pods, writes bounded by :data:`GATE_WRITERS` across all DarkClusters, tells the
+status those pods make to :func:`on_status` at once (its serving replicas are what the
+peers shift traffic on: the evacuation exports them from there), and writes that status
+once no fast path's pod write is pending (at most :data:`STATUS_DEFER_SECONDS` later: the
+pods serve, the status only reports it). The full reconcile (the shadow, the target's
+label, the GateOpened Event) follows :data:`FOLLOW_UP_SECONDS` later and not while other
+fast paths are under way, or at once when anything else woke the daemon; when the fast path could not write the status,
 it follows in the same run, once no other DarkCluster's fast path is under way (at most
 :data:`FAST_PATH_DEFER_SECONDS` later). Either way it is the one daemon of the DarkCluster,
 one run after the other, so a DarkCluster keeps its single writer. Closing takes the full
@@ -42,10 +47,13 @@ A pod event that carries exactly the resourceVersion a gate write of this contro
 returned wakes nothing: the run that wrote it reads the pods again anyway.
 
 The gate enforced on the dark pods is the one in force
-(:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate`` or
-the evacuation's ``status.evacuationGate`` is Open. This controller never writes either of
-them, only the summary ``status.effectiveGate`` and the GateOpen condition, which says who
-opened it.
+(:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate``, the
+DarkCluster's own ``status.evacuationGate`` or the one of the RegionFailover that owns it
+is Open. The RegionFailover's is read from the fast path's LIST, or as the evacuation of
+this process (its one writer) last read or wrote it (:func:`note_region_failover_gate`),
+or else from one read shared by the reconciles that need it
+(:func:`read_region_failover_gate`). This controller never writes any of them, only the
+summary ``status.effectiveGate`` and the GateOpen condition, which says who opened it.
 
 Status is built from :class:`regionshift.api.models.DarkClusterStatus` and written with
 server-side apply under :data:`FIELD_MANAGER`, and only when it changed. The applied status
