@@ -233,7 +233,7 @@ async def test_woken_together_the_fast_paths_share_one_listing_and_open_every_po
     since = __import__("time").monotonic()
     gated = await asyncio.gather(*(darkcluster.open_gate_fast(namespace="ns", name=f"svc-{i}", since=since)
                                    for i in range(20)))
-    assert fake_api.lists == ["regionfailovers", "darkclusters", "pods"]  # one LIST of each for the twenty
+    assert fake_api.lists == ["darkclusters", "pods"]  # one LIST of each for the twenty (no owner to look up)
     assert sorted(fake_api.patched) == sorted(f"svc-{i}-dark-0" for i in range(20))
     assert all(g is not None and g.written == 1 and g.gate == "Open" for g in gated)
     assert sorted(fake_api.statuses) == sorted(f"svc-{i}" for i in range(20))  # the serving replicas
@@ -249,12 +249,22 @@ async def test_the_region_failovers_gate_opens_every_dark_cluster_it_owns_and_no
     fake_api.region_failovers = [
         {"metadata": {"name": "domain", "uid": "uid-domain"}, "status": {"evacuationGate": "Open"}},
         {"metadata": {"name": "elsewhere", "uid": "uid-elsewhere"}, "status": {"evacuationGate": "Closed"}}]
+    darkcluster._known_gates.clear()
     since = time.monotonic()
     gated = await asyncio.gather(*(darkcluster.open_gate_fast(namespace="ns", name=n, since=since)
                                    for n in [*(f"svc-{i}" for i in range(5)), "other"]))
     assert [g and g.described for g in gated] == ["opened by its RegionFailover's status.evacuationGate (an evacuation)"] * 5 + [None]
     assert sorted(fake_api.patched) == sorted(f"svc-{i}-dark-0" for i in range(5))
     assert darkcluster.written_status(namespace="ns", name="svc-0")["effectiveGate"] == "Open"
+    assert fake_api.lists == ["darkclusters", "regionfailovers", "pods"]
+
+    fake_api.lists.clear()  # the evacuation of this process noted its writes: no LIST of the RegionFailovers
+    darkcluster.note_region_failover_gate(uid="uid-domain", gate="Closed", read_at=time.monotonic())
+    darkcluster.note_region_failover_gate(uid="uid-elsewhere", gate="Open", read_at=time.monotonic())
+    assert await darkcluster.open_gate_fast(namespace="ns", name="svc-0", since=time.monotonic()) is None
+    assert (await darkcluster.open_gate_fast(namespace="ns", name="other", since=time.monotonic())) is not None
+    assert fake_api.lists == ["darkclusters", "pods"] * 2
+    darkcluster._known_gates.clear()
 
 
 def test_reconciles_share_a_read_of_their_region_failover_that_began_after_they_did(
@@ -299,7 +309,7 @@ async def test_a_fast_path_never_acts_on_a_listing_older_than_its_wake_mock(fake
     import time
     await darkcluster.open_gate_fast(namespace="ns", name="svc-0", since=time.monotonic())
     await darkcluster.open_gate_fast(namespace="ns", name="svc-1", since=time.monotonic())
-    assert fake_api.lists == ["regionfailovers", "darkclusters", "pods"] * 2  # woken after the first listing began
+    assert fake_api.lists == ["darkclusters", "pods"] * 2  # woken after the first listing began: a new one
 
 
 async def test_the_fast_path_only_opens_a_closed_gate_is_the_full_reconciles_mock(fake_api: _FakeApi) -> None:

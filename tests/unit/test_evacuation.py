@@ -215,6 +215,18 @@ def test_evacuated_region_full_cycle_restores_the_recorded_weights_exactly() -> 
         ("Evacuated", "FailingBack", "Failback"), ("FailingBack", "Steady", "Failback")]
 
 
+def test_an_evacuated_region_records_its_weights_at_the_decision_before_any_savior_is_ready() -> None:
+    run = Run()
+    run.world.verdicts["east"] = U
+    d = run.tick()
+    assert d.writes == () and run.evac().waiting_for == "a savior with Ready dark capacity"
+    recorded = {w.route: w.recorded for w in run.status.weights}
+    assert recorded == {"web": WEB_RECORDED, "dns": {"east": 100}}, "the record's write need not wait for the shift"
+    run.world.savior_ready()
+    run.tick()
+    assert {w.route: w.recorded for w in run.status.weights} == recorded, "the first change keeps the record"
+
+
 def test_the_savior_gate_is_one_write_of_its_own_status_and_a_restart_does_not_repeat_it() -> None:
     run = Run(world=World(slow_pods=True))
     run.world.verdicts["west"] = U

@@ -595,10 +595,21 @@ def own_write(*, namespace: str, pod: str, resource_version: str | None) -> bool
 
 
 def _list_for_gates(namespace: str) -> _GateListing:
-    """The RegionFailovers and DarkClusters first, then the dark pods: all at least as fresh as the moment the LIST began."""
-    gates = {rf["metadata"].get("uid", ""): (rf.get("status") or {}).get("evacuationGate")
-             for rf in kube.list_custom(plural=REGIONFAILOVERS, namespace=namespace)}
+    """The DarkClusters and their RegionFailovers' gates first, then the dark pods: all at least as fresh
+    as the moment the LIST began.
+
+    The RegionFailovers (large objects) are listed only when one of them is not known: the
+    evacuation of this process notes its gate at every read and write
+    (:func:`note_region_failover_gate`), the write that woke the fast path included.
+    """
     dark_clusters = {dc["metadata"]["name"]: dc for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace)}
+    owners = {owner[1] for dc in dark_clusters.values() if (owner := region_failover_of(dc)) is not None}
+    known = {uid: _known_gates[uid][1] for uid in owners if uid in _known_gates}
+    if len(known) == len(owners):
+        gates = known
+    else:
+        gates = {rf["metadata"].get("uid", ""): (rf.get("status") or {}).get("evacuationGate")
+                 for rf in kube.list_custom(plural=REGIONFAILOVERS, namespace=namespace)}
     pods: dict[str, list[dict[str, Any]]] = {}
     for pod in kube.list_pods(namespace=namespace, label_selector=DARK_CLUSTER_LABEL):
         pods.setdefault(((pod.get("metadata") or {}).get("labels") or {}).get(DARK_CLUSTER_LABEL, ""), []).append(pod)

@@ -888,8 +888,9 @@ def _reason(work: _Work) -> str:
 def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
     """Desired weights per route (DNS only once every proxy route holds), and the writes they need.
 
-    The weights in force before the first change are recorded; once no evacuation is left and
-    a route holds them again, the record is cleared. A write is made when the desired weights
+    The weights in force before the first change are recorded (in an evacuated region, from
+    the decision on: all of its routes will change); once no evacuation is left and a route
+    holds them again, the record is cleared. A write is made when the desired weights
     change, when something else changed them (DriftDetected), or again, unchanged, when its
     effect is not seen after ``retry_seconds``; never when the invariants refuse it.
     """
@@ -923,6 +924,11 @@ def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
         ):
             state.recorded = state.desired = state.written = state.written_at = state.drifted_at = None
             continue
+        if state.recorded is None and state.current is not None and ctx.here in work.evacs:
+            # This region is evacuated: every route of it will change. Recorded now, the record's
+            # write (ahead of the actions, see the handler) is made while the saviors ungate,
+            # not in the run that shifts the routes.
+            state.recorded = dict(state.current)
         if state.current is not None and _same(state.current, desired, owned):
             state.desired = desired if state.recorded is not None else None
             continue
