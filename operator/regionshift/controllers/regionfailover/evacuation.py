@@ -10,8 +10,8 @@ module only feeds it and carries its actions out, in this order on every run:
    (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
 3. call ``step``;
 4. carry the actions out: open or close this region's evacuation gate (one write: this
-   RegionFailover's ``status.evacuationGate``, applied at once with the status as written so
-   far; its DarkClusters' controller reads it, and is woken in this process right after, so
+   RegionFailover's ``status.evacuationGate``, a merge patch of that field alone; its
+   DarkClusters' controller reads it, and is woken in this process right after, so
    an ungate of hundreds of DarkClusters costs one write before the dark pods' own; a
    DarkCluster's own ``status.evacuationGate`` that an older regionshift left Open is closed
    with it), set route weights, post Events. The route
@@ -31,7 +31,7 @@ decide the same writes again from the same status, and every write is idempotent
 already carrying its weights, a gate already open, are left alone). One thing is written
 ahead of the actions: the weights a route carried before its first change
 (:func:`with_new_records`), which failback restores and which a crash must not lose; and the
-evacuation gate, whose write is itself the action (:func:`with_gate`). In DryRun mode nothing
+evacuation gate, whose write is itself the action (:func:`_write_gate`). In DryRun mode nothing
 but the status and Events is written: the routes are read without making sure of the peer
 Services, and the step yields no write.
 
@@ -99,7 +99,7 @@ from regionshift.errors import TrafficError
 from regionshift.failpoints import failpoint
 
 __all__ = ["EVACUATION_MANAGER", "OWNED_FIELDS", "evacuate", "evacuation_payload", "tuning_of", "verdicts_of",
-           "with_gate", "with_new_records"]
+           "with_new_records"]
 
 log = logging.getLogger(__name__)
 
@@ -285,11 +285,17 @@ async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate,
     return [r for r in await asyncio.gather(*(one(n) for n in names)) if r is not None]
 
 
-def with_gate(before: RegionFailoverStatus, *, gate: Gate, at: str | None) -> RegionFailoverStatus:
-    """The status as written so far, with the evacuation gate moved: the write that opens or closes the DarkClusters."""
-    ahead = before.model_copy(deep=True)
-    ahead.evacuation_gate, ahead.evacuation_gate_written_at = gate, at
-    return ahead
+def _write_gate(*, namespace: str, name: str, gate: Gate, at: str | None) -> None:
+    """The evacuation gate alone, the write that opens or closes every DarkCluster of the RegionFailover.
+
+    A merge patch of its two fields under :data:`EVACUATION_MANAGER`, not an apply of the
+    whole evacuation status (hundreds of route entries): it is the savior's first write of
+    an evacuation, and every dark pod waits for it. The status applied after the actions
+    carries the same two fields, so the apply keeps owning them.
+    """
+    kube.patch_custom_status(plural=rf_status.REGIONFAILOVERS, namespace=namespace, name=name,
+                             status={"evacuationGate": gate.value, "evacuationGateWrittenAt": at},
+                             field_manager=EVACUATION_MANAGER)
 
 
 def _wake_dark_clusters(*, namespace: str, names: Sequence[str]) -> None:
@@ -369,13 +375,8 @@ async def _post_events(*, fresh: Mapping[str, Any], events: Sequence[PostEvent])
 async def _carry_out(
     *, fresh: Mapping[str, Any], decision: Decision, book: RouteBook,
     dark_clusters: Mapping[str, Mapping[str, Any]] | None = None,
-    written: RegionFailoverStatus | None = None,
 ) -> list[str]:
-    """Every action in order; returns what failed, each in one sentence (the rest goes on).
-
-    ``written``: the status as the API server has it before the actions (what the run read,
-    or its write ahead): the gate's write starts from it.
-    """
+    """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
     namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
     failed: list[str] = []
     if decision.writes:
@@ -399,11 +400,9 @@ async def _carry_out(
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
             refused = False
             try:  # the RegionFailover's gate: one write opens or closes every DarkCluster it owns
-                base = written if written is not None else RegionFailoverStatus()
                 write_at = time.monotonic()
-                await asyncio.to_thread(_apply_status, namespace=namespace, name=name,
-                                        status=with_gate(base, gate=gate, at=decision.status.evacuation_gate_written_at),
-                                        conditions=_kept_conditions(base))
+                await asyncio.to_thread(_write_gate, namespace=namespace, name=name, gate=gate,
+                                        at=decision.status.evacuation_gate_written_at)
             except Exception as exc:  # the status written after the actions carries it too; else the next run
                 refused = True
                 failed.append(f"evacuation gate {gate.value} of RegionFailover {name}: {rf_status.describe(exc)[1]}")
@@ -542,7 +541,7 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
             await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=ahead,
                                     conditions=_kept_conditions(status))
         failed = await _carry_out(fresh=fresh, decision=decision, book=domain.route_book,  # type: ignore[arg-type]
-                                  dark_clusters=dark_clusters, written=ahead or status)
+                                  dark_clusters=dark_clusters)
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
