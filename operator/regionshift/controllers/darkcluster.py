@@ -561,7 +561,7 @@ _last_fast_path = -math.inf
 _gate_executor_instance: ThreadPoolExecutor | None = None
 _gate_writes = 0
 """Pod gate writes of fast paths pending in this process."""
-_gate_writes_idle_event: asyncio.Event | None = None
+_gate_writes_idle_event: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 _own_writes: dict[tuple[str, str], str] = {}
 """(namespace, pod) → the resourceVersion this controller's last gate write of it returned."""
 OWN_WRITES_MAX = 20_000
@@ -795,11 +795,14 @@ async def _gate_write_counted(loop: asyncio.AbstractEventLoop, call: Callable[[]
 
 
 def _gate_writes_idle() -> asyncio.Event:
+    """Set while no fast path's pod write is pending; one per event loop (the operator has one, tests several)."""
     global _gate_writes_idle_event
-    if _gate_writes_idle_event is None:
-        _gate_writes_idle_event = asyncio.Event()
-        _gate_writes_idle_event.set()
-    return _gate_writes_idle_event
+    loop = asyncio.get_running_loop()
+    if _gate_writes_idle_event is None or _gate_writes_idle_event[0] is not loop:
+        _gate_writes_idle_event = (loop, asyncio.Event())
+        if _gate_writes == 0:
+            _gate_writes_idle_event[1].set()
+    return _gate_writes_idle_event[1]
 
 
 async def _after_gate_writes() -> None:
