@@ -1,7 +1,7 @@
 """Crash points for the crash-safety tests: kill the operator at an exact step of its work.
 
 An operator killed at a random moment proves little; one killed right after it decided,
-between two gate writes, between two route writes or in the middle of a failback proves
+right after opening its gate, between two route writes or in the middle of a failback proves
 that every action converges when the restarted operator resumes from the status alone. No
 signal sent from outside can hit those moments reliably, so the operator kills itself
 there, with SIGKILL (no cleanup, no final status write, as in a node failure), when it is
@@ -11,7 +11,8 @@ outside tests) :func:`failpoint` does nothing.
 Points (see where :func:`failpoint` is called):
 
 * ``after-decision``: the state machine decided writes; none is carried out yet;
-* ``mid-ungate``: the first evacuation-gate write of a run is done, the others are not;
+* ``mid-ungate``: the savior's evacuation gate (its RegionFailover's ``status.evacuationGate``)
+  is written open and its DarkClusters woken; the rest of the run (routes, status) is not done;
 * ``mid-shift``: the first route write of an evacuation run is done, the others are not;
 * ``mid-failback``: the first route write of a failback run is done, the others are not;
 * ``mid-transplant``: a transplant run made its first write (e.g. raised a main Deployment),

@@ -187,6 +187,9 @@ class Result:
     write_totals: dict[str, int] = field(default_factory=dict)
     failed_writes: dict[str, int] = field(default_factory=dict)
     reads: dict[str, int] = field(default_factory=dict)
+    stages: dict[str, dict[str, tuple[int, float, float]]] = field(default_factory=dict)
+    """Per region: the operator's succeeded writes by 'verb resource [field manager]': (count, first s, last s)
+    after west's decision (where the seconds go)."""
     baseline_mode: str = "after"
     baseline_patch_seconds: float | None = None
     baseline_ready_seconds: float | None = None
@@ -324,6 +327,19 @@ def audit_counts(log: Path, *, start: float, end: float) -> tuple[Counter[str], 
             if at is not None and start <= at <= end:
                 reads += 1
     return done, failed, reads
+
+
+def write_stages(log: Path, *, start: float, end: float, base: float) -> dict[str, tuple[int, float, float]]:
+    """The operator's succeeded writes in ``bench`` within the window by kind and field manager: (count, first, last),
+    in seconds after ``base`` (west's decision; the savior may decide a little earlier)."""
+    since = dt.datetime.fromtimestamp(start - 1, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    spans: dict[str, list[float]] = {}
+    for write in writes(log, namespace=NAMESPACE, since=since):
+        at = parse_time(write.at)
+        if at is None or not start <= at <= end or not write.succeeded:
+            continue
+        spans.setdefault(f"{write.verb} {write.resource} [{write.field_manager or '-'}]", []).append(at - base)
+    return {kind: (len(times), min(times), max(times)) for kind, times in sorted(spans.items())}
 
 
 def rss_mib(pid: int) -> float:
@@ -476,6 +492,8 @@ def run_size(*, n: int, prometheus: PrometheusServer, live: LiveSignal, scenario
                 result.write_totals[side.name] = sum(counts.values())
                 result.failed_writes[side.name] = failed
                 result.reads[side.name] = reads
+                result.stages[side.name] = write_stages(side.cluster.audit_log, start=min(decided.values()),
+                                                        end=settled, base=base)
         for side in sides.values():
             assert side.operator is not None
             result.operator_rss_mib[side.name] = rss_mib(side.operator.pid)
@@ -534,6 +552,10 @@ def report(results: list[Result]) -> str:
                    f" {_f(r.baseline_patch_seconds)} s; setup {_f(r.setup_seconds, '.0f')} s, steady after"
                    f" {_f(r.steady_seconds, '.0f')} s; operators' peak RSS {r.operator_rss_mib}"
                    + (f"; {r.note}" if r.note else ""))
+    for r in results:
+        for region, stages in r.stages.items():
+            out.append(f"N={r.participants}: {region}'s writes after west's decision (count, first s, last s): "
+                       + "; ".join(f"{kind} {n}, {first:.1f}-{last:.1f}" for kind, (n, first, last) in stages.items()))
     top = results[-1]
     if top.both_seconds is not None:
         verdict = "met" if top.both_seconds < TARGET_SECONDS else "MISSED"

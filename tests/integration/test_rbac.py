@@ -511,9 +511,8 @@ def test_cluster_role_a_cluster_wide_operator_detects_keeps_dark_capacity_and_sa
         return case.kube.custom.list_namespaced_custom_object("regionshift.io", "v1alpha1", case.kube.namespace,
                                                               "darkclusters")["items"]  # type: ignore[no-any-return]
 
-    eventually(lambda: dark_clusters() and all((dc.get("status") or {}).get("evacuationGate") == "Open"
-                                               and (dc.get("status") or {}).get("warmReplicas", 0) >= 2
-                                               for dc in dark_clusters()),
+    eventually(lambda: status(case).get("evacuationGate") == "Open" and dark_clusters()
+               and all((dc.get("status") or {}).get("warmReplicas", 0) >= 2 for dc in dark_clusters()),
                timeout_seconds=60, what="the gates open on warm dark capacity", state=lambda: str(dark_clusters()))
     eventually(lambda: len(serving_dark_pods(case.kube)) >= 2, timeout_seconds=60, what="east's dark pods ungated")
 

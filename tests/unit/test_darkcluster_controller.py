@@ -126,6 +126,17 @@ async def test_a_dark_cluster_event_wakes_the_daemon_only_when_what_a_run_acts_o
         del darkcluster._wakers[key]
 
 
+def test_a_forecast_that_moves_inside_the_policys_clamp_wakes_nothing() -> None:
+    def event(forecast: int) -> dict[str, Any]:
+        body = _dark_cluster_event(forecast=forecast)
+        body["spec"] = {"targetDeployment": "api", "replicas": {"source": "Forecast", "minReplicas": 1, "maxReplicas": 3}}
+        return body
+
+    assert darkcluster.acted_on(event(1)) == darkcluster.acted_on(event(0)), "both clamp to the minimum"
+    assert darkcluster.acted_on(event(7)) == darkcluster.acted_on(event(3)), "both clamp to the maximum"
+    assert darkcluster.acted_on(event(2)) != darkcluster.acted_on(event(3))
+
+
 def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyPatch,
                                                      caplog: pytest.LogCaptureFixture) -> None:
     body = {**DARK, "metadata": {**DARK["metadata"], "generation": 2},
@@ -156,10 +167,12 @@ def test_a_403_becomes_a_condition_and_an_event_mock(monkeypatch: pytest.MonkeyP
 # ---------------------------------------------------------------------------- the gate's fast path
 
 
-def _listed_dark_cluster(name: str, *, evacuation_gate: str | None) -> dict[str, Any]:
+def _listed_dark_cluster(name: str, *, evacuation_gate: str | None, owner: str | None = None) -> dict[str, Any]:
     status: dict[str, Any] = {"evacuationGate": evacuation_gate} if evacuation_gate else {}
+    owners = [{"apiVersion": "regionshift.io/v1alpha1", "kind": "RegionFailover", "name": owner, "uid": f"uid-{owner}",
+               "controller": True}] if owner else []
     return {"metadata": {"name": name, "namespace": "ns", "uid": f"uid-{name}", "generation": 1,
-                         "resourceVersion": "10"},
+                         "resourceVersion": "10", "ownerReferences": owners},
             "spec": {"targetDeployment": name, "replicas": {"source": "Fixed", "fixedReplicas": 1, "maxReplicas": 1}},
             "status": status}
 
@@ -178,13 +191,15 @@ class _FakeApi:
 
     def __init__(self, dark_clusters: list[dict[str, Any]]) -> None:
         self.dark_clusters = dark_clusters
+        self.region_failovers: list[dict[str, Any]] = []
         self.lists: list[str] = []
         self.patched: list[str] = []
         self.statuses: list[str] = []
+        self.writes: list[str] = []
 
-    def list_custom(self, **_: Any) -> list[dict[str, Any]]:
-        self.lists.append("darkclusters")
-        return self.dark_clusters
+    def list_custom(self, *, plural: str, **_: Any) -> list[dict[str, Any]]:
+        self.lists.append(plural)
+        return self.region_failovers if plural == "regionfailovers" else self.dark_clusters
 
     def list_pods(self, **_: Any) -> list[dict[str, Any]]:
         self.lists.append("pods")
@@ -192,6 +207,7 @@ class _FakeApi:
 
     def patch_pod_labels(self, *, namespace: str, name: str, labels: Any) -> dict[str, Any]:
         self.patched.append(name)
+        self.writes.append("pod")
         pod = _dark_pod(name.removesuffix("-dark-0"))
         pod["metadata"]["labels"].update(labels)
         pod["metadata"]["resourceVersion"] = "6"
@@ -199,6 +215,7 @@ class _FakeApi:
 
     def apply_custom_status(self, *, name: str, status: dict[str, Any], **_: Any) -> dict[str, Any]:
         self.statuses.append(name)
+        self.writes.append("status")
         return {}
 
 
@@ -216,11 +233,76 @@ async def test_woken_together_the_fast_paths_share_one_listing_and_open_every_po
     since = __import__("time").monotonic()
     gated = await asyncio.gather(*(darkcluster.open_gate_fast(namespace="ns", name=f"svc-{i}", since=since)
                                    for i in range(20)))
-    assert fake_api.lists == ["darkclusters", "pods"]  # one LIST of each for the twenty
+    assert fake_api.lists == ["darkclusters", "pods"]  # one LIST of each for the twenty (no owner to look up)
     assert sorted(fake_api.patched) == sorted(f"svc-{i}-dark-0" for i in range(20))
     assert all(g is not None and g.written == 1 and g.gate == "Open" for g in gated)
-    assert sorted(fake_api.statuses) == sorted(f"svc-{i}" for i in range(20))  # the serving replicas, at once
+    assert sorted(fake_api.statuses) == sorted(f"svc-{i}" for i in range(20))  # the serving replicas
+    assert fake_api.writes == ["pod"] * 20 + ["status"] * 20, "the pods first, then the statuses that report them"
     assert darkcluster._fast_paths == 0
+
+
+async def test_the_region_failovers_gate_opens_every_dark_cluster_it_owns_and_no_other_mock(
+        fake_api: _FakeApi) -> None:
+    import time
+    fake_api.dark_clusters = [_listed_dark_cluster(f"svc-{i}", evacuation_gate=None, owner="domain") for i in range(5)]
+    fake_api.dark_clusters.append(_listed_dark_cluster("other", evacuation_gate=None, owner="elsewhere"))
+    fake_api.region_failovers = [
+        {"metadata": {"name": "domain", "uid": "uid-domain"}, "status": {"evacuationGate": "Open"}},
+        {"metadata": {"name": "elsewhere", "uid": "uid-elsewhere"}, "status": {"evacuationGate": "Closed"}}]
+    darkcluster._known_gates.clear()
+    since = time.monotonic()
+    gated = await asyncio.gather(*(darkcluster.open_gate_fast(namespace="ns", name=n, since=since)
+                                   for n in [*(f"svc-{i}" for i in range(5)), "other"]))
+    assert [g and g.described for g in gated] == ["opened by its RegionFailover's status.evacuationGate (an evacuation)"] * 5 + [None]
+    assert sorted(fake_api.patched) == sorted(f"svc-{i}-dark-0" for i in range(5))
+    assert darkcluster.written_status(namespace="ns", name="svc-0")["effectiveGate"] == "Open"
+    assert fake_api.lists == ["darkclusters", "regionfailovers", "pods"]
+
+    fake_api.lists.clear()  # the evacuation of this process noted its writes: no LIST of the RegionFailovers
+    darkcluster.note_region_failover_gate(uid="uid-domain", gate="Closed", read_at=time.monotonic())
+    darkcluster.note_region_failover_gate(uid="uid-elsewhere", gate="Open", read_at=time.monotonic())
+    assert await darkcluster.open_gate_fast(namespace="ns", name="svc-0", since=time.monotonic()) is None
+    assert (await darkcluster.open_gate_fast(namespace="ns", name="other", since=time.monotonic())) is not None
+    assert fake_api.lists == ["darkclusters", "pods"] * 2
+    darkcluster._known_gates.clear()
+
+
+def test_reconciles_share_a_read_of_their_region_failover_that_began_after_they_did(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+    import time
+    reads: list[float] = []
+    release = threading.Event()
+
+    def read_custom(**_: Any) -> dict[str, Any]:
+        reads.append(time.monotonic())
+        release.wait(5)
+        return {"metadata": {"uid": "uid-domain"}, "status": {"evacuationGate": "Open"}}
+
+    monkeypatch.setattr(darkcluster.kube, "read_custom", read_custom)
+    darkcluster._gate_reads.clear()
+    darkcluster._known_gates.clear()
+    since = time.monotonic()
+    out: list[str | None] = []
+    threads = [threading.Thread(target=lambda: out.append(darkcluster.read_region_failover_gate(
+        namespace="ns", name="domain", since=since))) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.2)
+    release.set()
+    for thread in threads:
+        thread.join(5)
+    assert out == ["Open"] * 8 and len(reads) == 1, "one read for the eight"
+    later = time.monotonic()
+    assert darkcluster.read_region_failover_gate(namespace="ns", name="domain", since=later) == "Open"
+    assert len(reads) == 2 and reads[1] >= later, "a reconcile that began after the read never takes it"
+    assert darkcluster.region_failover_gate(namespace="ns", owner=("domain", "uid-domain"), since=time.monotonic()) \
+        == "Open" and len(reads) == 2, "noted: a resync does not read it again"
+    darkcluster.note_region_failover_gate(uid="uid-domain", gate="Closed", read_at=time.monotonic())
+    darkcluster.note_region_failover_gate(uid="uid-domain", gate="Open", read_at=since)  # older: ignored
+    assert darkcluster.region_failover_gate(namespace="ns", owner=("domain", "uid-domain"), since=0.0) == "Closed"
+    assert darkcluster.read_region_failover_gate(namespace="ns", name="domain", since=0.0, uid="uid-other") is None
+    darkcluster._known_gates.clear()
 
 
 async def test_a_fast_path_never_acts_on_a_listing_older_than_its_wake_mock(fake_api: _FakeApi) -> None:

@@ -76,11 +76,14 @@ class World:
     served_share: dict[str, float] = field(default_factory=dict)
     slow_pods: bool = False
     drop_writes: bool = False
+    own_gates: dict[str, Gate] = field(default_factory=dict)
+    """Each DarkCluster's own status.evacuationGate (the gate in force is ``dark[name][0]``)."""
 
     def observations(self) -> Observations:
         return Observations(
             verdicts=dict(self.verdicts),
-            dark_clusters=[DarkClusterObservation(name=n, evacuation_gate=g, warm=w, ready=r)
+            dark_clusters=[DarkClusterObservation(name=n, evacuation_gate=self.own_gates.get(n, Gate.CLOSED), warm=w,
+                                                  ready=r)
                            for n, (g, w, r) in sorted(self.dark.items())],
             capacity=dict(self.capacity),
             deployments_ready=dict(self.ready),
@@ -99,8 +102,11 @@ class World:
                     self.dark[name][0] = Gate.OPEN
                     self.dark[name][2] = 0 if self.slow_pods else self.dark[name][1]
             elif isinstance(action, CloseGates):
+                for name in action.held:
+                    self.own_gates[name] = Gate.CLOSED
                 for name in action.dark_clusters:
-                    self.dark[name][0], self.dark[name][2] = Gate.CLOSED, 0
+                    if self.own_gates.get(name, Gate.CLOSED) is Gate.CLOSED:
+                        self.dark[name][0], self.dark[name][2] = Gate.CLOSED, 0
             elif isinstance(action, SetWeights) and not self.drop_writes:
                 self.routes[(action.provider, action.route)].update(action.as_dict())
 
@@ -207,6 +213,57 @@ def test_evacuated_region_full_cycle_restores_the_recorded_weights_exactly() -> 
     assert [(t.from_phase, t.to_phase, t.actor) for t in run.status.history] == [
         ("Steady", "Evacuating", "Verdict"), ("Evacuating", "Evacuated", "Verdict"),
         ("Evacuated", "FailingBack", "Failback"), ("FailingBack", "Steady", "Failback")]
+
+
+def test_an_evacuated_region_records_its_weights_at_the_decision_before_any_savior_is_ready() -> None:
+    run = Run()
+    run.world.verdicts["east"] = U
+    d = run.tick()
+    assert d.writes == () and run.evac().waiting_for == "a savior with Ready dark capacity"
+    recorded = {w.route: w.recorded for w in run.status.weights}
+    assert recorded == {"web": WEB_RECORDED, "dns": {"east": 100}}, "the record's write need not wait for the shift"
+    run.world.savior_ready()
+    run.tick()
+    assert {w.route: w.recorded for w in run.status.weights} == recorded, "the first change keeps the record"
+
+
+def test_the_savior_gate_is_one_write_of_its_own_status_and_a_restart_does_not_repeat_it() -> None:
+    run = Run(world=World(slow_pods=True))
+    run.world.verdicts["west"] = U
+    d = run.tick()
+    assert writes(d) == ["OpenGates"] and run.status.evacuation_gate == Gate.OPEN
+    assert run.world.own_gates == {}, "no DarkCluster is written: the RegionFailover's gate opens them"
+    for _ in range(3):  # restarts and runs while the dark pods start: status alone says the gate is open
+        assert run.tick(40).writes == ()
+    assert "dark pods to be ungated and Ready" in run.evac("west").waiting_for
+
+
+def test_a_dark_cluster_holding_its_own_evacuation_gate_open_is_closed_with_the_region_failovers() -> None:
+    run = Run(world=World())
+    run.world.own_gates["web"] = Gate.OPEN  # an older regionshift kept the gate on the DarkCluster
+    run.world.verdicts["west"] = U
+    run.until(Phase.EVACUATED)
+    run.world.verdicts["west"] = UNK
+    run.world.signal["west"] = FailbackSignal(served=100.0, forecast=100.0)
+    run.world.served_share["west"] = 1.0
+    run.until(Phase.STEADY, seconds=100)
+    run.tick()
+    assert run.status.evacuation_gate == Gate.CLOSED
+    assert run.world.own_gates == {"web": Gate.CLOSED} and all(dc[0] == Gate.CLOSED for dc in run.world.dark.values())
+
+
+def test_a_dark_cluster_gate_that_will_not_close_is_closed_again_after_the_retry_time() -> None:
+    run = Run(world=World())
+    run.world.own_gates["web"] = Gate.OPEN
+    run.status = RegionFailoverStatus(phase=Phase.STEADY, evacuation_gate=Gate.CLOSED,
+                                      evacuation_gate_written_at="2026-01-01T00:00:00Z")
+    original = run.world.apply
+    run.world.apply = lambda actions: None  # type: ignore[method-assign]  # the write is lost
+    d = run.tick()
+    assert [(type(a), a.held) for a in d.writes] == [(CloseGates, ("web",))]
+    assert run.tick(5).writes == (), "not again within retry_seconds"
+    assert [type(a) for a in run.tick(30).writes] == [CloseGates]
+    run.world.apply = original  # type: ignore[method-assign]
 
 
 def test_savior_ungates_first_raises_nothing_it_does_not_own_and_regates_after_failback() -> None:

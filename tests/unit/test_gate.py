@@ -9,6 +9,7 @@ import pytest
 from regionshift.api.models import Gate
 from regionshift.decide.gate import (
     EVACUATION_HAND,
+    REGION_FAILOVER_HAND,
     SERVING_LABELS_ANNOTATION,
     SPEC_HAND,
     EffectiveGate,
@@ -162,6 +163,15 @@ def test_the_gate_in_force_says_which_hand_opened_it() -> None:
     assert "spec.gate (its owner) and status.evacuationGate" in effective_gate(
         spec_gate=Gate.OPEN, evacuation_gate=Gate.OPEN).describe()
     assert effective_gate(spec_gate=Gate.CLOSED, evacuation_gate=Gate.CLOSED).describe().startswith("closed")
+
+
+def test_the_region_failovers_gate_opens_a_dark_cluster_as_an_evacuation_and_says_so() -> None:
+    in_force = effective_gate(spec_gate=Gate.CLOSED, evacuation_gate=None, region_failover_gate="Open")
+    assert in_force == EffectiveGate(gate=Gate.OPEN, opened_by=(REGION_FAILOVER_HAND,)) and in_force.by_evacuation
+    assert in_force.describe() == "opened by its RegionFailover's status.evacuationGate (an evacuation)"
+    assert not effective_gate(spec_gate=Gate.OPEN, evacuation_gate=None, region_failover_gate=None).by_evacuation
+    assert not effective_gate(spec_gate=Gate.CLOSED, evacuation_gate=Gate.CLOSED,
+                              region_failover_gate=Gate.CLOSED).is_open
 
 
 def test_an_unknown_gate_value_is_refused_not_taken_for_closed() -> None:

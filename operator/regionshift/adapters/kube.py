@@ -317,10 +317,13 @@ def read_custom(*, plural: str, namespace: str, name: str) -> dict[str, Any] | N
         raise
 
 
-def patch_custom_status(*, plural: str, namespace: str, name: str, status: dict[str, Any]) -> None:
-    """Merge-patch the status subresource of a regionshift custom resource."""
+def patch_custom_status(*, plural: str, namespace: str, name: str, status: dict[str, Any],
+                        field_manager: str | None = None) -> None:
+    """Merge-patch the status subresource of a regionshift custom resource (a few fields of a large status)."""
+    extra = {"field_manager": field_manager} if field_manager else {}
     client.CustomObjectsApi(_client()).patch_namespaced_custom_object_status(
-        API_GROUP, API_VERSION, namespace, plural, name, {"status": status}, _request_timeout=REQUEST_TIMEOUT
+        API_GROUP, API_VERSION, namespace, plural, name, {"status": status}, _request_timeout=REQUEST_TIMEOUT,
+        _content_type="application/merge-patch+json", **extra,
     )
 
 

@@ -273,8 +273,8 @@ class DarkClusterSpec(Model):
         description="The owner's gate. Closed: dark pods run, warm, without their target's pod labels, so no"
         " Service, PodDisruptionBudget or autoscaler of the target selects them."
         " Open: the operator adds those labels to every dark pod and they take traffic."
-        " An evacuation opens the dark pods through status.evacuationGate instead, never through this"
-        " field; the gate in force (status.effectiveGate) is Open when either is Open.",
+        " An evacuation opens the dark pods through its RegionFailover's status.evacuationGate instead, never"
+        " through this field; the gate in force (status.effectiveGate) is Open when either is Open.",
     )
 
 
@@ -311,13 +311,14 @@ class DarkClusterStatus(Model):
     effective_gate: Gate | None = Field(
         default=None,
         description="The gate the operator enforces on the dark pods, written by the DarkCluster controller:"
-        " Open when spec.gate or evacuationGate is Open (Closed, whatever they say, while the target is"
-        " missing). The GateOpen condition says which of them opened it.",
+        " Open when spec.gate, evacuationGate or the owning RegionFailover's status.evacuationGate is Open"
+        " (Closed, whatever they say, while the target is missing). The GateOpen condition says which opened it.",
     )
     evacuation_gate: Gate | None = Field(
         default=None,
-        description="The gate an evacuation holds on this dark cluster, written by the RegionFailover's"
-        " operator under the field manager regionshift-evacuation; absent when no evacuation ever touched it.",
+        description="An evacuation gate held on this dark cluster itself (under the field manager"
+        " regionshift-evacuation); evacuations hold theirs on the owning RegionFailover's status.evacuationGate"
+        " and close this one when they close theirs. Absent when nothing ever set it.",
     )
     evacuation_gate_since: str | None = Field(
         default=None, description="RFC 3339 time evacuationGate last changed, written with it."
@@ -990,7 +991,8 @@ class RegionFailoverStatus(Model):
     )
     evacuation_gate: Gate | None = Field(
         default=None,
-        description="The gate evacuations want on this region's DarkClusters (combined with each one's spec.gate).",
+        description="The gate evacuations hold on every DarkCluster this RegionFailover owns (one write opens them"
+        " all; their controller combines it with each one's spec.gate).",
     )
     evacuation_gate_written_at: str | None = Field(
         default=None, description="When the evacuation gate was last written."

@@ -10,9 +10,11 @@ it: a gate that was opened cannot be closed again by a run that started earlier.
 
 Everything else only *wakes* the daemon (:func:`wake`): a spec change, a dark pod or a
 shadow that changed, the target that changed or went, sizing, which writes
-``status.forecastReplicas`` under its own field manager, an evacuation, which writes
-``status.evacuationGate`` under its own (:func:`regionshift.adapters.kube.set_evacuation_gate`),
-and a transplant, which writes ``status.transplantedReplicas`` under its own
+``status.forecastReplicas`` under its own field manager (a wake only when the replicas the
+policy makes of it move), an evacuation, which writes its RegionFailover's
+``status.evacuationGate`` (and wakes every DarkCluster the RegionFailover owns, in this
+process, right after) or a DarkCluster's own
+(:func:`regionshift.adapters.kube.set_evacuation_gate`), and a transplant, which writes ``status.transplantedReplicas`` under its own
 (:func:`regionshift.adapters.kube.set_transplanted_replicas`; the shadow then keeps
 max(0, sized - transplanted) replicas, see :func:`dark_replicas`). All are status-only changes that bump no generation, which kopf's ``on.update`` and field
 handlers are not made for; the raw ``on.event`` handler sees every watch event and wakes
@@ -26,14 +28,17 @@ An opening gate has a fast path (:func:`open_gate_fast`), since it is the hot pa
 evacuation: a savior opens the evacuation gate of hundreds of DarkClusters at once, and a
 full reconcile of each (about nine requests) before its pods serve would make the last
 pod wait for every other DarkCluster's bookkeeping. A run woken by a moved evacuation gate,
-after a run that reconciled, first takes one shared LIST of the namespace's DarkClusters
-and dark pods (coalesced: every daemon woken meanwhile waits for the same LIST, which
-starts after each of them woke, so none acts on an older copy than its previous run read)
-and, when the gate in force is Open, merges the serving labels into its pods, writes
-bounded by :data:`GATE_WRITERS` across all DarkClusters, and writes the status those pods
-make (its serving replicas are what the peers shift traffic on). The full reconcile (the
-shadow, the target's label, the GateOpened Event) follows :data:`FOLLOW_UP_SECONDS` later,
-or at once when anything else woke the daemon; when the fast path could not write the status,
+after a run that reconciled, first takes one shared LIST of the namespace's
+RegionFailovers, DarkClusters and dark pods (coalesced: every daemon woken meanwhile waits
+for the same LIST, which starts after each of them woke, so none acts on an older copy
+than its previous run read) and, when the gate in force is Open, merges the serving labels
+into its pods, writes bounded by :data:`GATE_WRITERS` across all DarkClusters, tells the
+status those pods make to :func:`on_status` at once (its serving replicas are what the
+peers shift traffic on: the evacuation exports them from there), and writes that status
+once no fast path's pod write is pending (at most :data:`STATUS_DEFER_SECONDS` later: the
+pods serve, the status only reports it). The full reconcile (the shadow, the target's
+label, the GateOpened Event) follows :data:`FOLLOW_UP_SECONDS` later and not while other
+fast paths are under way, or at once when anything else woke the daemon; when the fast path could not write the status,
 it follows in the same run, once no other DarkCluster's fast path is under way (at most
 :data:`FAST_PATH_DEFER_SECONDS` later). Either way it is the one daemon of the DarkCluster,
 one run after the other, so a DarkCluster keeps its single writer. Closing takes the full
@@ -42,10 +47,13 @@ A pod event that carries exactly the resourceVersion a gate write of this contro
 returned wakes nothing: the run that wrote it reads the pods again anyway.
 
 The gate enforced on the dark pods is the one in force
-(:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate`` or
-the evacuation's ``status.evacuationGate`` is Open. This controller never writes either of
-them, only the summary ``status.effectiveGate`` and the GateOpen condition, which says who
-opened it.
+(:func:`regionshift.decide.gate.effective_gate`): Open when the owner's ``spec.gate``, the
+DarkCluster's own ``status.evacuationGate`` or the one of the RegionFailover that owns it
+is Open. The RegionFailover's is read from the fast path's LIST, or as the evacuation of
+this process (its one writer) last read or wrote it (:func:`note_region_failover_gate`),
+or else from one read shared by the reconciles that need it
+(:func:`read_region_failover_gate`). This controller never writes any of them, only the
+summary ``status.effectiveGate`` and the GateOpen condition, which says who opened it.
 
 Status is built from :class:`regionshift.api.models.DarkClusterStatus` and written with
 server-side apply under :data:`FIELD_MANAGER`, and only when it changed. The applied status
@@ -57,14 +65,16 @@ or overwritten by it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
 import random
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Callable, Mapping, NamedTuple
 
 import kopf
 import urllib3.exceptions
@@ -93,7 +103,6 @@ from regionshift.decide.darkcapacity import (
     target_missing_status,
 )
 from regionshift.decide.gate import (
-    EVACUATION_HAND,
     RECOUNT_ANNOTATION,
     SPEC_HAND,
     EffectiveGate,
@@ -131,15 +140,22 @@ __all__ = [
     "dark_replicas",
     "executors",
     "next_delay",
+    "note_region_failover_gate",
+    "on_status",
     "open_gate_fast",
     "own_write",
+    "read_region_failover_gate",
     "reconcile",
+    "region_failover_gate",
+    "region_failover_of",
     "release_target",
     "run",
     "wake",
+    "written_status",
 ]
 
 DARKCLUSTERS = "darkclusters"
+REGIONFAILOVERS = "regionfailovers"
 FIELD_MANAGER = "regionshift-darkcluster"
 """Server-side-apply field manager of the status fields this controller owns."""
 GATE_WRITERS = 16
@@ -151,7 +167,10 @@ FAST_PATH_SETTLE_SECONDS = 0.5
 FAST_PATH_DEFER_SECONDS = 10.0
 """... but never longer than this: a gate that keeps flipping must not starve the shadow and the status."""
 FOLLOW_UP_SECONDS = 10.0
-"""A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later."""
+"""A fast path that wrote the pods and the status leaves the full reconcile for 10-20 s later
+(and then until no fast path is under way, at most :data:`FAST_PATH_DEFER_SECONDS` more)."""
+STATUS_DEFER_SECONDS = 10.0
+"""A fast path's status waits until no fast path's pod write is pending, at most this long."""
 RECONCILERS = 4
 """Worker threads that run reconciles (each DarkCluster runs at most one at a time)."""
 RESYNC_SECONDS = 600.0
@@ -222,7 +241,10 @@ class ActedOn(NamedTuple):
     generation: Any
     """metadata.generation: its owner's spec."""
     forecast_replicas: Any
-    """status.forecastReplicas, written by sizing."""
+    """The replicas sizing asks for: status.forecastReplicas (written by sizing) clamped by the
+    spec's policy. A forecast that moves inside the clamp changes nothing a reconcile does, so it
+    wakes nothing (sizing rewrites hundreds of forecasts when a verdict moves, in the middle of
+    an evacuation)."""
     evacuation_gate: Any
     """status.evacuationGate, written by the evacuation."""
     transplanted_replicas: Any = None
@@ -233,8 +255,17 @@ def acted_on(body: Mapping[str, Any]) -> ActedOn:
     """What a DarkCluster event must move to wake its daemon (see :class:`ActedOn`)."""
     status = body.get("status") or {}
     return ActedOn(generation=(body.get("metadata") or {}).get("generation"),
-                   forecast_replicas=status.get("forecastReplicas"), evacuation_gate=status.get("evacuationGate"),
+                   forecast_replicas=_sized(body), evacuation_gate=status.get("evacuationGate"),
                    transplanted_replicas=status.get("transplantedReplicas"))
+
+
+def _sized(body: Mapping[str, Any]) -> Any:
+    """The replicas the spec's policy makes of the forecast (the raw forecast when the spec does not parse)."""
+    forecast = (body.get("status") or {}).get("forecastReplicas")
+    try:
+        return desired_replicas(spec=DarkClusterSpec.model_validate(body.get("spec") or {}), forecast_replicas=forecast)
+    except (ValueError, TypeError):
+        return ("forecast", forecast)
 
 
 def dark_replicas(*, spec: DarkClusterSpec, status: Mapping[str, Any]) -> int:
@@ -409,6 +440,8 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
             woken_by, waker.causes = waker.causes, set()
             causes = ",".join(sorted(woken_by))
             earlier, pending = pending, None
+            if earlier is not None and "evacuation" not in woken_by and not woken_by - {"pod", "resync", "retry"}:
+                await _after_fast_paths()  # a follow-up: not while other DarkClusters' pods are being ungated
             if "evacuation" in woken_by and last == "Reconciled":
                 gated = await open_gate_fast(namespace=namespace, name=name, since=time.monotonic())
                 if gated is not None:
@@ -432,6 +465,7 @@ async def run(*, namespace: str, name: str, spec: Mapping[str, Any], stopped: ko
         stop.cancel()
         if _wakers.get(key) is waker:
             del _wakers[key]
+            _written.pop(key, None)
     deleted = stopped.reason is not None and bool(stopped.reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
     if gone or deleted:
         target = str(spec.get("targetDeployment", ""))
@@ -505,10 +539,12 @@ class Gated:
 
 @dataclass(frozen=True)
 class _GateListing:
-    """The namespace's DarkClusters by name and its dark pods by their DarkCluster label, from one LIST each."""
+    """The namespace's DarkClusters by name, its dark pods by their DarkCluster label, and its
+    RegionFailovers' evacuation gates by uid, from one LIST each."""
 
     dark_clusters: dict[str, dict[str, Any]]
     pods: dict[str, list[dict[str, Any]]]
+    region_failover_gates: dict[str, str | None] = field(default_factory=dict)
 
 
 @dataclass
@@ -523,6 +559,9 @@ _fast_paths = 0
 _last_fast_path = -math.inf
 """When the latest fast path started (monotonic)."""
 _gate_executor_instance: ThreadPoolExecutor | None = None
+_gate_writes = 0
+"""Pod gate writes of fast paths pending in this process."""
+_gate_writes_idle_event: tuple[asyncio.AbstractEventLoop, asyncio.Event] | None = None
 _own_writes: dict[tuple[str, str], str] = {}
 """(namespace, pod) → the resourceVersion this controller's last gate write of it returned."""
 OWN_WRITES_MAX = 20_000
@@ -556,12 +595,114 @@ def own_write(*, namespace: str, pod: str, resource_version: str | None) -> bool
 
 
 def _list_for_gates(namespace: str) -> _GateListing:
-    """The DarkClusters first, then the dark pods: both at least as fresh as the moment the LIST began."""
+    """The DarkClusters and their RegionFailovers' gates first, then the dark pods: all at least as fresh
+    as the moment the LIST began.
+
+    The RegionFailovers (large objects) are listed only when one of them is not known: the
+    evacuation of this process notes its gate at every read and write
+    (:func:`note_region_failover_gate`), the write that woke the fast path included.
+    """
     dark_clusters = {dc["metadata"]["name"]: dc for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace)}
+    owners = {owner[1] for dc in dark_clusters.values() if (owner := region_failover_of(dc)) is not None}
+    known = {uid: _known_gates[uid][1] for uid in owners if uid in _known_gates}
+    if len(known) == len(owners):
+        gates = known
+    else:
+        gates = {rf["metadata"].get("uid", ""): (rf.get("status") or {}).get("evacuationGate")
+                 for rf in kube.list_custom(plural=REGIONFAILOVERS, namespace=namespace)}
     pods: dict[str, list[dict[str, Any]]] = {}
     for pod in kube.list_pods(namespace=namespace, label_selector=DARK_CLUSTER_LABEL):
         pods.setdefault(((pod.get("metadata") or {}).get("labels") or {}).get(DARK_CLUSTER_LABEL, ""), []).append(pod)
-    return _GateListing(dark_clusters=dark_clusters, pods=pods)
+    return _GateListing(dark_clusters=dark_clusters, pods=pods, region_failover_gates=gates)
+
+
+def region_failover_of(body: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(name, uid) of the RegionFailover that owns a DarkCluster (its controller owner reference), if any."""
+    for owner in (body.get("metadata") or {}).get("ownerReferences") or []:
+        if owner.get("kind") == "RegionFailover" and owner.get("controller") and owner.get("name"):
+            return str(owner["name"]), str(owner.get("uid") or "")
+    return None
+
+
+_known_gates: dict[str, tuple[float, str | None]] = {}
+"""RegionFailover uid → (monotonic start of the read or write that showed it, its ``status.evacuationGate``)."""
+
+
+def note_region_failover_gate(*, uid: str, gate: str | None, read_at: float) -> None:
+    """A RegionFailover's ``status.evacuationGate`` as a read or a write that began at ``read_at`` showed it.
+
+    The evacuation of this process, the gate's one writer, notes every fresh read and every
+    write of it, so a reconcile (a resync of hundreds of DarkClusters) takes it from here
+    instead of reading the RegionFailover again. Kept only when not older than what is known.
+    """
+    with _gate_reads_lock:
+        known = _known_gates.get(uid)
+        if known is None or read_at >= known[0]:
+            _known_gates[uid] = (read_at, gate)
+
+
+def region_failover_gate(*, namespace: str, owner: tuple[str, str], since: float) -> str | None:
+    """The evacuation gate of a DarkCluster's RegionFailover: as last noted in this process, else read (shared)."""
+    name, uid = owner
+    known = _known_gates.get(uid)
+    if known is not None:
+        return known[1]
+    return read_region_failover_gate(namespace=namespace, name=name, since=since, uid=uid)
+
+
+@dataclass
+class _GateRead:
+    started: float
+    done: threading.Event = field(default_factory=threading.Event)
+    gate: str | None = None
+    uid: str | None = None
+    error: BaseException | None = None
+
+
+_gate_reads: dict[tuple[str, str], _GateRead] = {}
+_gate_reads_lock = threading.Lock()
+GATE_READ_WAIT_SECONDS = 60.0
+
+
+def read_region_failover_gate(*, namespace: str, name: str, since: float, uid: str | None = None) -> str | None:
+    """A RegionFailover's ``status.evacuationGate``, from a read that began at or after ``since`` (monotonic).
+
+    One read at a time per RegionFailover, shared by every reconcile it suits: the
+    reconciles of hundreds of DarkClusters that an evacuation wakes together read their
+    RegionFailover (a large object) once or twice, not once each, and none acts on a copy
+    older than its own start. None when it does not exist (or, given ``uid``, is another
+    object of that name); raises what the read raised.
+    """
+    key = (namespace, name)
+    while True:
+        with _gate_reads_lock:
+            current = _gate_reads.get(key)
+            if current is not None and current.started >= since:
+                lead = False
+            elif current is not None and not current.done.is_set():
+                lead = None  # an older read under way: wait for it, then start (or share) a newer one
+            else:
+                current = _gate_reads[key] = _GateRead(started=time.monotonic())
+                lead = True
+        if lead is None:
+            current.done.wait(GATE_READ_WAIT_SECONDS)
+            continue
+        if lead:
+            try:
+                body = kube.read_custom(plural=REGIONFAILOVERS, namespace=namespace, name=name)
+                current.gate = None if body is None else (body.get("status") or {}).get("evacuationGate")
+                current.uid = None if body is None else (body.get("metadata") or {}).get("uid")
+                if current.uid:
+                    note_region_failover_gate(uid=current.uid, gate=current.gate, read_at=current.started)
+            except BaseException as exc:
+                current.error = exc
+            finally:
+                current.done.set()
+        elif not current.done.wait(GATE_READ_WAIT_SECONDS):
+            raise TimeoutError(f"the read of RegionFailover {namespace}/{name} did not end")
+        if current.error is not None:
+            raise current.error
+        return None if uid and current.uid and current.uid != uid else current.gate
 
 
 async def _fresh_listing(*, namespace: str, since: float) -> _GateListing:
@@ -607,16 +748,18 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
         spec = DarkClusterSpec.model_validate(body["spec"])
-        in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=(body.get("status") or {}).get("evacuationGate"))
+        owner = region_failover_of(body)
+        owner_gate = None if owner is None else listing.region_failover_gates.get(owner[1])
+        in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=(body.get("status") or {}).get("evacuationGate"),
+                                  region_failover_gate=owner_gate)
         if not in_force.is_open:
             return None
         gate = in_force.gate.value
         pods = listing.pods.get(dark_cluster_label_value(name), [])
         patches = gate_label_patches(pods=pods, gate=gate)
         loop = asyncio.get_running_loop()
-        outcomes = await asyncio.gather(*(
-            loop.run_in_executor(_gate_executor(), functools.partial(
-                _write_gate, namespace=namespace, pod=pod, labels=labels, gate=gate))
+        outcomes = await asyncio.gather(*(_gate_write_counted(loop, functools.partial(
+            _write_gate, namespace=namespace, pod=pod, labels=labels, gate=gate))
             for pod, labels in patches.items()), return_exceptions=True)
         failed = [o for o in outcomes if isinstance(o, BaseException)]
         for outcome in failed:  # the full reconcile writes it again, and reports
@@ -625,9 +768,11 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         seen = None
         if not failed:
             try:
-                await loop.run_in_executor(_gate_executor(), functools.partial(
-                    _fast_status, body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
-                    opened_by=in_force.opened_by))
+                status = _fast_status(body=body, spec=spec, pods=[written.get(p["metadata"]["name"], p) for p in pods],
+                                      opened_by=in_force.opened_by, region_failover_gate=owner_gate)
+                # The pods first: this status waits (within bounds) until no gate write is under way.
+                await _after_gate_writes()
+                await loop.run_in_executor(_gate_executor(), _write_status, body, status)
                 seen = acted_on(body)
             except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:  # the full reconcile writes it
                 log.info("DarkCluster %s/%s: the fast path's status write failed: %s", namespace, name, exc)
@@ -636,15 +781,57 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
         _fast_paths -= 1
 
 
+async def _gate_write_counted(loop: asyncio.AbstractEventLoop, call: Callable[[], Any]) -> Any:
+    """One pod's gate write on the gate writers' threads, counted in :data:`_gate_writes` while it is pending."""
+    global _gate_writes
+    _gate_writes += 1
+    _gate_writes_idle().clear()
+    try:
+        return await loop.run_in_executor(_gate_executor(), call)
+    finally:
+        _gate_writes -= 1
+        if _gate_writes == 0:
+            _gate_writes_idle().set()
+
+
+def _gate_writes_idle() -> asyncio.Event:
+    """Set while no fast path's pod write is pending; one per event loop (the operator has one, tests several)."""
+    global _gate_writes_idle_event
+    loop = asyncio.get_running_loop()
+    if _gate_writes_idle_event is None or _gate_writes_idle_event[0] is not loop:
+        _gate_writes_idle_event = (loop, asyncio.Event())
+        if _gate_writes == 0:
+            _gate_writes_idle_event[1].set()
+    return _gate_writes_idle_event[1]
+
+
+async def _after_gate_writes() -> None:
+    """Wait until no fast path's pod write is pending (at most :data:`STATUS_DEFER_SECONDS`).
+
+    An ungate's writes of pods and of statuses share one API server: the pods are what
+    serves, the statuses only report it, and the capacity the peers shift on is exported
+    before the status is written (:func:`_fast_status`). So the statuses go last.
+    """
+    if _gate_writes == 0:
+        return
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(_gate_writes_idle().wait(), timeout=STATUS_DEFER_SECONDS)
+
+
 def _fast_status(*, body: dict[str, Any], spec: DarkClusterSpec, pods: list[dict[str, Any]],
-                 opened_by: tuple[str, ...]) -> None:
-    """The status the fast path's pods make, exactly as the full reconcile would write it from them."""
+                 opened_by: tuple[str, ...], region_failover_gate: str | None) -> DarkClusterStatus:
+    """The status the fast path's pods make, exactly as the full reconcile would write it from them.
+
+    Exported (and told to :func:`on_status`) at once, before it is written: the pods are
+    already what it says.
+    """
     meta, old_status = body["metadata"], body.get("status") or {}
     status = dark_status(spec=spec, generation=meta.get("generation"), old_status=old_status,
                          replicas=dark_replicas(spec=spec, status=old_status), pods=pods, now=now_rfc3339(),
-                         evacuation_gate=old_status.get("evacuationGate"))
-    _write_status(body, status)
+                         evacuation_gate=old_status.get("evacuationGate"), region_failover_gate=region_failover_gate)
+    _tell_status(body, status.wire())
     _export(namespace=meta["namespace"], name=meta["name"], status=status, opened_by=opened_by)
+    return status
 
 
 async def _after_fast_paths() -> None:
@@ -674,6 +861,7 @@ def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Out
     Only the DarkCluster's daemon calls this (one run at a time per DarkCluster).
     ``earlier``: what this run's fast path wrote (:func:`open_gate_fast`), told in its Event.
     """
+    started = time.monotonic()
     body = kube.read_custom(plural=DARKCLUSTERS, namespace=namespace, name=name)
     if body is None or body["metadata"].get("deletionTimestamp"):
         return Outcome(reason="Gone")
@@ -684,7 +872,9 @@ def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Out
     seen = acted_on(body)
     now = now_rfc3339()
     evacuation_gate = old_status.get("evacuationGate")  # an enum in the schema: Open, Closed or absent
-    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate)
+    owner = region_failover_of(body)
+    owner_gate = None if owner is None else region_failover_gate(namespace=namespace, owner=owner, since=started)
+    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate, region_failover_gate=owner_gate)
 
     target = kube.read_deployment(namespace=namespace, name=spec.target_deployment)
     current = kube.read_deployment(namespace=namespace, name=shadow_name(spec.target_deployment))
@@ -723,7 +913,7 @@ def reconcile(*, namespace: str, name: str, earlier: Gated | None = None) -> Out
     if written or current is None:
         pods = kube.list_pods(namespace=namespace, label_selector=_selector(name))
     status = dark_status(spec=spec, generation=generation, old_status=old_status, replicas=replicas, pods=pods, now=now,
-                         evacuation_gate=evacuation_gate)
+                         evacuation_gate=evacuation_gate, region_failover_gate=owner_gate)
     _write_status(body, status)
     _export(namespace=namespace, name=name, status=status, opened_by=in_force.opened_by)
     return Outcome(reason="Reconciled", seen=seen)
@@ -777,16 +967,54 @@ def _report_blocked(body: dict[str, Any], *, reason: str, message: str, status: 
 
 
 def _write_status(body: dict[str, Any], status: DarkClusterStatus) -> bool:
-    """Server-side apply of this controller's status fields, only when they changed."""
+    """Server-side apply of this controller's status fields, only when they changed; then tell :func:`on_status`."""
     desired = status.wire()
+    meta = body["metadata"]
     if own_status(body.get("status") or {}).wire() == desired:
         STATUS_WRITES.labels("DarkCluster", "Unchanged").inc()
+        _tell_status(body, desired)
         return False
-    meta = body["metadata"]
     kube.apply_custom_status(plural=DARKCLUSTERS, kind="DarkCluster", namespace=meta["namespace"], name=meta["name"],
                              status=desired, field_manager=FIELD_MANAGER)
     STATUS_WRITES.labels("DarkCluster", "Written").inc()
+    _tell_status(body, desired)
     return True
+
+
+_written: dict[tuple[str, str], dict[str, Any]] = {}
+"""(namespace, name) → the DarkCluster's status as this controller last wrote (or found) it, its own fields over the rest."""
+_status_listeners: list[Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], None]] = []
+
+
+def on_status(listener: Callable[[str, str, Mapping[str, Any], Mapping[str, Any]], None]) -> None:
+    """Call ``listener(namespace, name, metadata, status)`` after every status this controller writes or finds current.
+
+    From the reconcile's thread, right after the write: the evacuation exports its region's
+    dark capacity from it as it changes (:mod:`regionshift.controllers.regionfailover.progress`),
+    instead of at the start of its next run. A listener must be quick and must not raise.
+    """
+    if listener not in _status_listeners:
+        _status_listeners.append(listener)
+
+
+def written_status(*, namespace: str, name: str) -> Mapping[str, Any] | None:
+    """The DarkCluster's status as this controller last wrote (or found) it; None before its first run here.
+
+    Never older than a status the API server returned before that write: the evacuation
+    reads the capacity from it over a listed DarkCluster's status.
+    """
+    return _written.get((namespace, name))
+
+
+def _tell_status(body: Mapping[str, Any], own: Mapping[str, Any]) -> None:
+    meta = body["metadata"]
+    status = {**(body.get("status") or {}), **own}
+    _written[(meta["namespace"], meta["name"])] = status
+    for listener in _status_listeners:
+        try:
+            listener(meta["namespace"], meta["name"], meta, status)
+        except Exception:  # an observer's bug must not fail the reconcile that wrote the status
+            log.exception("a DarkCluster status listener failed")
 
 
 def _label_target(target: dict[str, Any]) -> None:
@@ -917,8 +1145,9 @@ def _recount_budgets(*, namespace: str, closed: list[dict[str, Any]]) -> None:
 
 
 def _export(*, namespace: str, name: str, status: DarkClusterStatus, opened_by: tuple[str, ...]) -> None:
-    for hand in (SPEC_HAND, EVACUATION_HAND):
-        DARK_CLUSTER_GATE_OPEN.labels(namespace, name, hand).set(1 if hand in opened_by else 0)
+    DARK_CLUSTER_GATE_OPEN.labels(namespace, name, SPEC_HAND).set(1 if SPEC_HAND in opened_by else 0)
+    by_evacuation = EffectiveGate(gate=Gate.OPEN if opened_by else Gate.CLOSED, opened_by=opened_by).by_evacuation
+    DARK_CLUSTER_GATE_OPEN.labels(namespace, name, "evacuation").set(1 if by_evacuation else 0)
     DARK_CLUSTER_GATE_OPEN.labels(namespace, name, "effective").set(1 if status.effective_gate == Gate.OPEN.value else 0)
     DARK_REPLICAS.labels(namespace, name, "desired").set(status.desired_replicas or 0)
     DARK_REPLICAS.labels(namespace, name, "warm").set(status.warm_replicas or 0)

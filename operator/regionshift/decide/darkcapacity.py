@@ -284,16 +284,18 @@ def dark_status(
     pods: list[dict[str, Any]],
     now: str,
     evacuation_gate: Gate | str | None = None,
+    region_failover_gate: Gate | str | None = None,
 ) -> DarkClusterStatus:
     """The status a reconciled DarkCluster reports, from its shadow's pods.
 
     The gate reported is the one in force (:func:`regionshift.decide.gate.effective_gate` of
-    ``spec.gate`` and ``evacuation_gate``, the DarkCluster's ``status.evacuationGate``); the
-    GateOpen condition says who holds it open.
+    ``spec.gate``, ``evacuation_gate``, the DarkCluster's ``status.evacuationGate``, and
+    ``region_failover_gate``, its RegionFailover's); the GateOpen condition says who holds it open.
     """
     warm, serving = count_pods(pods)
     shadow = shadow_name(spec.target_deployment)
-    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate)
+    in_force = effective_gate(spec_gate=spec.gate, evacuation_gate=evacuation_gate,
+                              region_failover_gate=region_failover_gate)
     gated = not in_force.is_open
     if warm >= replicas:
         ready = condition(

@@ -206,20 +206,30 @@ class Observations:
 
 @dataclass(frozen=True, kw_only=True)
 class OpenGates:
-    """Open the evacuation gate of these DarkClusters of ``region`` (a write)."""
+    """Open this RegionFailover's evacuation gate (``status.evacuationGate``, one write), and so its DarkClusters.
+
+    Carried out ahead of the rest of the run: the DarkClusters' controller opens every dark
+    pod of ``dark_clusters`` on it (their gate in force combines it with each one's
+    ``spec.gate``), so no DarkCluster is written.
+    """
 
     region: str
     dark_clusters: tuple[str, ...]
+    """The DarkClusters it opens (all of this RegionFailover's)."""
     reason: str
 
 
 @dataclass(frozen=True, kw_only=True)
 class CloseGates:
-    """Close the evacuation gate of these DarkClusters of ``region`` (a write)."""
+    """Close this RegionFailover's evacuation gate, and the own evacuation gate of ``held`` (writes)."""
 
     region: str
     dark_clusters: tuple[str, ...]
+    """The DarkClusters it closes (all of this RegionFailover's)."""
     reason: str
+    held: tuple[str, ...] = ()
+    """DarkClusters whose own ``status.evacuationGate`` is Open (written on the DarkCluster by
+    hand or by a regionshift that kept the gate there): closed with one write each."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -544,7 +554,7 @@ def _plan(work: _Work, regions: list[str]) -> EvacuationPlan:
     shares = {r: 0.0 for r in out}
     capacity = {r: ctx.warm(r) for r in ctx.domain if r not in out and ctx.verdict(r) is not Verdict.UNHEALTHY}
     ungate = []
-    if ctx.here not in out and any(r != ctx.here for r in regions):
+    if ctx.here not in out and any(r != ctx.here for r in regions) and work.status.evacuation_gate != Gate.OPEN:
         ungate = [dc.name for dc in ctx.obs.dark_clusters if dc.evacuation_gate != Gate.OPEN]
     changes, problems = [], []
     current = {(TrafficProviderKind(w.provider), w.route): w for w in work.status.weights}
@@ -732,7 +742,8 @@ def _evacuating(work: _Work, evac: RegionEvacuation, *, proxy_hold: bool, all_ho
         if _healed_with_nothing_to_move(work, evac):
             return True
         own = ctx.obs.dark_clusters if ctx.here not in work.evacs else ()
-        closed = [dc.name for dc in own if dc.evacuation_gate != Gate.OPEN or dc.ready < dc.warm]
+        opened = work.status.evacuation_gate == Gate.OPEN
+        closed = [dc.name for dc in own if not (opened or dc.evacuation_gate == Gate.OPEN) or dc.ready < dc.warm]
         if closed:
             evac.waiting_for = "this region's dark pods to be ungated and Ready: " + ", ".join(closed)
             return False
@@ -877,8 +888,9 @@ def _reason(work: _Work) -> str:
 def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
     """Desired weights per route (DNS only once every proxy route holds), and the writes they need.
 
-    The weights in force before the first change are recorded; once no evacuation is left and
-    a route holds them again, the record is cleared. A write is made when the desired weights
+    The weights in force before the first change are recorded (in an evacuated region, from
+    the decision on: all of its routes will change); once no evacuation is left and a route
+    holds them again, the record is cleared. A write is made when the desired weights
     change, when something else changed them (DriftDetected), or again, unchanged, when its
     effect is not seen after ``retry_seconds``; never when the invariants refuse it.
     """
@@ -912,6 +924,11 @@ def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
         ):
             state.recorded = state.desired = state.written = state.written_at = state.drifted_at = None
             continue
+        if state.recorded is None and state.current is not None and ctx.here in work.evacs:
+            # This region is evacuated: every route of it will change. Recorded now, the record's
+            # write (ahead of the actions, see the handler) is made while the saviors ungate,
+            # not in the run that shifts the routes.
+            state.recorded = dict(state.current)
         if state.current is not None and _same(state.current, desired, owned):
             state.desired = desired if state.recorded is not None else None
             continue
@@ -957,7 +974,16 @@ def _reconcile_routes(work: _Work, targets: list[_Target]) -> None:
 
 
 def _reconcile_gates(work: _Work, targets: list[_Target]) -> None:
-    """Open this region's evacuation gates while it saves another region; close them once traffic has left."""
+    """Open this region's evacuation gate while it saves another region; close it once traffic has left.
+
+    The gate is this RegionFailover's ``status.evacuationGate``: one write opens every
+    DarkCluster it owns, whose controller combines it with each one's ``spec.gate`` (and its
+    own ``status.evacuationGate``). Moving it is an action (:class:`OpenGates`,
+    :class:`CloseGates`) that the handler carries out ahead of the rest of the run, so that
+    the dark pods do not wait for the routes. A DarkCluster whose own evacuation gate is Open
+    is closed with the RegionFailover's, and the close is made again after
+    ``retry_seconds`` while it is observed Open.
+    """
     ctx, status = work.ctx, work.status
     saving = [e.region for e in status.evacuations if e.region != ctx.here]
     if saving:
@@ -966,23 +992,21 @@ def _reconcile_gates(work: _Work, targets: list[_Target]) -> None:
         want = Gate.CLOSED
     else:
         return  # traffic may still reach the dark pods: keep the gates as they are
-    pending = tuple(dc.name for dc in ctx.obs.dark_clusters if dc.evacuation_gate != want)
-    if not pending:
-        status.evacuation_gate = want if (status.evacuation_gate or saving) else None
-        return
-    changed = status.evacuation_gate != want
-    if not changed and _since(status.evacuation_gate_written_at, ctx.now) < ctx.tuning.retry_seconds:
+    names = tuple(dc.name for dc in ctx.obs.dark_clusters)
+    held = tuple(dc.name for dc in ctx.obs.dark_clusters if dc.evacuation_gate == Gate.OPEN) if want is Gate.CLOSED else ()
+    changed = (status.evacuation_gate or Gate.CLOSED) != want
+    if not changed and (not held or _since(status.evacuation_gate_written_at, ctx.now) < ctx.tuning.retry_seconds):
         return
     if want is Gate.OPEN:
         reason = "saving " + ", ".join(saving)
-        work.actions.append(OpenGates(region=ctx.here, dark_clusters=pending, reason=reason))
+        work.actions.append(OpenGates(region=ctx.here, dark_clusters=names, reason=reason))
     else:
         reason = "no evacuation left and every route holds its recorded weights"
-        work.actions.append(CloseGates(region=ctx.here, dark_clusters=pending, reason=reason))
+        work.actions.append(CloseGates(region=ctx.here, dark_clusters=names, reason=reason, held=held))
     if changed:
         verb = "ungating" if want is Gate.OPEN else "re-gating"
         work.event("Ungating" if want is Gate.OPEN else "Regating",
-                   f"{verb} {len(pending)} DarkCluster(s) of {ctx.here}: {reason}")
+                   f"{verb} {len(names)} DarkCluster(s) of {ctx.here}: {reason}")
     status.evacuation_gate, status.evacuation_gate_written_at = want, _rfc3339(ctx.now)
 
 

@@ -19,13 +19,18 @@ the operator therefore asks every budget that selected a closed pod to recount
 (:func:`budgets_to_recount`), with a metadata-only write that leaves the budget's spec and
 generation alone.
 
-Two hands hold a DarkCluster's gate. ``spec.gate`` is its owner's (a human, or a GitOps
-tool that applies a hand-written manifest); ``status.evacuationGate`` is the evacuation's,
-written by the RegionFailover's operator on the status subresource under its own field
-manager, where a GitOps tool neither diffs nor writes. The gate enforced on the dark pods
-(:func:`effective_gate`) is Open when either hand holds it open: an evacuation opens a
-DarkCluster whatever its manifest says, without a write the GitOps tool would revert, and
-closing the evacuation's gate never closes a gate its owner holds open.
+Hands that hold a DarkCluster's gate. ``spec.gate`` is its owner's (a human, or a GitOps
+tool that applies a hand-written manifest). The evacuation's is the ``status.evacuationGate``
+of the RegionFailover that owns the DarkCluster (:data:`REGION_FAILOVER_HAND`): one write on
+the RegionFailover's status subresource opens every DarkCluster it owns, however many, so
+an evacuation costs one write before the dark pods' own writes, not one per DarkCluster.
+A DarkCluster's own ``status.evacuationGate`` (:data:`EVACUATION_HAND`) is a hand too, for
+a DarkCluster without a RegionFailover and for one an older regionshift opened there; the
+evacuation closes it with its own. The evacuation's hands are written under their own field
+manager on status subresources, where a GitOps tool neither diffs nor writes. The gate
+enforced on the dark pods (:func:`effective_gate`) is Open when any hand holds it open: an
+evacuation opens a DarkCluster whatever its manifest says, without a write the GitOps tool
+would revert, and closing the evacuation's gate never closes a gate its owner holds open.
 
 Pure decisions only: the gate in force and who opened it, what a pod's serving labels
 are, whether it carries them, which pods need a write, what the write says, and which
@@ -42,6 +47,7 @@ from regionshift.api.models import Gate
 
 __all__ = [
     "EVACUATION_HAND",
+    "REGION_FAILOVER_HAND",
     "RECOUNT_ANNOTATION",
     "SPEC_HAND",
     "EffectiveGate",
@@ -70,7 +76,9 @@ LabelPatch = dict[str, str | None]
 SPEC_HAND = "spec"
 """The owner's hand on the gate: ``spec.gate``."""
 EVACUATION_HAND = "evacuation"
-"""The evacuation's hand on the gate: ``status.evacuationGate``."""
+"""An evacuation's hand on the gate kept on the DarkCluster: its own ``status.evacuationGate``."""
+REGION_FAILOVER_HAND = "regionfailover"
+"""The evacuation's hand on the gate: ``status.evacuationGate`` of the RegionFailover that owns the DarkCluster."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -79,7 +87,7 @@ class EffectiveGate:
 
     gate: Gate
     opened_by: tuple[str, ...] = ()
-    """:data:`SPEC_HAND` and/or :data:`EVACUATION_HAND`, in that order; empty when Closed."""
+    """:data:`SPEC_HAND`, :data:`EVACUATION_HAND`, :data:`REGION_FAILOVER_HAND`, in that order; empty when Closed."""
 
     @property
     def is_open(self) -> bool:
@@ -90,20 +98,29 @@ class EffectiveGate:
         """Who holds the gate open (or that nobody does), for a condition message or an Event."""
         if not self.opened_by:
             return "closed: neither spec.gate nor status.evacuationGate is Open"
-        held = {SPEC_HAND: "spec.gate (its owner)", EVACUATION_HAND: "status.evacuationGate (an evacuation)"}
+        held = {SPEC_HAND: "spec.gate (its owner)", EVACUATION_HAND: "status.evacuationGate (an evacuation)",
+                REGION_FAILOVER_HAND: "its RegionFailover's status.evacuationGate (an evacuation)"}
         return "opened by " + " and ".join(held[hand] for hand in self.opened_by)
 
+    @property
+    def by_evacuation(self) -> bool:
+        """Whether an evacuation holds it open (on the DarkCluster or on its RegionFailover)."""
+        return EVACUATION_HAND in self.opened_by or REGION_FAILOVER_HAND in self.opened_by
 
-def effective_gate(*, spec_gate: Gate | str, evacuation_gate: Gate | str | None) -> EffectiveGate:
-    """The gate in force: Open when ``spec.gate`` or ``status.evacuationGate`` is Open.
 
-    An absent evacuation gate (no evacuation ever touched the DarkCluster) counts as Closed.
-    The owner's hand wins for opening (an evacuation that closes its gate leaves a gate the
-    owner holds open as it is); the evacuation's hand wins for opening too (a manifest with
-    ``gate: Closed``, re-applied, does not close a gate an evacuation holds open).
+def effective_gate(*, spec_gate: Gate | str, evacuation_gate: Gate | str | None,
+                   region_failover_gate: Gate | str | None = None) -> EffectiveGate:
+    """The gate in force: Open when ``spec.gate``, ``status.evacuationGate`` or the RegionFailover's is Open.
+
+    An absent evacuation gate (no evacuation ever touched the DarkCluster or its
+    RegionFailover) counts as Closed. The owner's hand wins for opening (an evacuation that
+    closes its gate leaves a gate the owner holds open as it is); the evacuation's hands win
+    for opening too (a manifest with ``gate: Closed``, re-applied, does not close a gate an
+    evacuation holds open).
     """
     opened_by = tuple(
-        hand for hand, gate in ((SPEC_HAND, spec_gate), (EVACUATION_HAND, evacuation_gate))
+        hand for hand, gate in ((SPEC_HAND, spec_gate), (EVACUATION_HAND, evacuation_gate),
+                                (REGION_FAILOVER_HAND, region_failover_gate))
         if gate is not None and Gate(gate) is Gate.OPEN
     )
     return EffectiveGate(gate=Gate.OPEN if opened_by else Gate.CLOSED, opened_by=opened_by)

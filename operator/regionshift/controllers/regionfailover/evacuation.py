@@ -9,17 +9,20 @@ module only feeds it and carries its actions out, in this order on every run:
    this region's DarkClusters and Deployments, every route of ``spec.traffic``
    (:mod:`.routes`), and the peers' progress from the shared Prometheus (:mod:`.progress`);
 3. call ``step``;
-4. carry the actions out: open or close the evacuation gate of DarkClusters (their
-   ``status.evacuationGate``, never their spec; :data:`GATE_CONCURRENCY` at a time, each
-   compared and applied on the body the run listed, read again only when it moved since),
-   set route weights, post Events. The route
+4. carry the actions out: open or close this region's evacuation gate (one write: this
+   RegionFailover's ``status.evacuationGate``, a merge patch of that field alone; its
+   DarkClusters' controller reads it, and is woken in this process right after, so
+   an ungate of hundreds of DarkClusters costs one write before the dark pods' own; a
+   DarkCluster's own ``status.evacuationGate`` that an older regionshift left Open is closed
+   with it), set route weights, post Events. The route
    writes of one layer (proxy, then DNS) go out as one batch, a few at a time
    (:data:`~.routes.ROUTE_CONCURRENCY`), every HTTPRoute's backends checked against one
    snapshot of the namespace's Services, and the Events among them follow the batch;
 5. write the evacuation's part of the status under its own field manager
    (:data:`EVACUATION_MANAGER`): phase, evacuations, roles, weights, the gate, history,
    recommendation and plan, and the conditions ``RoutesReady`` and ``ActionsApplied``;
-6. export this region's progress for the peers (:func:`.progress.export`);
+6. export this region's progress for the peers (:mod:`.progress`: the dark capacity before the
+   writes and as the DarkClusters' statuses move, the served share after the writes);
 7. the transplant (:mod:`.transplant`): once an evacuation this region saves has settled for
    ``darkCapacity.transplantAfterSeconds``, its dark capacity moves into the main Deployments.
 
@@ -27,7 +30,8 @@ Actions come before the status that records them: a crash in between makes the n
 decide the same writes again from the same status, and every write is idempotent (a route
 already carrying its weights, a gate already open, are left alone). One thing is written
 ahead of the actions: the weights a route carried before its first change
-(:func:`with_new_records`), which failback restores and which a crash must not lose. In DryRun mode nothing
+(:func:`with_new_records`), which failback restores and which a crash must not lose; and the
+evacuation gate, whose write is itself the action (:func:`_write_gate`). In DryRun mode nothing
 but the status and Events is written: the routes are read without making sure of the peer
 Services, and the step yields no write.
 
@@ -42,6 +46,7 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -57,12 +62,14 @@ from regionshift.api.models import (
     TrafficProviderKind,
     Verdict,
 )
+from regionshift.controllers import darkcluster
 from regionshift.controllers.darkcluster import DARKCLUSTERS
 from regionshift.controllers.regionfailover import observe
 from regionshift.controllers.regionfailover import status as rf_status
 from regionshift.controllers.regionfailover.detection import owned_by, participants
 from regionshift.controllers.regionfailover.domain import Domain, prometheus_client
-from regionshift.controllers.regionfailover.progress import PeerProgress, export, export_capacity, read_peers
+from regionshift.controllers.regionfailover import progress
+from regionshift.controllers.regionfailover.progress import PeerProgress, read_peers
 from regionshift.controllers.regionfailover.routes import (
     ROUTE_CONCURRENCY,
     RouteBook,
@@ -145,9 +152,35 @@ def verdicts_of(*, spec: RegionFailoverSpec, status: RegionFailoverStatus, now: 
     return {r.name: Verdict(r.verdict) for r in status.regions}
 
 
+def _capacity_of(status: Mapping[str, Any], *, written: Mapping[str, Any] | None) -> tuple[int, int]:
+    """(warm, ready) of a DarkCluster: its controller's latest own fields (``written``) over the listed status.
+
+    Transplanted replicas still count as savior capacity (:func:`.transplant.dark_capacity`).
+    """
+    if written is not None:
+        status = {**status, **{k: v for k, v in written.items() if k not in ("evacuationGate", "transplantedReplicas")}}
+    return dark_capacity(status)
+
+
+def _dark_cluster_status(namespace: str, name: str, meta: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+    """The DarkCluster controller wrote a status: its RegionFailover's dark capacity is exported at once."""
+    warm, ready = dark_capacity(status)
+    for owner in meta.get("ownerReferences") or []:
+        if owner.get("kind") == "RegionFailover" and owner.get("uid"):
+            progress.dark_cluster_moved(namespace=namespace, owner_uid=owner["uid"], dark_cluster=name,
+                                        warm=warm, ready=ready)
+
+
+darkcluster.on_status(_dark_cluster_status)
+
+
 def _dark_clusters(*, namespace: str, uid: str,
                    listed: dict[str, dict[str, Any]] | None = None) -> list[DarkClusterObservation]:
-    """This RegionFailover's DarkClusters as the state machine sees them; ``listed`` gets their bodies by name."""
+    """This RegionFailover's DarkClusters as the state machine sees them; ``listed`` gets their bodies by name.
+
+    The capacity of each is the freshest this process knows: what its controller last wrote,
+    over what the LIST returned.
+    """
     out = []
     for dc in kube.list_custom(plural=DARKCLUSTERS, namespace=namespace):
         if not owned_by(dc, uid):
@@ -155,7 +188,8 @@ def _dark_clusters(*, namespace: str, uid: str,
         if listed is not None:
             listed[dc["metadata"]["name"]] = dc
         status = dc.get("status") or {}
-        warm, ready = dark_capacity(status)  # transplant: replicas moved into main still count as savior capacity
+        warm, ready = _capacity_of(status, written=darkcluster.written_status(namespace=namespace,
+                                                                              name=dc["metadata"]["name"]))
         out.append(DarkClusterObservation(
             name=dc["metadata"]["name"], evacuation_gate=Gate(status.get("evacuationGate") or Gate.CLOSED.value),
             warm=warm, ready=ready))
@@ -234,26 +268,40 @@ async def _observe(
 
 async def _set_gates(*, namespace: str, names: Sequence[str], gate: Gate,
                      listed: Mapping[str, Mapping[str, Any]] | None = None) -> list[tuple[str, BaseException]]:
-    """Every DarkCluster's evacuation gate, :data:`GATE_CONCURRENCY` at a time, each from its listed body."""
+    """DarkClusters' own evacuation gates (those an older regionshift opened), :data:`GATE_CONCURRENCY` at a time."""
     limit = asyncio.Semaphore(GATE_CONCURRENCY)
-    done = 0
     bodies = listed or {}
     loop = asyncio.get_running_loop()
 
     async def one(name: str) -> tuple[str, BaseException] | None:
-        nonlocal done
         async with limit:
             try:
                 await loop.run_in_executor(_writers(), functools.partial(
                     kube.set_evacuation_gate, namespace=namespace, name=name, gate=gate, listed=bodies.get(name)))
             except Exception as exc:
                 return name, exc
-            done += 1
-            if done == 1 and len(names) > 1:
-                failpoint("mid-ungate")
         return None
 
     return [r for r in await asyncio.gather(*(one(n) for n in names)) if r is not None]
+
+
+def _write_gate(*, namespace: str, name: str, gate: Gate, at: str | None) -> None:
+    """The evacuation gate alone, the write that opens or closes every DarkCluster of the RegionFailover.
+
+    A merge patch of its two fields under :data:`EVACUATION_MANAGER`, not an apply of the
+    whole evacuation status (hundreds of route entries): it is the savior's first write of
+    an evacuation, and every dark pod waits for it. The status applied after the actions
+    carries the same two fields, so the apply keeps owning them.
+    """
+    kube.patch_custom_status(plural=rf_status.REGIONFAILOVERS, namespace=namespace, name=name,
+                             status={"evacuationGate": gate.value, "evacuationGateWrittenAt": at},
+                             field_manager=EVACUATION_MANAGER)
+
+
+def _wake_dark_clusters(*, namespace: str, names: Sequence[str]) -> None:
+    """The RegionFailover's gate moved: every DarkCluster it concerns looks at once (their controller reads it)."""
+    for name in names:
+        darkcluster.wake(namespace=namespace, name=name, cause="evacuation")
 
 
 def _batches(actions: Sequence[Action]) -> list[list[Action]]:
@@ -329,7 +377,7 @@ async def _carry_out(
     dark_clusters: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[str]:
     """Every action in order; returns what failed, each in one sentence (the rest goes on)."""
-    namespace = fresh["metadata"]["namespace"]
+    namespace, name = fresh["metadata"]["namespace"], fresh["metadata"]["name"]
     failed: list[str] = []
     if decision.writes:
         failpoint("after-decision")
@@ -350,11 +398,26 @@ async def _carry_out(
         kind = type(action).__name__
         if isinstance(action, (OpenGates, CloseGates)):
             gate = Gate.OPEN if isinstance(action, OpenGates) else Gate.CLOSED
-            gates_refused = await _set_gates(namespace=namespace, names=action.dark_clusters, gate=gate,
-                                             listed=dark_clusters)
-            for name, exc in gates_refused:
-                failed.append(f"evacuation gate {gate.value} on DarkCluster {name}: {rf_status.describe(exc)[1]}")
-            observe.record_action(kind=kind, result="Failed" if gates_refused else "Done")
+            refused = False
+            try:  # the RegionFailover's gate: one write opens or closes every DarkCluster it owns
+                write_at = time.monotonic()
+                await asyncio.to_thread(_write_gate, namespace=namespace, name=name, gate=gate,
+                                        at=decision.status.evacuation_gate_written_at)
+            except Exception as exc:  # the status written after the actions carries it too; else the next run
+                refused = True
+                failed.append(f"evacuation gate {gate.value} of RegionFailover {name}: {rf_status.describe(exc)[1]}")
+            else:
+                darkcluster.note_region_failover_gate(uid=fresh["metadata"]["uid"], gate=gate.value, read_at=write_at)
+                _wake_dark_clusters(namespace=namespace, names=action.dark_clusters)
+                if gate is Gate.OPEN:
+                    failpoint("mid-ungate")
+            if isinstance(action, CloseGates) and action.held:
+                gates_refused = await _set_gates(namespace=namespace, names=action.held, gate=gate,
+                                                 listed=dark_clusters)
+                refused |= bool(gates_refused)
+                for held, exc in gates_refused:
+                    failed.append(f"evacuation gate {gate.value} on DarkCluster {held}: {rf_status.describe(exc)[1]}")
+            observe.record_action(kind=kind, result="Failed" if refused else "Done")
         elif isinstance(action, PostEvent):
             await rf_status.post(body=fresh, type_=action.type, reason=action.reason, message=action.message)
             observe.record_action(kind=kind, result="Done")
@@ -452,10 +515,13 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
     meta = body["metadata"]
     namespace, name = meta.get("namespace", ""), meta.get("name", "")
     try:
+        read_at = time.monotonic()
         fresh = await asyncio.to_thread(kube.read_custom, plural=rf_status.REGIONFAILOVERS, namespace=namespace,
                                         name=name)
         if fresh is None or fresh["metadata"].get("deletionTimestamp"):
             return False
+        darkcluster.note_region_failover_gate(uid=fresh["metadata"]["uid"], read_at=read_at,
+                                              gate=(fresh.get("status") or {}).get("evacuationGate"))
         # Parsing, deciding and building the status of hundreds of routes is CPU work: in a
         # thread, so that the event loop (detection, the DarkClusters' daemons) goes on meanwhile.
         spec, status = await asyncio.to_thread(_parse, fresh)
@@ -463,9 +529,11 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         dark_clusters: dict[str, dict[str, Any]] = {}
         observations, problems, errors, ready = await _observe(fresh=fresh, spec=spec, status=status, domain=domain,
                                                                now=moment, listed=dark_clusters)
-        # The capacity the peers shift traffic on, exported before this run's writes (the served share after them).
-        export_capacity(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
-                        ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready)
+        # The capacity the peers shift traffic on, exported before this run's writes and then, DarkCluster by
+        # DarkCluster, as their controller writes it (progress.track); the served share after the writes.
+        progress.track(namespace=namespace, uid=fresh["metadata"]["uid"], name=name, region=spec.region,
+                       members={d.name: (d.warm, d.ready) for d in observations.dark_clusters},
+                       deployments_ready=ready)
         decision = await asyncio.to_thread(step, spec=spec, status=status, observations=observations, now=moment,
                                            tuning=tuning_of(spec))
         ahead = await asyncio.to_thread(with_new_records, status, decision.status) if decision.writes else None
@@ -477,17 +545,22 @@ async def evacuate(*, body: Mapping[str, Any], domain: Domain, now: dt.datetime 
         stamp = moment.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         conditions = _conditions(old=status, new=decision.status, generation=fresh["metadata"].get("generation"), now=stamp,
                                  problems=problems, errors=errors, failed=failed)
+        write_at = time.monotonic()
         await asyncio.to_thread(_apply_status, namespace=namespace, name=name, status=decision.status,
                                 conditions=conditions)
+        if decision.status.evacuation_gate is not None:
+            darkcluster.note_region_failover_gate(uid=fresh["metadata"]["uid"], read_at=write_at,
+                                                  gate=Gate(decision.status.evacuation_gate).value)
+            if decision.status.evacuation_gate != status.evacuation_gate:  # moved (again, if the action's write failed)
+                _wake_dark_clusters(namespace=namespace, names=[d.name for d in observations.dark_clusters])
         await rf_status.post_transitions(body=fresh, old=[c.model_dump(by_alias=True, mode="json")
                                                           for c in status.conditions],
                                          new=conditions, events_for=EVENTS)
         observe.record_progress(namespace=namespace, name=name, before=status, after=decision.status)
         observe.record_status(namespace=namespace, name=name, status=decision.status)
         observe.record_dark_capacity(namespace=namespace, name=name, dark_clusters=observations.dark_clusters)
-        export(name=name, region=spec.region, warm=sum(d.warm for d in observations.dark_clusters),
-               ready=sum(d.ready for d in observations.dark_clusters), deployments_ready=ready,
-               served_share=_served_share(decision.status, spec.region))
+        progress.export_served_share(name=name, region=spec.region,
+                                     served_share=_served_share(decision.status, spec.region))
         # Transplant (issue 7 item 7): after the evacuation's own status, in a module of its own.
         transplanting = await transplant(body=fresh, spec=spec, before=status, after=decision.status, now=moment)
         domain.last_run_error = None

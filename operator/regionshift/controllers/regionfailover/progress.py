@@ -14,7 +14,16 @@ same Prometheus the business signal comes from):
   once the region it saved serves its whole share again.
 
 ``regionfailover`` is the RegionFailover's name, the same in every region of a domain.
-:func:`export` sets this region's series; :func:`read_peers` reads the others'. A peer
+:func:`export` sets this region's series; :func:`read_peers` reads the others'.
+
+The dark capacity moves fastest of the three during an evacuation (a savior's dark pods
+start serving one DarkCluster after the other), and the evacuated region shifts nothing
+before it sees some. So it is exported *as it changes*, not once per evacuation run: each
+run hands the RegionFailover's DarkClusters and their capacity to :func:`track`, and the
+DarkCluster controller, after every status it writes, hands the new figures of one
+DarkCluster to :func:`dark_cluster_moved`, which updates the region's sums and exports them
+at once. Both are observations only (the state lives in the objects' status); after a
+restart the first run starts the table again from the listed statuses. A peer
 that exports nothing (its operator down, Prometheus not scraping it) is simply missing:
 no capacity, Deployments not known to be Ready, served share unknown, which holds back
 what depends on it and never moves traffic onto it.
@@ -23,7 +32,8 @@ what depends on it and never moves traffic onto it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from regionshift.adapters.prometheus import PrometheusClient
@@ -31,7 +41,7 @@ from regionshift.decide.evacuation import RegionCapacity
 from regionshift.errors import NoData
 from regionshift.metrics import REGION_DARK_REPLICAS, REGION_DEPLOYMENTS_READY, REGION_SERVED_SHARE
 
-__all__ = ["PeerProgress", "export", "export_capacity", "forget", "read_peers"]
+__all__ = ["PeerProgress", "dark_cluster_moved", "export", "export_capacity", "export_served_share", "forget", "read_peers", "track"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -49,6 +59,11 @@ def export(*, name: str, region: str, warm: int, ready: int, deployments_ready: 
     REGION_SERVED_SHARE.labels(name, region).set(served_share)
 
 
+def export_served_share(*, name: str, region: str, served_share: float) -> None:
+    """Set the share of its own traffic this region serves (after the writes that make it: a savior re-gates on it)."""
+    REGION_SERVED_SHARE.labels(name, region).set(served_share)
+
+
 def export_capacity(*, name: str, region: str, warm: int, ready: int, deployments_ready: bool | None) -> None:
     """Set this region's dark capacity and Deployments' readiness, as observed.
 
@@ -63,8 +78,59 @@ def export_capacity(*, name: str, region: str, warm: int, ready: int, deployment
         REGION_DEPLOYMENTS_READY.labels(name, region).set(1 if deployments_ready else 0)
 
 
+@dataclass
+class _Tracked:
+    """One RegionFailover's dark capacity, DarkCluster by DarkCluster, and the sums exported."""
+
+    name: str
+    region: str
+    members: dict[str, tuple[int, int]]
+    """DarkCluster name → (warm, ready)."""
+
+    def sums(self) -> tuple[int, int]:
+        return sum(w for w, _ in self.members.values()), sum(r for _, r in self.members.values())
+
+
+_tracked: dict[tuple[str, str], _Tracked] = {}
+"""(namespace, RegionFailover uid) → its DarkClusters' capacity."""
+_lock = threading.Lock()
+
+
+def track(*, namespace: str, uid: str, name: str, region: str, members: Mapping[str, tuple[int, int]],
+          deployments_ready: bool | None) -> tuple[int, int]:
+    """An evacuation run's view of its DarkClusters' (warm, ready): kept for :func:`dark_cluster_moved`, and exported.
+
+    Returns the (warm, ready) sums it exported.
+    """
+    with _lock:
+        tracked = _tracked[(namespace, uid)] = _Tracked(name=name, region=region, members=dict(members))
+        warm, ready = tracked.sums()
+        export_capacity(name=name, region=region, warm=warm, ready=ready, deployments_ready=deployments_ready)
+    return warm, ready
+
+
+def dark_cluster_moved(*, namespace: str, owner_uid: str, dark_cluster: str, warm: int, ready: int) -> bool:
+    """One DarkCluster's capacity as its controller just wrote it: the region's sums exported at once.
+
+    Nothing happens for a DarkCluster no run has tracked (yet) as its RegionFailover's; the
+    next run lists it. Returns whether the sums were exported. Safe from any thread.
+    """
+    with _lock:
+        tracked = _tracked.get((namespace, owner_uid))
+        if tracked is None or dark_cluster not in tracked.members or tracked.members[dark_cluster] == (warm, ready):
+            return False
+        tracked.members[dark_cluster] = (warm, ready)
+        total_warm, total_ready = tracked.sums()
+        REGION_DARK_REPLICAS.labels(tracked.name, tracked.region, "warm").set(total_warm)
+        REGION_DARK_REPLICAS.labels(tracked.name, tracked.region, "ready").set(total_ready)
+    return True
+
+
 def forget(*, name: str, region: str) -> None:
     """Stop exporting a RegionFailover that went away."""
+    with _lock:
+        for key in [k for k, t in _tracked.items() if (t.name, t.region) == (name, region)]:
+            del _tracked[key]
     for state in ("warm", "ready"):
         _remove(REGION_DARK_REPLICAS, name, region, state)
     _remove(REGION_DEPLOYMENTS_READY, name, region)

@@ -12,7 +12,8 @@ each route of ``spec.traffic``. This module stands between it and the providers 
   :class:`~regionshift.decide.evacuation.RouteReport`: the weights per region, whether they
   are verified, which peers' backends resolve, and which regions' weights this operator
   owns (a DNS route: only its own record);
-* :func:`set_weights` carries one ``SetWeights`` action out, through the provider's
+* :func:`set_weights` carries one ``SetWeights`` action out (its HTTPRoute backends checked
+  against the Services the run read, :func:`backend_index`), through the provider's
   ``restore`` when the weights asked for are the recorded ones (the last failback step, or
   the proxy routes coming back at its first): peer backends added during the evacuation go
   again and the route is as it was, byte for byte. The write is computed from the object
@@ -79,6 +80,9 @@ class RouteBook:
     """(route, gateways) pairs whose peer Services were ensured in this process: ensured once, not every run."""
     listed: dict[TrafficProviderKind, Listed] = field(default_factory=dict)
     """Each kind's objects as the last :func:`read_routes` listed them: the first attempt of its writes."""
+    index: BackendIndex | None = None
+    """The Services (and their EndpointSlices) the last :func:`read_routes` checked the HTTPRoutes'
+    backends against: the run's writes are checked against the same snapshot the run decided on."""
     _providers: dict[TrafficProviderKind, TrafficProvider] = field(default_factory=dict)
 
     @property
@@ -179,6 +183,7 @@ def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> 
     gateway_routes = [route for kind, route in jobs if kind is TrafficProviderKind.GATEWAY_API]
     failed: dict[tuple[TrafficProviderKind, str], Exception] = {}
     index: BackendIndex | None = None
+    book.index = None
     listed = _snapshots(book, kinds={kind for kind, _ in jobs})
     book.listed = listed
     with ThreadPoolExecutor(max_workers=ROUTE_CONCURRENCY, thread_name_prefix="routes") as pool:
@@ -195,7 +200,7 @@ def read_routes(book: RouteBook, *, status: RegionFailoverStatus, act: bool) -> 
             provider = book.provider(TrafficProviderKind.GATEWAY_API)
             assert isinstance(provider, GatewayAPIProvider)
             try:
-                index = provider.backend_index()
+                index = book.index = provider.backend_index()
             except ApiException as exc:
                 failed.update({(TrafficProviderKind.GATEWAY_API, r): exc for r in gateway_routes})
 
@@ -255,9 +260,15 @@ def describe_route_error(exc: Exception) -> str:
 
 
 def backend_index(book: RouteBook) -> BackendIndex | None:
-    """One snapshot of the namespace's Services for a batch of HTTPRoute writes (None without HTTPRoutes)."""
+    """One snapshot of the namespace's Services for a batch of HTTPRoute writes (None without HTTPRoutes).
+
+    The one this run's :func:`read_routes` took, when it took one (the run decided on it, a
+    second or two ago, and the peer Services it made sure of are in it); else a fresh one.
+    """
     if not any(TrafficProviderKind(t.kind) is TrafficProviderKind.GATEWAY_API for t in book.spec.traffic):
         return None
+    if book.index is not None:
+        return book.index
     provider = book.provider(TrafficProviderKind.GATEWAY_API)
     assert isinstance(provider, GatewayAPIProvider)
     return provider.backend_index()
