@@ -88,9 +88,10 @@ def test_a_garbage_collection_is_timed_and_named_by_its_thread() -> None:
     watch_collections()  # once: a second call adds no second hook
     began = time.monotonic()
     gc.collect()
-    seen = collections_between(began, time.monotonic())
-    assert [g for _, _, g, _ in seen] == [2]
-    assert seen[0][3] == "MainThread" and seen[0][1] >= 0
+    # Another thread of the test process may run a young collection meanwhile: only the full one is ours.
+    full = [c for c in collections_between(began, time.monotonic()) if c[2] == 2]
+    assert len(full) == 1
+    assert full[0][3] == "MainThread" and full[0][1] >= 0
 
 
 def test_a_stall_says_how_much_of_it_garbage_collections_took(caplog: pytest.LogCaptureFixture) -> None:
