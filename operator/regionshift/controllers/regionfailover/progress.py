@@ -56,7 +56,7 @@ class PeerProgress:
 def export(*, name: str, region: str, warm: int, ready: int, deployments_ready: bool | None, served_share: float) -> None:
     """Set this region's three series for the peers."""
     export_capacity(name=name, region=region, warm=warm, ready=ready, deployments_ready=deployments_ready)
-    REGION_SERVED_SHARE.labels(name, region).set(served_share)
+    export_served_share(name=name, region=region, served_share=served_share)
 
 
 def export_served_share(*, name: str, region: str, served_share: float) -> None:
@@ -121,8 +121,8 @@ def dark_cluster_moved(*, namespace: str, owner_uid: str, dark_cluster: str, war
             return False
         tracked.members[dark_cluster] = (warm, ready)
         total_warm, total_ready = tracked.sums()
-        REGION_DARK_REPLICAS.labels(tracked.name, tracked.region, "warm").set(total_warm)
-        REGION_DARK_REPLICAS.labels(tracked.name, tracked.region, "ready").set(total_ready)
+        export_capacity(name=tracked.name, region=tracked.region, warm=total_warm, ready=total_ready,
+                        deployments_ready=None)
     return True
 
 
