@@ -25,6 +25,7 @@ import logging.handlers
 import queue
 import sys
 import threading
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -261,14 +262,47 @@ class OperatorThread:
         self._ready = threading.Event()
         self._stop = threading.Event()
         self._error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = threading.Thread(target=self._main, name="regionshift-operator", daemon=True)
 
     def _main(self) -> None:
+        async def operate() -> None:
+            self._loop = asyncio.get_running_loop()
+            await _operate(namespaces=self._namespaces, ready_flag=self._ready, stop_flag=self._stop)
+
         try:
-            asyncio.run(_operate(namespaces=self._namespaces, ready_flag=self._ready, stop_flag=self._stop))
+            asyncio.run(operate())
         except BaseException as exc:  # reported by start()/stop()
             self._error = exc
             self._ready.set()
+
+    def describe(self, *, timeout_seconds: float = 5.0) -> str:
+        """What the operator is doing now: every thread's stack and every task of kopf's event loop.
+
+        For a failing test's report: a test that waited in vain for the operator shows whether
+        it was stuck (and where) or never saw the object. The tasks are listed by the loop
+        itself; a loop that does not answer within ``timeout_seconds`` is reported as such.
+        """
+        lines = [f"operator thread alive: {self._thread.is_alive()}, error: {self._error!r}"]
+        names = {thread.ident: thread.name for thread in threading.enumerate()}
+        for ident, frame in sys._current_frames().items():
+            lines.append(f"--- thread {names.get(ident, ident)}")
+            lines.extend(line.rstrip() for line in traceback.format_stack(frame)[-12:])
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            async def tasks() -> list[str]:
+                found = []
+                for task in asyncio.all_tasks():
+                    stack = task.get_stack(limit=3)
+                    where = " <- ".join(f"{f.f_code.co_name}:{f.f_lineno}" for f in stack) or "(not started)"
+                    found.append(f"task {task.get_name()}: {where}")
+                return sorted(found)
+            try:
+                lines.append("--- tasks of the event loop")
+                lines.extend(asyncio.run_coroutine_threadsafe(tasks(), loop).result(timeout_seconds))
+            except TimeoutError:
+                lines.append(f"the event loop did not answer within {timeout_seconds} s")
+        return "\n".join(lines)
 
     def start(self, *, timeout_seconds: float = 30.0) -> OperatorThread:
         """Start and wait until kopf is watching."""
