@@ -7,6 +7,7 @@ import pytest
 from regionshift.cli import main as cli_main
 from regionshift.local.backtest import (
     DEFAULT_START,
+    BUSY_CHANCE,
     BacktestReport,
     Outcome,
     chance_within,
@@ -66,7 +67,7 @@ def test_shallow_drops_are_reported_not_counted_as_missed(report: BacktestReport
 def test_report_text(report: BacktestReport) -> None:
     text = format_report(report)
     assert "10 days x 4 regions" in text
-    assert "regional drops >= 40% in regions busy enough: 15/15 detected within 3 samples" in text
+    assert "regional drops >= 40% in regions busy enough (a chance of 97.5% or more): 15/15 detected within 3 samples" in text
     assert "false evacuations: 0" in text
     assert text.rstrip().endswith("MET")
     assert report.evaluations == 10 * 1440
@@ -143,7 +144,7 @@ def test_five_second_samples_no_false_evacuation_and_the_quiet_region_reported(f
     assert quietest is None or quietest > 10
     text = format_report(report)
     assert "samples a 40% drop needs" in text
-    assert "too quiet to show them in 3 samples: 1" in text
+    assert "too quiet to promise them within 3 samples (a chance under 97.5%): 1" in text
 
 
 def test_the_screen_skips_only_rounds_that_evaluate_would_call_healthy() -> None:
@@ -161,7 +162,7 @@ def test_the_screen_skips_only_rounds_that_evaluate_would_call_healthy() -> None
     assert fast.lowest_quiet_ratio == full.lowest_quiet_ratio
 
 
-def test_a_drop_at_the_edge_of_busy_enough_is_caught_within_three_samples_half_of_the_time() -> None:
+def test_busy_enough_means_a_chance_of_975_in_1000_not_the_coin_toss_where_samples_needed_is_three() -> None:
     """samples_needed is where a drop's average pooled ratio meets detection's line: a coin toss there."""
     from regionshift.decide.detection import samples_needed
 
@@ -172,6 +173,9 @@ def test_a_drop_at_the_edge_of_busy_enough_is_caught_within_three_samples_half_o
     assert samples_needed(expected=edge, step_seconds=5, policy=policy) == 3
     assert samples_needed(expected=edge * 0.99, step_seconds=5, policy=policy) == 4
     assert chance_within(expected=edge, step_seconds=5, policy=policy, depth=0.4, samples=3) == pytest.approx(0.5)
+    # Busy enough for the target from about 217 stream starts per second at 5-s samples.
+    assert chance_within(expected=217.0, step_seconds=5, policy=policy, depth=0.4, samples=3) >= BUSY_CHANCE
+    assert chance_within(expected=215.0, step_seconds=5, policy=policy, depth=0.4, samples=3) < BUSY_CHANCE
     # seed 2's eu-west drop started at an expected value of 97.45: still only about 60 %.
     assert chance_within(expected=97.45, step_seconds=5, policy=policy, depth=0.4, samples=3) == pytest.approx(
         0.60, abs=0.01
