@@ -12,8 +12,8 @@ from regionshift.decide.detection import (
     RegionVerdict,
     Sample,
     WarmCapacity,
-    detection_instants,
     evaluate,
+    next_detection_at,
     refit_excludes_since,
     samples_needed,
 )
@@ -570,33 +570,33 @@ def test_which_samples_the_refit_accepts(
     assert refit_excludes_since(verdict=verdict, held_back_by=guard, drop_started_at=started) == excluded
 
 
-@pytest.mark.parametrize(("now", "step", "instant", "due"), [
-    (1000.05, 1.0, 999.0, 1000.1),      # 0.05 s after an instant: still the one before (delay 0.1 s)
-    (1000.1, 1.0, 1000.0, 1001.1),      # exactly the delay after it: that instant
-    (1000.99, 1.0, 1000.0, 1001.1),
-    (1203.0, 5.0, 1200.0, 1205.5),      # delay a tenth of the step
-    (3600.5, 60.0, 3540.0, 3601.0),     # delay at most 1 s: 3600 is judged from 3601 on
-    (3601.0, 60.0, 3600.0, 3661.0),
+@pytest.mark.parametrize(("now", "step", "due"), [
+    (1000.05, 1.0, 1000.1),      # 0.05 s after a multiple: due the delay (0.1 s) after it
+    (1000.1, 1.0, 1001.1),       # exactly when due: the next one
+    (1000.99, 1.0, 1001.1),
+    (1203.0, 5.0, 1205.5),       # the delay is a tenth of the step
+    (3600.5, 60.0, 3601.0),      # at most 1 s
+    (3601.0, 60.0, 3661.0),
 ])
-def test_detection_instants_are_multiples_of_the_step_on_the_wall_clock(
-        now: float, step: float, instant: float, due: float) -> None:
-    assert detection_instants(now=now, step_seconds=step) == (pytest.approx(instant), pytest.approx(due))
+def test_detection_is_due_at_multiples_of_the_step_on_the_wall_clock(now: float, step: float, due: float) -> None:
+    assert next_detection_at(now=now, step_seconds=step) == pytest.approx(due)
 
 
-def test_two_regions_whose_runs_drift_apart_judge_the_same_instants() -> None:
-    """Wherever in a step each region's run lands (each run lasting its own time), both judge each instant once."""
-    judged: dict[str, list[float]] = {}
+def test_two_regions_whose_runs_drift_apart_run_at_the_same_moments() -> None:
+    """Wherever in a step each region's first run lands, and however long its runs last, both run together from then on."""
+    runs: dict[str, list[float]] = {}
     for region, start, lasts in (("east", 1000.13, 0.05), ("west", 1000.87, 0.71)):
-        now, seen = start, []
+        now, started = start, []
         while now < 1030:
-            instant, due = detection_instants(now=now, step_seconds=1.0)
-            seen.append(instant)
-            now = max(now + lasts, due)  # the run takes its time, then waits until the next is due
-        judged[region] = seen
-    assert judged["east"][1:] == judged["west"][1:] == [float(t) for t in range(1001, 1030)]
+            started.append(now)
+            now = next_detection_at(now=now + lasts, step_seconds=1.0)  # asked as the run ends
+        runs[region] = started
+    # west's first run ends at 1001.58, past the moment 1001.1: from 1002.1 on they run together.
+    assert runs["east"][2:] == pytest.approx(runs["west"][1:])
+    assert runs["west"][1:] == pytest.approx([t + 0.1 for t in range(1002, 1030)])
 
 
-def test_a_run_longer_than_a_step_skips_the_instants_it_missed() -> None:
-    instant, due = detection_instants(now=1000.2, step_seconds=1.0)
-    late = due + 2.5  # the run ended 2.5 s after the next one was due
-    assert detection_instants(now=late, step_seconds=1.0)[0] == pytest.approx(1003.0)
+def test_a_run_longer_than_a_step_skips_the_moments_it_missed() -> None:
+    started = 1000.1
+    ended = started + 2.5  # the moments 1001.1 and 1002.1 passed while it ran
+    assert next_detection_at(now=ended, step_seconds=1.0) == pytest.approx(1003.1)

@@ -246,7 +246,7 @@ async def test_detection_keeps_its_step_while_sizing_hangs_with_stubbed_runs(mon
     detections: list[float] = []
     sizing_started = asyncio.Event()
 
-    async def detect(*, body: dict, domain: object, now: float) -> None:  # type: ignore[type-arg]
+    async def detect(*, body: dict, domain: object) -> None:  # type: ignore[type-arg]
         detections.append(time.monotonic())
 
     async def size_forever(*, body: dict, domain: object) -> None:  # type: ignore[type-arg]

@@ -65,11 +65,14 @@ sides. How it combines with the other evidence, in order:
    share is under 1, its expected value is scaled down (``LowExpected`` when 0), and no
    bound applies to it.
 
-**The same instants everywhere.** Each run judges the signal at an instant on the wall
-clock that is a multiple of ``signal.stepSeconds`` (:func:`detection_instants`), and runs
-a moment after it. So the operators of every region, each on its own clock (kept by NTP),
-ask the shared Prometheus for the same samples at the same time and reach the same verdict
-together: a savior decides when the failing region does, not up to a step later.
+**The same moments everywhere.** Runs are due at the moments of the wall clock that are
+multiples of ``signal.stepSeconds`` plus a tenth of the step (at most 1 s)
+(:func:`next_detection_at`), not a step after the last run ended. So the operators of every
+region, each on its own clock (kept by NTP), ask the shared Prometheus at nearly the same
+moment, see the same samples and reach the same verdict together: a savior decides when
+the failing region does, not up to a step later. Each run judges the samples up to the
+moment it runs (judging the whole multiple instead lost up to one scrape of freshness:
+1 s more to detect in the evacuation benchmark).
 
 Missing data never evacuates: no usable samples (``NoData``), a latest sample older than
 ``staleAfterSeconds`` (``StaleData``) or an expected value under the floor
@@ -93,7 +96,7 @@ __all__ = [
     "RegionVerdict",
     "Sample",
     "WarmCapacity",
-    "detection_instants",
+    "next_detection_at",
     "evaluate",
     "refit_excludes_since",
     "samples_needed",
@@ -103,23 +106,21 @@ EVIDENCE_DEPTH = 0.4
 """The drop depth ``evidence_samples`` is reported for (the backtest's target)."""
 TICK_DELAY_FRACTION = 0.1
 TICK_DELAY_MAX_SECONDS = 1.0
-"""A run starts this long after the instant it judges (a tenth of the step, at most 1 s):
-the instant's sample has reached Prometheus, and the regions' clocks agree to within it."""
+"""A run is due this long after a multiple of the step (a tenth of the step, at most 1 s):
+the latest sample has reached Prometheus, and the regions' clocks agree to within it."""
 
 
-def detection_instants(*, now: float, step_seconds: float) -> tuple[float, float]:
-    """The instant a detection run at ``now`` judges, and when the next run is due (both epoch seconds).
+def next_detection_at(*, now: float, step_seconds: float) -> float:
+    """When the next detection run is due, asked at ``now`` as a run ends (epoch seconds).
 
-    The instant is the last multiple of the step at least the tick's delay before ``now``;
-    the next run is due the delay after the next multiple. A run that took longer than a
-    step skips the instants it missed rather than catching up on stale ones.
+    The first moment after ``now`` that lies the tick's delay past a multiple of the step. A
+    run that took longer than a step skips the moments it missed rather than catching up.
     """
     step = max(float(step_seconds), 1e-3)
     delay = min(step * TICK_DELAY_FRACTION, TICK_DELAY_MAX_SECONDS)
-    # A run woken exactly when due (``due`` from the last call) judges the next instant, not
-    # the last again: (instant + step + delay - delay) / step may come out a hair under a whole number.
-    instant = math.floor((now - delay) / step + 1e-9) * step
-    return instant, instant + step + delay
+    # A run woken exactly when due must be given the next moment, not the same one again:
+    # (due - delay) / step may come out a hair under a whole number.
+    return (math.floor((now - delay) / step + 1e-9) + 1) * step + delay
 
 
 class Guard(str, enum.Enum):

@@ -2,8 +2,8 @@
 
 One kopf daemon per RegionFailover (:func:`serve`) runs three loops:
 
-* detection (:mod:`.detection`), every ``signal.stepSeconds``, at the same instants of the
-  wall clock in every region (:func:`regionshift.decide.detection.detection_instants`): each region's recent signal
+* detection (:mod:`.detection`), every ``signal.stepSeconds``, at the same moments of the
+  wall clock in every region (:func:`regionshift.decide.detection.next_detection_at`): each region's recent signal
   against its seasonal forecast, with this region's rollouts and warm dark capacity as
   guards; verdicts and ``lastEvaluatedAt`` go to status on every run, whatever happened;
 * evacuation (:mod:`.evacuation`), a task of its own, woken by every detection run and
@@ -34,7 +34,7 @@ from regionshift.controllers.regionfailover.detection import detect
 from regionshift.controllers.regionfailover.domain import REGIONFAILOVER_LABEL, Domain, domain_of, expand, forget
 from regionshift.controllers.regionfailover.evacuation import evacuate
 from regionshift.controllers.regionfailover.sizing import size
-from regionshift.decide.detection import detection_instants
+from regionshift.decide.detection import next_detection_at
 
 __all__ = ["REGIONFAILOVER_LABEL", "detect", "domain_of", "evacuate", "expand", "forget", "serve", "size"]
 
@@ -115,15 +115,15 @@ async def serve(*, body: Mapping[str, Any], stopped: Stopped) -> None:
         while not stopped:
             snapshot = _snapshot(body)
             domain = domain_of(uid=uid)
-            step = float(snapshot.get("spec", {}).get("signal", {}).get("stepSeconds", 60))
-            instant, due = detection_instants(now=time.time(), step_seconds=step)
-            await detect(body=snapshot, domain=domain, now=instant)
+            await detect(body=snapshot, domain=domain)
             domain.evacuation_wake.set()
             if _sizing_due(snapshot, domain):
                 domain.wake.set()
             sizing = _restarted(sizing, sizing_task, "sizing", uid)
             evacuation = _restarted(evacuation, evacuation_task, "evacuation", uid)
-            await stopped.wait(max(0.0, due - time.time()))
+            step = float(snapshot.get("spec", {}).get("signal", {}).get("stepSeconds", 60))
+            now = time.time()
+            await stopped.wait(next_detection_at(now=now, step_seconds=step) - now)
     finally:
         for task in (sizing, evacuation):
             task.cancel()

@@ -235,10 +235,10 @@ def _judge(
     return verdicts, intervals
 
 
-async def detect(*, body: Mapping[str, Any], domain: Domain, now: float | None = None) -> None:
-    """One detection run judging the signal up to ``now`` (default: the clock's now); writes status whatever happens, never raises."""
+async def detect(*, body: Mapping[str, Any], domain: Domain) -> None:
+    """One detection run; writes status whatever happens, never raises."""
     meta = body["metadata"]
-    now = time.time() if now is None else now
+    now = time.time()
     evaluated_at = now_rfc3339()
     old_status = body.get("status") or {}
     generation = meta.get("generation")
