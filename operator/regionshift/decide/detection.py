@@ -96,8 +96,8 @@ __all__ = [
     "RegionVerdict",
     "Sample",
     "WarmCapacity",
-    "next_detection_at",
     "evaluate",
+    "next_detection_at",
     "refit_excludes_since",
     "samples_needed",
 ]
