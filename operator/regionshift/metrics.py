@@ -11,6 +11,7 @@ from prometheus_client import Counter, Enum, Gauge, Histogram, start_http_server
 __all__ = [
     "DARK_CLUSTER_RECONCILE_SECONDS",
     "DARK_CLUSTER_WAKES",
+    "FAST_PATH_LISTINGS",
     "DARK_CLUSTER_GATE_OPEN",
     "DARK_REPLICAS",
     "STATUS_WRITES",
@@ -78,6 +79,12 @@ DARK_CLUSTER_WAKES = Counter(
     "regionshift_darkcluster_wakes_total",
     "Wake-ups of DarkCluster reconciles, by cause (darkcluster, evacuation, pod, shadow, target, sizing, start).",
     ["cause"],
+)
+FAST_PATH_LISTINGS = Counter(
+    "regionshift_gate_fast_path_listings_total",
+    "Fast paths of an opening gate, by where they read the DarkCluster and its pods: stored (what the watches "
+    "last delivered) or listed (one shared LIST of the namespace, when the watches had not delivered them yet).",
+    ["source"],
 )
 DARK_CLUSTER_RECONCILE_SECONDS = Histogram(
     "regionshift_darkcluster_reconcile_duration_seconds",

@@ -65,6 +65,11 @@ def gate_open(kube: Kube, hand: str, name: str = "api") -> float | None:
                                      {"namespace": kube.namespace, "darkcluster": name, "hand": hand})
 
 
+def fast_paths(source: str) -> float:
+    """The in-process operator's regionshift_gate_fast_path_listings_total for one source."""
+    return REGISTRY.get_sample_value("regionshift_gate_fast_path_listings_total", {"source": source}) or 0.0
+
+
 def serving_dark_pods(kube: Kube, expected: int) -> set[str] | None:
     """The names of ``expected`` running dark pods, each carrying its serving label, or None."""
     pods = running(dark_pods(kube))
@@ -83,10 +88,12 @@ def test_an_evacuation_opens_a_gitops_owned_dark_cluster_without_fighting_its_ma
     assert kube.ready_endpoint_pods("api") == main
     assert status(kube)["effectiveGate"] == Gate.CLOSED.value
     before = kube.get_custom("darkclusters", "api")
+    stored = fast_paths("stored")
 
     # The evacuation opens its gate: a status-only write, which must wake the DarkCluster promptly.
     operator_kube.set_evacuation_gate(namespace=kube.namespace, name="api", gate=Gate.OPEN)
     dark = eventually(lambda: serving_dark_pods(kube, 3), timeout_seconds=PROMPTLY, what="dark pods labelled to serve")
+    assert fast_paths("stored") > stored, "the fast path took the DarkCluster and its pods from the watches, no LIST"
     eventually(lambda: kube.ready_endpoint_pods("api") == main | dark, timeout_seconds=PROMPTLY,
                what="dark pods ready in the target's Service endpoints")
     opened = eventually(lambda: (s := status(kube)).get("readyReplicas") == 3 and s, what="status counts 3 serving")

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from regionshift.adapters import kube
-from regionshift.controllers import dark_watches, darkcluster
+from regionshift.controllers import dark_store, dark_watches, darkcluster
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL, ROLE_SHADOW, ROLE_TARGET
 
 
@@ -68,7 +68,8 @@ def _watch(monkeypatch: pytest.MonkeyPatch, server: _Server) -> list[tuple[str |
     seen: list[tuple[str | None, str]] = []
     monkeypatch.setitem(kube._WATCHED, "pods", lambda: server)
     watch = kube.ObjectWatch(plural="pods", namespace="shop", label_selector=DARK_CLUSTER_LABEL,
-                             on_event=lambda type_, obj: seen.append((type_, obj["metadata"]["name"])))
+                             on_event=lambda type_, obj: seen.append((type_, obj["metadata"]["name"])),
+                             on_listed=lambda: seen.append(("listed", "")))
     server.watch = watch
     runner = threading.Thread(target=watch.run)
     runner.start()
@@ -82,7 +83,7 @@ def test_the_listing_then_the_events_from_its_version(monkeypatch: pytest.Monkey
                      streams=[[{"type": "MODIFIED", "object": _pod("a", "7")},
                                {"type": "BOOKMARK", "object": {"metadata": {"resourceVersion": "9"}}},
                                {"type": "DELETED", "object": _pod("b", "10")}]])
-    assert _watch(monkeypatch, server) == [(None, "a"), (None, "b"), ("MODIFIED", "a"), ("DELETED", "b")]
+    assert _watch(monkeypatch, server) == [(None, "a"), (None, "b"), ("listed", ""), ("MODIFIED", "a"), ("DELETED", "b")]
     watches = [c for c in server.calls if c.get("watch")]
     assert watches[0]["resource_version"] == "1" and watches[0]["allow_watch_bookmarks"] is True
     assert watches[0]["label_selector"] == DARK_CLUSTER_LABEL
@@ -92,7 +93,8 @@ def test_the_listing_then_the_events_from_its_version(monkeypatch: pytest.Monkey
 def test_a_version_gone_lists_again_and_reports_what_went_meanwhile(monkeypatch: pytest.MonkeyPatch) -> None:
     server = _Server(listings=[[_pod("a", "5"), _pod("b", "6")], [_pod("a", "20")]],
                      streams=[[{"type": "ERROR", "object": {"code": 410, "message": "too old"}}]])
-    assert _watch(monkeypatch, server) == [(None, "a"), (None, "b"), (None, "a"), ("DELETED", "b")]
+    assert _watch(monkeypatch, server) == [(None, "a"), (None, "b"), ("listed", ""), (None, "a"), ("DELETED", "b"),
+                                           ("listed", "")]
 
 
 def test_a_failing_handler_does_not_end_the_watch(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -183,8 +185,12 @@ def test_events_wake_the_daemons_of_their_namespace(fake_watches: list[_FakeWatc
         deployments("MODIFIED", {"metadata": {"name": "api-target", "generation": 5, "labels": {ROLE_LABEL: ROLE_TARGET}}})
         deployments(None, {"metadata": {"name": "listed", "generation": 1, "labels": {ROLE_LABEL: ROLE_TARGET}}})
         deployments(None, {"metadata": {"name": "stale", "generation": 1, "labels": {ROLE_LABEL: ROLE_TARGET}}})
+        assert dark_store.dark_pods(namespace="shop", label="api") is None, "the pod watch has not listed yet"
+        watched._pods_listed()
+        assert [p["metadata"]["name"] for p in dark_store.dark_pods(namespace="shop", label="api") or []] == ["api-dark-1"]
     assert woken == [("api", "pod"), ("api", "shadow"), ("api", "target")]
     assert released == ["stale"]  # "listed" is named by a DarkCluster whose daemon has not started yet
+    assert dark_store.dark_pods(namespace="shop", label="api") is None, "forgotten with the namespace's watch"
 
 
 def test_a_pool_is_started_whole_before_any_work() -> None:

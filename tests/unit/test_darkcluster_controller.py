@@ -337,3 +337,44 @@ async def test_a_pod_event_of_our_own_gate_write_wakes_nothing_mock(fake_api: _F
         assert waker.event.is_set() and waker.causes == {"pod"}  # anything after it wakes
     finally:
         del darkcluster._wakers[key]
+
+
+async def test_with_the_watches_caught_up_the_fast_path_lists_nothing_mock(fake_api: _FakeApi) -> None:
+    import time
+
+    from regionshift.controllers import dark_store
+    from regionshift.decide.darkcapacity import dark_cluster_label_value
+    watch = object()
+    dark_store.watch_began(namespace="ns", watch=watch)
+    try:
+        names = [f"svc-{i}" for i in range(5)]
+        for name in names:
+            darkcluster._written.pop(("ns", name), None)  # what earlier tests wrote
+            darkcluster.dark_cluster_changed(namespace="ns", name=name, type_="ADDED",
+                                             body=_listed_dark_cluster(name, evacuation_gate=None, owner="domain"))
+            dark_store.pod_changed(namespace="ns", watch=watch, type_=None, pod=_dark_pod(name))
+        dark_store.pods_listed(namespace="ns", watch=watch)
+        darkcluster.note_region_failover_gate(uid="uid-domain", gate="Open", read_at=time.monotonic())
+        since = time.monotonic()
+        gated = await asyncio.gather(*(darkcluster.open_gate_fast(namespace="ns", name=n, since=since) for n in names))
+        assert fake_api.lists == [], "no LIST: the DarkClusters, their pods and the gate were known"
+        assert sorted(fake_api.patched) == sorted(f"{n}-dark-0" for n in names)
+        assert all(g is not None and g.written == 1 and g.seen is not None for g in gated)
+        assert fake_api.writes == ["pod"] * 5 + ["status"] * 5
+        assert darkcluster.written_status(namespace="ns", name="svc-1")["readyReplicas"] == 1
+
+        fake_api.lists.clear()
+        dark_store.pod_changed(namespace="ns", watch=watch, type_="ADDED", pod=_dark_pod("late"))
+        darkcluster._known_gates.pop("uid-domain")  # a gate this process never read: listed, as before
+        fake_api.region_failovers = [{"metadata": {"name": "domain", "uid": "uid-domain"},
+                                      "status": {"evacuationGate": "Open"}}]
+        fake_api.dark_clusters = [_listed_dark_cluster(n, evacuation_gate=None, owner="domain") for n in names]
+        assert await darkcluster.open_gate_fast(namespace="ns", name="svc-2", since=time.monotonic()) is not None
+        assert fake_api.lists == ["darkclusters", "regionfailovers", "pods"]
+        assert dark_store.dark_pods(namespace="ns", label=dark_cluster_label_value("late")) != []
+    finally:
+        dark_store.watch_ended(namespace="ns", watch=watch)
+        for name in [f"svc-{i}" for i in range(5)]:
+            darkcluster.dark_cluster_changed(namespace="ns", name=name, type_="DELETED", body={})
+            darkcluster._written.pop(("ns", name), None)
+        darkcluster._known_gates.clear()

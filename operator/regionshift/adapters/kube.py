@@ -545,7 +545,7 @@ class ObjectWatch:
     """List, then watch, the pods or Deployments of one namespace that match a label selector, on the calling thread.
 
     :meth:`run` calls ``on_event(type, object)`` for every object of the listing (type
-    None), then for every watch event (``ADDED``, ``MODIFIED``, ``DELETED``), with the
+    None), then ``on_listed()`` if given, then ``on_event`` for every watch event (``ADDED``, ``MODIFIED``, ``DELETED``), with the
     object as plain dicts parsed from the JSON line by line: one small ``json.loads`` per
     event, nothing built on the operator's event loop. It follows the stream from the
     listing's resourceVersion, with bookmarks; when the API server no longer has that
@@ -557,9 +557,11 @@ class ObjectWatch:
     """
 
     def __init__(self, *, plural: str, namespace: str, label_selector: str,
-                 on_event: Callable[[str | None, dict[str, Any]], None]) -> None:
+                 on_event: Callable[[str | None, dict[str, Any]], None],
+                 on_listed: Callable[[], None] | None = None) -> None:
         self.plural, self.namespace, self.label_selector = plural, namespace, label_selector
         self._on_event = on_event
+        self._on_listed = on_listed
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._response: urllib3.BaseHTTPResponse | None = None
@@ -601,6 +603,11 @@ class ObjectWatch:
         for name, stub in before.items():
             if name not in listed:
                 self._emit("DELETED", stub)
+        if self._on_listed is not None:
+            try:
+                self._on_listed()
+            except Exception:  # a bug in a handler: say so, and keep watching
+                log.exception("handling the listing of %s %s failed", self.plural, self.namespace)
         return version
 
     def _follow(self, version: str) -> str | None:

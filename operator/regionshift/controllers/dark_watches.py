@@ -10,7 +10,8 @@ of the loop's CPU per event, and at 500 DarkClusters the pods and Deployments ma
 daemon runs (:func:`watching`) has two :class:`~regionshift.adapters.kube.ObjectWatch`
 threads, one for the pods labelled :data:`~regionshift.decide.darkcapacity.DARK_CLUSTER_LABEL`,
 one for the Deployments labelled :data:`~regionshift.decide.darkcapacity.ROLE_LABEL`
-(shadows and the targets they shadow). Each event is parsed and judged in its thread by
+(shadows and the targets they shadow). The pods' watch also keeps each pod's last copy in
+:mod:`regionshift.controllers.dark_store`, from which an opening gate's fast path reads them. Each event is parsed and judged in its thread by
 :func:`regionshift.controllers.darkcluster.dark_pod_changed` and
 :func:`~regionshift.controllers.darkcluster.deployment_woke`; only a wake crosses to the
 loop. The watches end when the namespace's last daemon does.
@@ -37,7 +38,7 @@ from typing import Any
 import urllib3.exceptions
 
 from regionshift.adapters import kube
-from regionshift.controllers import darkcluster
+from regionshift.controllers import dark_store, darkcluster
 from regionshift.decide.darkcapacity import DARK_CLUSTER_LABEL, ROLE_LABEL, dark_cluster_label_value
 
 __all__ = ["by_label", "by_target", "watched_namespaces", "watching"]
@@ -62,10 +63,11 @@ class _Namespace:
 
     def start(self) -> None:
         pods = kube.ObjectWatch(plural="pods", namespace=self.namespace, label_selector=DARK_CLUSTER_LABEL,
-                                on_event=self._pod)
+                                on_event=self._pod, on_listed=self._pods_listed)
         deployments = kube.ObjectWatch(plural="deployments", namespace=self.namespace, label_selector=ROLE_LABEL,
                                        on_event=self._deployment)
         self.watches = [pods, deployments]
+        dark_store.watch_began(namespace=self.namespace, watch=self)
         threading.Thread(target=pods.run, name=f"watch-pods-{self.namespace}", daemon=True).start()
         threading.Thread(target=self._watch_deployments, args=(deployments,), name=f"watch-deployments-{self.namespace}",
                          daemon=True).start()
@@ -73,6 +75,7 @@ class _Namespace:
     def stop(self) -> None:
         for watch in self.watches:
             watch.stop()
+        dark_store.watch_ended(namespace=self.namespace, watch=self)
 
     def _watch_deployments(self, watch: kube.ObjectWatch) -> None:
         try:
@@ -83,7 +86,11 @@ class _Namespace:
             log.info("could not list the DarkClusters of %s: %s; no target label is released", self.namespace, exc)
         watch.run()
 
+    def _pods_listed(self) -> None:
+        dark_store.pods_listed(namespace=self.namespace, watch=self)
+
     def _pod(self, type_: str | None, pod: dict[str, Any]) -> None:
+        dark_store.pod_changed(namespace=self.namespace, watch=self, type_=type_, pod=pod)
         meta = pod.get("metadata") or {}
         darkcluster.dark_pod_changed(namespace=self.namespace, labels=meta.get("labels") or {},
                                      darkclusters_by_label=by_label, name=meta.get("name"),

@@ -28,10 +28,15 @@ An opening gate has a fast path (:func:`open_gate_fast`), since it is the hot pa
 evacuation: a savior opens the evacuation gate of hundreds of DarkClusters at once, and a
 full reconcile of each (about nine requests) before its pods serve would make the last
 pod wait for every other DarkCluster's bookkeeping. A run woken by a moved evacuation gate,
-after a run that reconciled, first takes one shared LIST of the namespace's
-RegionFailovers, DarkClusters and dark pods (coalesced: every daemon woken meanwhile waits
-for the same LIST, which starts after each of them woke, so none acts on an older copy
-than its previous run read) and, when the gate in force is Open, merges the serving labels
+after a run that reconciled, takes the DarkCluster and its pods as the watches last
+delivered them (:mod:`regionshift.controllers.dark_store`; this controller's own status
+fields as it last wrote them) and the RegionFailover's gate as the evacuation of this
+process wrote it. Where any of them is not known yet, it takes one shared LIST of the
+namespace's RegionFailovers, DarkClusters and dark pods instead (coalesced: every daemon
+woken meanwhile waits for the same LIST, which starts after each of them woke). A stored
+copy may lag the API server by the watch's delay; the fast path only opens (a label merge,
+the same however often written), a change it missed wakes the daemon again, and the full
+reconcile that follows reads everything fresh. When the gate in force is Open, it merges the serving labels
 into its pods, writes bounded by :data:`GATE_WRITERS` across all DarkClusters, tells the
 status those pods make to :func:`on_status` at once (its serving replicas are what the
 peers shift traffic on: the evacuation exports them from there), and writes that status
@@ -80,10 +85,12 @@ import kopf
 import urllib3.exceptions
 
 from regionshift.adapters import events, kube, retries
+from regionshift.controllers import dark_store
 from regionshift.api.conditions import find_condition, now_rfc3339
 from regionshift.api.models import DarkClusterSpec, DarkClusterStatus, Gate
 from regionshift.decide.darkcapacity import (
     DARK_CLUSTER_LABEL,
+    OWN_STATUS_FIELDS,
     ROLE_LABEL,
     ROLE_SHADOW,
     ROLE_TARGET,
@@ -115,6 +122,7 @@ from regionshift.metrics import (
     DARK_CLUSTER_GATE_OPEN,
     DARK_CLUSTER_RECONCILE_SECONDS,
     DARK_CLUSTER_WAKES,
+    FAST_PATH_LISTINGS,
     DARK_REPLICAS,
     GATE_WRITES,
     RECONCILIATIONS,
@@ -277,8 +285,10 @@ def dark_replicas(*, spec: DarkClusterSpec, status: Mapping[str, Any]) -> int:
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
     """A DarkCluster event: wake its daemon if its spec, its forecast or its evacuation gate moved since the last run.
 
-    Our own status writes come back as events too; they do not wake anything.
+    Our own status writes come back as events too; they do not wake anything. Every event's
+    body is kept for the gate's fast path (:mod:`regionshift.controllers.dark_store`).
     """
+    dark_store.dark_cluster_changed(namespace=namespace, name=name, body=body, type_=type_)
     waker = _wakers.get((namespace, name))
     if waker is None or type_ == "DELETED":
         return
@@ -545,6 +555,8 @@ class _GateListing:
     dark_clusters: dict[str, dict[str, Any]]
     pods: dict[str, list[dict[str, Any]]]
     region_failover_gates: dict[str, str | None] = field(default_factory=dict)
+    stored: bool = False
+    """Taken from what the watches last delivered (:func:`_stored_listing`), not listed."""
 
 
 @dataclass
@@ -724,6 +736,36 @@ async def _fresh_listing(*, namespace: str, since: float) -> _GateListing:
         _listings[namespace] = listing
 
 
+def _stored_listing(*, namespace: str, name: str) -> _GateListing | None:
+    """This DarkCluster, its pods and its RegionFailover's gate as the watches and the evacuation last told them.
+
+    None when any of them is not known here: the DarkCluster's event has not come, the
+    namespace's pod watch has not listed yet, or the RegionFailover's gate was never read
+    or written in this process. The status this controller last wrote (:func:`written_status`)
+    stands over the event's own fields, which may not have caught up with it.
+    """
+    body = dark_store.dark_cluster(namespace=namespace, name=name)
+    if body is None:
+        return None
+    pods = dark_store.dark_pods(namespace=namespace, label=dark_cluster_label_value(name))
+    if pods is None:
+        return None
+    gates: dict[str, str | None] = {}
+    owner = region_failover_of(body)
+    if owner is not None:
+        known = _known_gates.get(owner[1])
+        if known is None:
+            return None
+        gates[owner[1]] = known[1]
+    written = _written.get((namespace, name))
+    if written is not None:
+        status = body.get("status") or {}
+        body = {**body, "status": {**{k: v for k, v in status.items() if k not in OWN_STATUS_FIELDS},
+                                   **{k: v for k, v in written.items() if k in OWN_STATUS_FIELDS}}}
+    return _GateListing(dark_clusters={name: body}, pods={dark_cluster_label_value(name): pods},
+                        region_failover_gates=gates, stored=True)
+
+
 async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | None:
     """The fast path of an opening gate: serving labels on this DarkCluster's pods before anything else.
 
@@ -739,11 +781,14 @@ async def open_gate_fast(*, namespace: str, name: str, since: float) -> Gated | 
     _fast_paths += 1
     _last_fast_path = time.monotonic()
     try:
-        try:
-            listing = await _fresh_listing(namespace=namespace, since=since)
-        except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:
-            log.info("DarkCluster %s/%s: no fast path for the gate (%s); reconciling in full", namespace, name, exc)
-            return None
+        listing = _stored_listing(namespace=namespace, name=name)
+        if listing is None:
+            try:
+                listing = await _fresh_listing(namespace=namespace, since=since)
+            except (kube.ApiException, urllib3.exceptions.HTTPError) as exc:
+                log.info("DarkCluster %s/%s: no fast path for the gate (%s); reconciling in full", namespace, name, exc)
+                return None
+        FAST_PATH_LISTINGS.labels("stored" if listing.stored else "listed").inc()
         body = listing.dark_clusters.get(name)
         if body is None or body["metadata"].get("deletionTimestamp"):
             return None
