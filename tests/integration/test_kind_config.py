@@ -52,7 +52,8 @@ REGIONS = sorted(example_regions(ROOT / "charts" / "regionshift"))
 ENGINES = ("docker", "podman", "nerdctl")
 Change = Callable[[dict[str, Any]], None]
 
-# What kind's docker provider reads from `docker info --format '{{json .}}'` (cgroup v2, not rootless).
+# The `info` answer is what kind's docker provider reads from `docker info --format '{{json .}}'`
+# (pkg/cluster/internal/providers/docker/provider.go, info()): cgroup v2, not rootless.
 STAND_IN_ENGINE = """#!/bin/sh
 # A stand-in container engine for kind's docker provider: it answers what kind asks before
 # validating its config as an engine without any cluster does, says a node image is present
