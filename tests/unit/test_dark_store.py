@@ -76,7 +76,8 @@ def test_a_new_watch_starts_from_nothing(watch: object) -> None:
 def test_dark_clusters_are_kept_from_their_events_until_deleted() -> None:
     body = {"apiVersion": "regionshift.io/v1alpha1", "kind": "DarkCluster", "metadata": {"name": "api"},
             "spec": {"targetDeployment": "api"}, "status": {"effectiveGate": "Closed"}}
-    dark_store.dark_cluster_changed(namespace="shop", name="api", body=body, type_="ADDED")
+    dark_store.dark_cluster_changed(namespace="shop", name="api", type_="ADDED",
+                                    body={**body, "metadata": {"name": "api", "managedFields": [{"manager": "x"}]}})
     assert dark_store.dark_cluster(namespace="shop", name="api") == body
     dark_store.dark_cluster_changed(namespace="shop", name="api", body=body, type_="DELETED")
     assert dark_store.dark_cluster(namespace="shop", name="api") is None

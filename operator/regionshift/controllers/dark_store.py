@@ -87,13 +87,16 @@ _watches: dict[str, object] = {}
 
 
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
-    """A DarkCluster event: keep its body (a shallow copy; events carry new objects), or forget it when deleted."""
+    """A DarkCluster event: keep its body (a shallow copy without managedFields; every event carries new
+    objects), or forget it when deleted."""
     key = (namespace, name)
     with _lock:
         if type_ == "DELETED":
             _dark_clusters.pop(key, None)
         else:
-            _dark_clusters[key] = {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec", "status") if k in body}
+            kept = {k: body[k] for k in ("apiVersion", "kind", "spec", "status") if k in body}
+            kept["metadata"] = {k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"}
+            _dark_clusters[key] = kept
 
 
 def dark_cluster(*, namespace: str, name: str) -> dict[str, Any] | None:
