@@ -346,6 +346,7 @@ async def test_with_the_watches_caught_up_the_fast_path_lists_nothing_mock(fake_
     from regionshift.decide.darkcapacity import dark_cluster_label_value
     watch = object()
     dark_store.watch_began(namespace="ns", watch=watch)
+    darkcluster._own_writes.clear()  # what earlier tests' writes left (their events never come)
     try:
         names = [f"svc-{i}" for i in range(5)]
         for name in names:
@@ -362,6 +363,15 @@ async def test_with_the_watches_caught_up_the_fast_path_lists_nothing_mock(fake_
         assert all(g is not None and g.written == 1 and g.seen is not None for g in gated)
         assert fake_api.writes == ["pod"] * 5 + ["status"] * 5
         assert darkcluster.written_status(namespace="ns", name="svc-1")["readyReplicas"] == 1
+
+        # The watch has not yet shown the gate writes above (a close of ours, say): the store is behind them.
+        assert darkcluster.own_write(namespace="ns", pod="svc-4-dark-0", resource_version="6")  # svc-4's came
+        fake_api.lists.clear()
+        assert await darkcluster.open_gate_fast(namespace="ns", name="svc-3", since=time.monotonic()) is not None
+        assert fake_api.lists == ["darkclusters", "pods"]
+        fake_api.lists.clear()
+        assert await darkcluster.open_gate_fast(namespace="ns", name="svc-4", since=time.monotonic()) is not None
+        assert fake_api.lists == []
 
         fake_api.lists.clear()
         dark_store.pod_changed(namespace="ns", watch=watch, type_="ADDED", pod=_dark_pod("late"))

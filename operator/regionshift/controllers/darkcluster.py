@@ -740,16 +740,17 @@ def _stored_listing(*, namespace: str, name: str) -> _GateListing | None:
     """This DarkCluster, its pods and its RegionFailover's gate as the watches and the evacuation last told them.
 
     None when any of them is not known here: the DarkCluster's event has not come, the
-    namespace's pod watch has not listed yet, or the RegionFailover's gate was never read
-    or written in this process. The status this controller last wrote (:func:`written_status`)
+    namespace's pod watch has not listed yet or has not yet shown a gate write of this
+    controller to one of its pods (a gate closed and opened again within the watch's lag),
+    or the RegionFailover's gate was never read or written in this process. The status this controller last wrote (:func:`written_status`)
     stands over the event's own fields, which may not have caught up with it.
     """
     body = dark_store.dark_cluster(namespace=namespace, name=name)
     if body is None:
         return None
     pods = dark_store.dark_pods(namespace=namespace, label=dark_cluster_label_value(name))
-    if pods is None:
-        return None
+    if pods is None or any((namespace, pod["metadata"].get("name")) in _own_writes for pod in pods):
+        return None  # not listed yet, or behind a gate write of ours (a close the watch has not shown yet)
     gates: dict[str, str | None] = {}
     owner = region_failover_of(body)
     if owner is not None:
