@@ -44,9 +44,12 @@ POD_FIELDS: Mapping[str, tuple[str, ...]] = {
 
 
 class _Pods:
-    """The dark pods of one namespace: by name, and the names by their DarkCluster label's value."""
+    """The dark pods of one namespace as one watch delivered them: by name, and the names by their
+    DarkCluster label's value; complete once the watch has listed them."""
 
-    def __init__(self) -> None:
+    def __init__(self, watch: object) -> None:
+        self.watch = watch
+        self.listed = False
         self.by_name: dict[str, dict[str, Any]] = {}
         self.by_label: dict[str, set[str]] = {}
 
@@ -79,11 +82,8 @@ _lock = threading.Lock()
 _dark_clusters: dict[tuple[str, str], dict[str, Any]] = {}
 """(namespace, name) → the DarkCluster as its last event showed it."""
 _pods: dict[str, _Pods] = {}
-"""namespace → its dark pods; only namespaces whose watch has listed them."""
-_listing: dict[str, _Pods] = {}
-"""namespace → its dark pods while its watch lists for the first time (not yet complete)."""
-_watches: dict[str, object] = {}
-"""namespace → the watch that feeds it (:func:`watch_began`); what an earlier watch still sends is ignored."""
+"""namespace → its dark pods, fed by the watch that began last there (:func:`watch_began`); what an
+earlier watch still sends is ignored."""
 
 
 def dark_cluster_changed(*, namespace: str, name: str, body: Mapping[str, Any], type_: str | None) -> None:
@@ -116,20 +116,21 @@ def _slim(pod: Mapping[str, Any]) -> dict[str, Any]:
 def watch_began(*, namespace: str, watch: object) -> None:
     """A watch of the namespace's dark pods began: it alone feeds the namespace from now on, from nothing."""
     with _lock:
-        _watches[namespace] = watch
-        _pods.pop(namespace, None)
-        _listing.pop(namespace, None)
+        _pods[namespace] = _Pods(watch)
+
+
+def _fed_by(namespace: str, watch: object) -> _Pods | None:
+    pods = _pods.get(namespace)
+    return pods if pods is not None and pods.watch is watch else None
 
 
 def pod_changed(*, namespace: str, watch: object, type_: str | None, pod: Mapping[str, Any]) -> None:
     """A dark pod as the watch delivered it (type None: listed); DELETED forgets it."""
     slim = _slim(pod)
     with _lock:
-        if _watches.get(namespace) is not watch:
-            return
-        store = _pods.get(namespace)
+        store = _fed_by(namespace, watch)
         if store is None:
-            store = _listing.setdefault(namespace, _Pods())
+            return
         if type_ == "DELETED":
             store.remove(slim["metadata"].get("name", ""))
         else:
@@ -139,29 +140,22 @@ def pod_changed(*, namespace: str, watch: object, type_: str | None, pod: Mappin
 def pods_listed(*, namespace: str, watch: object) -> None:
     """The namespace's pod watch has listed (again): from now on its pods are complete, up to the watch's lag."""
     with _lock:
-        if _watches.get(namespace) is not watch:
-            return
-        listing = _listing.pop(namespace, None)
-        if listing is not None:
-            _pods[namespace] = listing
-        else:
-            _pods.setdefault(namespace, _Pods())
+        store = _fed_by(namespace, watch)
+        if store is not None:
+            store.listed = True
 
 
 def watch_ended(*, namespace: str, watch: object) -> None:
     """The namespace's watch ended: its pods are no longer followed."""
     with _lock:
-        if _watches.get(namespace) is not watch:
-            return
-        del _watches[namespace]
-        _pods.pop(namespace, None)
-        _listing.pop(namespace, None)
+        if _fed_by(namespace, watch) is not None:
+            del _pods[namespace]
 
 
 def dark_pods(*, namespace: str, label: str) -> list[dict[str, Any]] | None:
     """The dark pods of one DarkCluster (by its label value) as last delivered; None until the namespace's watch listed."""
     with _lock:
         store = _pods.get(namespace)
-        if store is None:
+        if store is None or not store.listed:
             return None
         return store.with_label(label)
